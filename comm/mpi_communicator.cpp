@@ -1,0 +1,84 @@
+#include "comm/mpi_communicator.h"
+
+#include <climits>
+#include <cstring>
+#include <vector>
+
+#include "common/check.h"
+
+namespace moe::comm {
+
+namespace {
+MPI_Op to_mpi(Communicator::Op op) {
+  switch (op) {
+    case Communicator::Op::kSum: return MPI_SUM;
+    case Communicator::Op::kMax: return MPI_MAX;
+    case Communicator::Op::kMin: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+int to_int(int64_t v, const char* what) {
+  MOE_CHECK(v >= 0 && v <= INT_MAX, std::string(what) + " = " + std::to_string(v) +
+                                        " does not fit MPI's int counts");
+  return int(v);
+}
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
+  MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+  MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  MPI_CHECK(MPI_Comm_size(comm_, &size_));
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::all_to_all_counts(const int64_t* send, int64_t* recv) {
+  MPI_CHECK(MPI_Alltoall(send, 1, MPI_INT64_T, recv, 1, MPI_INT64_T, comm_));
+}
+
+void MpiCommunicator::all_to_all_v(const void* send, const int64_t* send_counts,
+                                   const int64_t* send_displs, void* recv,
+                                   const int64_t* recv_counts, const int64_t* recv_displs,
+                                   size_t elem_bytes) {
+  // Counts in elements of a contiguous type of elem_bytes keep MPI's int counts for large rows.
+  MPI_Datatype row;
+  MPI_CHECK(MPI_Type_contiguous(to_int(int64_t(elem_bytes), "element bytes"), MPI_BYTE, &row));
+  MPI_CHECK(MPI_Type_commit(&row));
+  std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+  for (int i = 0; i < size_; ++i) {
+    sc[i] = to_int(send_counts[i], "send count");
+    sd[i] = to_int(send_displs[i], "send displacement");
+    rc[i] = to_int(recv_counts[i], "recv count");
+    rd[i] = to_int(recv_displs[i], "recv displacement");
+  }
+  const int rc_mpi = MPI_Alltoallv(send, sc.data(), sd.data(), row, recv, rc.data(), rd.data(),
+                                   row, comm_);
+  MPI_Type_free(&row);
+  MPI_CHECK(rc_mpi);
+}
+
+void MpiCommunicator::all_reduce(int64_t* data, int n, Op op) {
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, n, MPI_INT64_T, to_mpi(op), comm_));
+}
+
+void MpiCommunicator::all_reduce(double* data, int n, Op op) {
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, n, MPI_DOUBLE, to_mpi(op), comm_));
+}
+
+void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
+  MPI_CHECK(MPI_Bcast(data, to_int(int64_t(bytes), "broadcast bytes"), MPI_BYTE, root, comm_));
+}
+
+void MpiCommunicator::all_gather(const void* send, void* recv, size_t bytes) {
+  const int n = to_int(int64_t(bytes), "all_gather bytes");
+  MPI_CHECK(MPI_Allgather(send, n, MPI_BYTE, recv, n, MPI_BYTE, comm_));
+}
+
+void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
+
+}  // namespace moe::comm

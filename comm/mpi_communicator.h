@@ -1,0 +1,33 @@
+#pragma once
+#include <mpi.h>
+
+#include "comm/communicator.h"
+
+namespace moe::comm {
+
+// Collectives over an MPI communicator, on host memory.
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm comm);
+  ~MpiCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  void all_to_all_counts(const int64_t* send, int64_t* recv) override;
+  void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs,
+                    void* recv, const int64_t* recv_counts, const int64_t* recv_displs,
+                    size_t elem_bytes) override;
+  void all_reduce(int64_t* data, int n, Op op) override;
+  void all_reduce(double* data, int n, Op op) override;
+  void broadcast(void* data, size_t bytes, int root) override;
+  void all_gather(const void* send, void* recv, size_t bytes) override;
+  void barrier() override;
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace moe::comm

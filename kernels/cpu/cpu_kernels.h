@@ -1,0 +1,20 @@
+#pragma once
+// The CPU reference of every op: plain loops in fp32, GEMMs through the BLAS. Each function
+// lives in the file of its name; cpu_ops.cpp binds them to the Ops interface.
+#include "kernels/params.h"
+
+namespace moe::kernels::cpu {
+
+void embedding(const EmbeddingParams& p);
+void rmsnorm(const RmsNormParams& p);
+void linear(const LinearParams& p);
+void rope(const RopeParams& p);
+void kv_store(const KvStoreParams& p);
+void attention(const AttentionParams& p);
+void topk_router(const TopKRouterParams& p);
+void silu_mul(const SiluMulParams& p);
+void gather_rows(const GatherRowsParams& p);
+void weighted_combine(const WeightedCombineParams& p);
+void add(const AddParams& p);
+
+}  // namespace moe::kernels::cpu

@@ -1,0 +1,22 @@
+#include <cmath>
+
+#include "common/error.h"
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace moe::kernels::cpu {
+
+// As transformers' MixtralRMSNorm: the mean square in fp32, x * rsqrt(ms + eps), then * weight.
+void rmsnorm(const RmsNormParams& p) {
+  MOE_CHECK(p.weight.dtype == DType::kF32, "cpu rmsnorm weight must be fp32");
+  const auto* w = static_cast<const float*>(p.weight.data);
+  for (int t = 0; t < p.T; ++t) {
+    const float* x = p.x + int64_t(t) * p.hidden;
+    float* y = p.out + int64_t(t) * p.hidden;
+    double ss = 0.0;
+    for (int i = 0; i < p.hidden; ++i) ss += double(x[i]) * x[i];
+    const float inv = 1.0f / std::sqrt(float(ss / p.hidden) + p.eps);
+    for (int i = 0; i < p.hidden; ++i) y[i] = w[i] * (x[i] * inv);
+  }
+}
+
+}  // namespace moe::kernels::cpu

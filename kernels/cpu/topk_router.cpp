@@ -1,0 +1,36 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace moe::kernels::cpu {
+
+// As transformers' Mixtral block: softmax in fp32 over all experts, the top k of it, then
+// renormalised to sum to one. Ties go to the lower expert id.
+void topk_router(const TopKRouterParams& p) {
+  std::vector<float> prob(p.n_experts);
+  std::vector<int> order(p.n_experts);
+  for (int t = 0; t < p.T; ++t) {
+    const float* l = p.logits + int64_t(t) * p.n_experts;
+    const float mx = *std::max_element(l, l + p.n_experts);
+    float sum = 0.0f;
+    for (int e = 0; e < p.n_experts; ++e) {
+      prob[e] = std::exp(l[e] - mx);
+      sum += prob[e];
+    }
+    for (int e = 0; e < p.n_experts; ++e) prob[e] /= sum;
+    for (int e = 0; e < p.n_experts; ++e) order[e] = e;
+    std::partial_sort(order.begin(), order.begin() + p.k, order.end(), [&](int a, int b) {
+      return prob[a] > prob[b] || (prob[a] == prob[b] && a < b);
+    });
+    float top = 0.0f;
+    for (int j = 0; j < p.k; ++j) top += prob[order[j]];
+    for (int j = 0; j < p.k; ++j) {
+      p.expert[int64_t(t) * p.k + j] = order[j];
+      p.weight[int64_t(t) * p.k + j] = prob[order[j]] / top;
+    }
+  }
+}
+
+}  // namespace moe::kernels::cpu

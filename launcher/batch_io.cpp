@@ -1,0 +1,106 @@
+#include "launcher/batch_io.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace moe::launcher {
+
+using nlohmann::json;
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open the input file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
+                                                   const std::string& path, int default_max_new) {
+  std::istringstream in(text);
+  std::vector<runtime::Request> out;
+  std::set<int64_t> ids;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(n) + ": ";
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::parse_error& e) {
+      throw InputError(where + "not valid JSON (" + e.what() + ")");
+    }
+    if (!j.is_object()) throw InputError(where + "expected a JSON object per line");
+    runtime::Request r;
+    r.id = int64_t(out.size());
+    if (j.contains("id")) {
+      if (!j["id"].is_number_integer())
+        throw InputError(where + "\"id\" must be an integer");
+      r.id = j["id"].get<int64_t>();
+    }
+    if (!ids.insert(r.id).second)
+      throw InputError(where + "id " + std::to_string(r.id) + " appears twice");
+    if (!j.contains("prompt_ids") || !j["prompt_ids"].is_array())
+      throw InputError(where + "expected \"prompt_ids\": a list of token ids");
+    for (const auto& v : j["prompt_ids"]) {
+      if (!v.is_number_integer())
+        throw InputError(where + "\"prompt_ids\" holds " + v.dump() + ", expected integers");
+      r.prompt.push_back(v.get<int32_t>());
+    }
+    r.max_new_tokens = default_max_new;
+    if (j.contains("max_new_tokens")) {
+      if (!j["max_new_tokens"].is_number_integer())
+        throw InputError(where + "\"max_new_tokens\" must be an integer");
+      r.max_new_tokens = j["max_new_tokens"].get<int>();
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<int32_t> parse_id_list(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    size_t used = 0;
+    long v = 0;
+    try {
+      v = std::stol(tok, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || tok.find_first_not_of(" ", used) != std::string::npos)
+      throw InputError("--prompt-ids: '" + tok + "' is not an integer (expected e.g. 1,2,3)");
+    ids.push_back(int32_t(v));
+  }
+  if (ids.empty()) throw InputError("--prompt-ids: empty (expected e.g. 1,2,3)");
+  return ids;
+}
+
+std::string result_to_json_line(const runtime::Result& r) {
+  json j;
+  j["id"] = r.id;
+  j["output_ids"] = r.output;
+  j["finish_reason"] = runtime::finish_reason_name(r.finish);
+  return j.dump();
+}
+
+runtime::Result result_from_json_line(const std::string& line) {
+  const json j = json::parse(line);
+  runtime::Result r;
+  r.id = j["id"].get<int64_t>();
+  r.output = j["output_ids"].get<std::vector<int32_t>>();
+  const std::string f = j["finish_reason"].get<std::string>();
+  r.finish = f == "eos" ? runtime::FinishReason::kEos
+             : f == "context" ? runtime::FinishReason::kContext
+                              : runtime::FinishReason::kLength;
+  return r;
+}
+
+}  // namespace moe::launcher

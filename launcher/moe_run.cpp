@@ -1,0 +1,237 @@
+// moe-run: offline generation on N ranks (mpirun -np N moe-run ...), or on one without mpirun.
+// Rank 0 reads the requests and writes the results; every rank holds the shared weights and its
+// share of the experts, and generates for its share of the prompts.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "comm/mpi_context.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "launcher/batch_io.h"
+#include "runtime/rank_runtime.h"
+
+namespace {
+
+using namespace moe;
+
+// Exit codes: 0 done, 1 runtime failure, 2 bad input (flags, files, requests).
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+
+struct Options {
+  std::string config;
+  runtime::RunConfig run;
+  std::string prompt_ids;
+  std::string input, output, stats_json;
+  int max_new_tokens = 16;
+  std::string log_level = "info";
+  bool quiet_table = false;
+};
+
+// The same text on every rank, from rank 0.
+std::string broadcast_string(comm::Communicator& comm, std::string s) {
+  int64_t n = int64_t(s.size());
+  comm.broadcast(&n, sizeof n, 0);
+  s.resize(size_t(n));
+  if (n) comm.broadcast(s.data(), size_t(n), 0);
+  return s;
+}
+
+// Every rank's text, in rank order, on every rank.
+std::vector<std::string> all_gather_strings(comm::Communicator& comm, const std::string& mine) {
+  const int N = comm.size();
+  std::vector<int64_t> lens(N);
+  const int64_t my_len = int64_t(mine.size());
+  comm.all_gather(&my_len, lens.data(), sizeof(int64_t));
+  std::vector<std::string> out(N);
+  for (int r = 0; r < N; ++r) {
+    out[r] = r == comm.rank() ? mine : std::string(size_t(lens[r]), '\0');
+    if (lens[r]) comm.broadcast(out[r].data(), size_t(lens[r]), r);
+  }
+  return out;
+}
+
+// Deterministic on every rank: each request goes to the rank with the fewest tokens so far.
+std::vector<int> assign_ranks(const std::vector<runtime::Request>& reqs, int world) {
+  std::vector<int64_t> load(world, 0);
+  std::vector<int> owner(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const int r = int(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = r;
+    load[r] += int64_t(reqs[i].prompt.size()) + reqs[i].max_new_tokens;
+  }
+  return owner;
+}
+
+int run(int argc, char** argv, comm::MpiContext& mpi) {
+  auto comm = mpi.make_communicator();
+  const int rank = comm->rank(), world = comm->size();
+  set_log_rank(rank, world);
+
+  Options o;
+  CLI::App app{"moe-run: generate with a Mixtral-style MoE model, experts spread over the ranks "
+               "(run under mpirun -np N for N ranks)."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--config", o.config, "YAML run config (fields as in configs/*.yaml); flags override it");
+  app.add_option("--checkpoint", o.run.checkpoint, "Hugging Face model folder (config.json + safetensors)");
+  app.add_option("--prompt-ids", o.prompt_ids, "one prompt as comma-separated token ids, e.g. 1,2,3");
+  app.add_option("--input", o.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line");
+  app.add_option("--output", o.output, "JSONL results, in input order (default: stdout)");
+  app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
+  app.add_option("--placement", o.run.placement, "expert placement: contiguous, round_robin or explicit (map in --config)");
+  app.add_option("--backend", o.run.backend, "compute backend: cpu or cuda");
+  app.add_option("--transport", o.run.transport, "all-to-all transport: mpi or nccl");
+  app.add_option("--max-tokens-per-step", o.run.max_tokens_per_step, "token budget of one step on one rank");
+  app.add_option("--max-seqs", o.run.max_seqs, "sequences in flight per rank (KV cache slots)");
+  app.add_option("--max-seq-len", o.run.max_seq_len, "KV positions per sequence (0: the model's, at most 4096)");
+  app.add_flag("--ignore-eos", o.run.ignore_eos, "keep generating past the end-of-sequence token");
+  app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON");
+  app.add_flag("--no-stats-table", o.quiet_table, "do not print the expert-load table");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (rank == 0) app.exit(e);  // prints --help, or the one-line error
+    return e.get_exit_code() == 0 ? 0 : kExitBadInput;
+  }
+  set_log_level(o.log_level);
+
+  // ---- set-up: every rank reaches the same verdict, so a bad input ends all ranks cleanly ----
+  std::unique_ptr<runtime::RankRuntime> rt;
+  std::vector<runtime::Request> requests;
+  std::string error;
+  try {
+    if (!o.config.empty()) {
+      runtime::RunConfig file = runtime::RunConfig::from_yaml_file(o.config);
+      // Flags given on the command line win over the file.
+      auto given = [&](const char* flag) { return app.count(flag) > 0; };
+      if (given("--checkpoint")) file.checkpoint = o.run.checkpoint;
+      if (given("--placement")) file.placement = o.run.placement;
+      if (given("--backend")) file.backend = o.run.backend;
+      if (given("--transport")) file.transport = o.run.transport;
+      if (given("--max-tokens-per-step")) file.max_tokens_per_step = o.run.max_tokens_per_step;
+      if (given("--max-seqs")) file.max_seqs = o.run.max_seqs;
+      if (given("--max-seq-len")) file.max_seq_len = o.run.max_seq_len;
+      if (given("--ignore-eos")) file.ignore_eos = o.run.ignore_eos;
+      o.run = file;
+    }
+    if (o.run.checkpoint.empty())
+      throw InputError("no checkpoint: give --checkpoint DIR or a --config with 'checkpoint'");
+    if (o.prompt_ids.empty() == o.input.empty())
+      throw InputError("give exactly one of --prompt-ids or --input");
+    if (!o.input.empty()) {
+      // Rank 0 reads (other nodes may not see the file); every rank parses the same text.
+      std::string text;
+      int64_t readable = 1;
+      if (rank == 0) {
+        try {
+          text = launcher::read_text_file(o.input);
+        } catch (const InputError&) {
+          readable = 0;
+        }
+      }
+      comm->broadcast(&readable, sizeof readable, 0);
+      if (!readable) throw InputError(o.input + ": cannot open the input file");
+      text = broadcast_string(*comm, text);
+      requests = launcher::parse_requests_jsonl(text, o.input, o.max_new_tokens);
+    } else {
+      requests.push_back({0, launcher::parse_id_list(o.prompt_ids), o.max_new_tokens});
+    }
+    rt = std::make_unique<runtime::RankRuntime>(o.run, *comm);
+    for (const auto& r : requests) rt->engine().validate(r);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  int64_t failed = error.empty() ? 0 : 1;
+  comm->all_reduce(&failed, 1, comm::Communicator::Op::kMax);
+  if (failed) {
+    if (!error.empty() && (rank == 0 || world > 1)) spdlog::error("{}", error);
+    return kExitBadInput;
+  }
+
+  // ---- generate -------------------------------------------------------------------------
+  const auto owner = assign_ranks(requests, world);
+  int64_t mine = 0;
+  for (size_t i = 0; i < requests.size(); ++i)
+    if (owner[i] == rank) {
+      rt->engine().add(requests[i]);
+      ++mine;
+    }
+  spdlog::info("{} of {} requests on this rank", mine, requests.size());
+  std::vector<runtime::Result> results;
+  const auto t0 = std::chrono::steady_clock::now();
+  rt->engine().run([&](runtime::Result&& r) { results.push_back(std::move(r)); });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // ---- collect on rank 0, in input order ---------------------------------------------------
+  std::string lines;
+  for (const auto& r : results) lines += launcher::result_to_json_line(r) + "\n";
+  const auto all = all_gather_strings(*comm, lines);
+  rt->stats().steps = rt->engine().steps();
+  rt->stats().reduce(*comm);
+  if (rank != 0) return 0;
+
+  std::map<int64_t, runtime::Result> by_id;
+  for (const auto& text : all) {
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) {
+        auto r = launcher::result_from_json_line(line);
+        by_id[r.id] = std::move(r);
+      }
+  }
+  int64_t generated = 0;
+  for (const auto& [id, r] : by_id) generated += int64_t(r.output.size());
+  if (by_id.size() != requests.size())
+    MOE_THROW("collected " + std::to_string(by_id.size()) + " results for " +
+              std::to_string(requests.size()) + " requests");
+
+  if (!o.prompt_ids.empty() && o.output.empty()) {
+    const auto& out = by_id.begin()->second.output;
+    for (size_t i = 0; i < out.size(); ++i) std::printf("%s%d", i ? "," : "", out[i]);
+    std::printf("\n");
+  } else {
+    std::ofstream file;
+    if (!o.output.empty()) {
+      file.open(o.output);
+      if (!file) throw InputError(o.output + ": cannot open the output file for writing");
+    }
+    std::ostream& os = o.output.empty() ? std::cout : file;
+    for (const auto& req : requests) os << launcher::result_to_json_line(by_id.at(req.id)) << "\n";
+  }
+  spdlog::info("{} requests, {} tokens generated in {:.3f} s ({:.1f} tokens/s) on {} rank(s)",
+               requests.size(), generated, secs, generated / std::max(secs, 1e-9), world);
+  if (!o.quiet_table) std::fprintf(stderr, "\n%s", rt->stats().table(rt->placement()).c_str());
+  if (!o.stats_json.empty()) {
+    std::ofstream js(o.stats_json);
+    if (!js) throw InputError(o.stats_json + ": cannot open for writing");
+    js << rt->stats().to_json().dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::comm::MpiContext mpi(&argc, &argv);
+  try {
+    return run(argc, argv, mpi);
+  } catch (const moe::InputError& e) {
+    spdlog::error("{}", e.what());
+    if (mpi.world_size() > 1) moe::comm::MpiContext::abort(kExitBadInput);
+    return kExitBadInput;
+  } catch (const std::exception& e) {
+    // A failure on one rank mid-run: the others wait in a collective, so end them all.
+    spdlog::error("fatal: {}", e.what());
+    if (mpi.world_size() > 1) moe::comm::MpiContext::abort(kExitFailure);
+    return kExitFailure;
+  }
+}

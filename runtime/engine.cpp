@@ -1,0 +1,140 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/error.h"
+
+namespace moe::runtime {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return "length";
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kContext: return "context";
+  }
+  return "?";
+}
+
+Engine::Engine(Model& model, KvCache& cache, comm::Communicator& comm, EngineOptions opts)
+    : model_(model), cache_(cache), comm_(comm), opts_(opts) {
+  MOE_CHECK(opts_.max_tokens_per_step >= 1, "max_tokens_per_step must be >= 1");
+  max_context_ = std::min(cache_.max_len(), model_.config().max_position_embeddings);
+}
+
+void Engine::validate(const Request& r) const {
+  const std::string who = "request " + std::to_string(r.id) + ": ";
+  if (r.prompt.empty()) throw InputError(who + "empty prompt (expected at least one token id)");
+  const int V = model_.config().vocab_size;
+  for (size_t i = 0; i < r.prompt.size(); ++i)
+    if (r.prompt[i] < 0 || r.prompt[i] >= V)
+      throw InputError(who + "prompt token " + std::to_string(i) + " is " +
+                       std::to_string(r.prompt[i]) + ", outside the vocabulary [0, " +
+                       std::to_string(V) + ")");
+  if (r.max_new_tokens < 1)
+    throw InputError(who + "max_new_tokens is " + std::to_string(r.max_new_tokens) +
+                     " (expected >= 1)");
+  if (int64_t(r.prompt.size()) + r.max_new_tokens > max_context_)
+    throw InputError(who + "prompt of " + std::to_string(r.prompt.size()) + " tokens plus " +
+                     std::to_string(r.max_new_tokens) + " new tokens exceeds the context of " +
+                     std::to_string(max_context_) + " tokens");
+}
+
+void Engine::add(Request r) {
+  validate(r);
+  waiting_.push_back(std::move(r));
+}
+
+void Engine::schedule() {
+  batch_.clear();
+  logit_seq_.clear();
+  int budget = opts_.max_tokens_per_step;
+  // Admit waiting requests into free slots, oldest first.
+  while (!waiting_.empty() && cache_.free_slots() > 0) {
+    Sequence s;
+    s.req = std::move(waiting_.front());
+    waiting_.pop_front();
+    s.slot = cache_.acquire();
+    s.tokens = s.req.prompt;
+    running_.push_back(std::move(s));
+  }
+  auto push = [&](Sequence& s, int n, int idx) {
+    for (int j = 0; j < n; ++j) {
+      batch_.tokens.push_back(s.tokens[s.cached + j]);
+      batch_.slot.push_back(s.slot);
+      batch_.pos.push_back(s.cached + j);
+    }
+    s.cached += n;
+    budget -= n;
+    // Logits are wanted once every known token is in the cache: the next one is sampled.
+    if (s.cached == int(s.tokens.size())) {
+      batch_.logit_rows.push_back(batch_.size() - 1);
+      logit_seq_.push_back(idx);
+    }
+  };
+  // Decodes first: a running sequence costs one token per step.
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence& s = running_[i];
+    if (s.cached == int(s.tokens.size()) - 1 && !s.generated.empty()) push(s, 1, int(i));
+  }
+  // Then prefill, in chunks that fit what is left of the budget.
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence& s = running_[i];
+    if (!s.generated.empty()) continue;
+    const int left = int(s.tokens.size()) - s.cached;
+    if (left > 0) push(s, std::min(left, budget), int(i));
+  }
+}
+
+void Engine::finish(size_t i, FinishReason why) {
+  Sequence& s = running_[i];
+  cache_.release(s.slot);
+  Result r{s.req.id, std::move(s.generated), why};
+  if (on_finish_) on_finish_(std::move(r));
+  running_[i].slot = -1;
+}
+
+bool Engine::step() {
+  int64_t work = idle() ? 0 : 1;
+  comm_.all_reduce(&work, 1, comm::Communicator::Op::kMax);
+  if (!work) return false;
+
+  schedule();
+  model_.forward(batch_, logits_);
+  ++steps_;
+  tokens_processed_ += batch_.size();
+
+  const int V = model_.config().vocab_size;
+  for (size_t j = 0; j < logit_seq_.size(); ++j) {
+    Sequence& s = running_[logit_seq_[j]];
+    const float* row = logits_.data() + j * size_t(V);
+    // Greedy: the first maximum, as torch.argmax.
+    const int32_t next = int32_t(std::max_element(row, row + V) - row);
+    s.generated.push_back(next);
+    s.tokens.push_back(next);
+  }
+  for (size_t j = 0; j < logit_seq_.size(); ++j) {
+    const size_t i = logit_seq_[j];
+    Sequence& s = running_[i];
+    const bool eos = !opts_.ignore_eos && s.generated.back() == opts_.eos_token_id;
+    if (eos)
+      finish(i, FinishReason::kEos);
+    else if (int(s.generated.size()) >= s.req.max_new_tokens)
+      finish(i, FinishReason::kLength);
+    else if (int(s.tokens.size()) >= max_context_)
+      finish(i, FinishReason::kContext);
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const Sequence& s) { return s.slot < 0; }),
+                 running_.end());
+  return true;
+}
+
+void Engine::run(const std::function<void(Result&&)>& on_finish) {
+  on_finish_ = on_finish;
+  while (step()) {
+  }
+  on_finish_ = nullptr;
+}
+
+}  // namespace moe::runtime

@@ -1,0 +1,72 @@
+#pragma once
+// The per-rank generation loop. Each rank owns its sequences (data-parallel attention) and
+// batches them continuously: every step, running decodes first, then prefill chunks of waiting
+// prompts, under a token budget. Steps are taken in lockstep with every other rank: whether a
+// step happens at all is agreed by an all-reduce, so a rank with no work still joins the
+// exchanges of the others.
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+#include "runtime/request.h"
+
+namespace moe::runtime {
+
+struct EngineOptions {
+  int max_tokens_per_step = 512;  // token budget of one step (prefill chunks + decodes)
+  int eos_token_id = -1;          // -1: none
+  bool ignore_eos = false;        // keep generating past eos, as vLLM's ignore_eos
+};
+
+class Engine {
+ public:
+  Engine(Model& model, KvCache& cache, comm::Communicator& comm, EngineOptions opts);
+
+  // Refuses (InputError naming the request) an empty prompt, ids outside the vocabulary,
+  // max_new_tokens < 1 or prompt + max_new_tokens beyond the context.
+  void validate(const Request& r) const;
+  // Queues a request on this rank; validate() first.
+  void add(Request r);
+
+  // One lockstep step for every rank. Returns false, on every rank together, once no rank has
+  // anything left to do.
+  bool step();
+  // step() until every rank is done. on_finish is called for each finished sequence.
+  void run(const std::function<void(Result&&)>& on_finish);
+
+  bool idle() const { return waiting_.empty() && running_.empty(); }
+  int64_t steps() const { return steps_; }
+  int64_t tokens_processed() const { return tokens_processed_; }
+
+ private:
+  struct Sequence {
+    Request req;
+    int slot = -1;
+    int cached = 0;               // positions whose K, V are in the cache
+    std::vector<int32_t> tokens;  // prompt, then generated
+    std::vector<int32_t> generated;
+  };
+  void schedule();  // fills batch_ from running_ and waiting_
+  void finish(size_t i, FinishReason why);
+
+  Model& model_;
+  KvCache& cache_;
+  comm::Communicator& comm_;
+  EngineOptions opts_;
+  int max_context_;
+
+  std::deque<Request> waiting_;
+  std::vector<Sequence> running_;
+  StepBatch batch_;
+  std::vector<int> logit_seq_;  // running_ index of each logit row
+  std::vector<float> logits_;
+  std::vector<Result> done_;
+  std::function<void(Result&&)> on_finish_;
+  int64_t steps_ = 0, tokens_processed_ = 0;
+};
+
+}  // namespace moe::runtime

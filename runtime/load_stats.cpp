@@ -1,0 +1,155 @@
+#include "runtime/load_stats.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+
+#include "comm/communicator.h"
+#include "runtime/placement.h"
+
+namespace moe::runtime {
+
+namespace {
+double max_over_mean(const int64_t* v, int n) {
+  if (n == 0) return 1.0;
+  const int64_t sum = std::accumulate(v, v + n, int64_t(0));
+  if (sum == 0) return 1.0;
+  const int64_t mx = *std::max_element(v, v + n);
+  return double(mx) * n / double(sum);
+}
+}  // namespace
+
+LoadStats::LoadStats(int n_layers_, int n_experts_, int world_)
+    : n_layers(n_layers_),
+      n_experts(n_experts_),
+      world(world_),
+      tokens(size_t(n_layers_) * n_experts_, 0),
+      rows(size_t(n_layers_) * world_ * world_, 0),
+      rows_computed(size_t(n_layers_) * world_, 0) {}
+
+void LoadStats::reduce(comm::Communicator& comm) {
+  comm.all_reduce(tokens.data(), int(tokens.size()), comm::Communicator::Op::kSum);
+  comm.all_reduce(rows.data(), int(rows.size()), comm::Communicator::Op::kSum);
+  comm.all_reduce(rows_computed.data(), int(rows_computed.size()), comm::Communicator::Op::kSum);
+  comm.all_reduce(&steps, 1, comm::Communicator::Op::kMax);
+}
+
+double LoadStats::expert_imbalance(int l) const {
+  return max_over_mean(&tokens[size_t(l) * n_experts], n_experts);
+}
+
+double LoadStats::device_imbalance(int l) const {
+  return max_over_mean(&rows_computed[size_t(l) * world], world);
+}
+
+double LoadStats::expert_imbalance_overall() const {
+  std::vector<int64_t> sum(n_experts, 0);
+  for (int l = 0; l < n_layers; ++l)
+    for (int e = 0; e < n_experts; ++e) sum[e] += token_count(l, e);
+  return max_over_mean(sum.data(), n_experts);
+}
+
+double LoadStats::device_imbalance_overall() const {
+  std::vector<int64_t> sum(world, 0);
+  for (int l = 0; l < n_layers; ++l)
+    for (int r = 0; r < world; ++r) sum[r] += computed(l, r);
+  return max_over_mean(sum.data(), world);
+}
+
+std::string LoadStats::table(const Placement& placement) const {
+  std::string out;
+  char buf[64];
+  auto cell = [&](const char* fmt, auto v) {
+    std::snprintf(buf, sizeof buf, fmt, v);
+    out += buf;
+  };
+  out += "Tokens per expert (routed top-k choices), per layer; imbalance = max / mean\n";
+  cell("%-7s", "layer");
+  for (int e = 0; e < n_experts; ++e) cell("%9s", ("e" + std::to_string(e)).c_str());
+  out += "  imbalance\n";
+  std::vector<int64_t> total(n_experts, 0);
+  for (int l = 0; l < n_layers; ++l) {
+    cell("%-7d", l);
+    for (int e = 0; e < n_experts; ++e) {
+      cell("%9lld", (long long)token_count(l, e));
+      total[e] += token_count(l, e);
+    }
+    cell("  %9.3f\n", expert_imbalance(l));
+  }
+  cell("%-7s", "all");
+  for (int e = 0; e < n_experts; ++e) cell("%9lld", (long long)total[e]);
+  cell("  %9.3f\n", expert_imbalance_overall());
+
+  out += "\nRows computed per device ((row, expert) pairs through an FFN), per layer\n";
+  cell("%-7s", "layer");
+  for (int r = 0; r < world; ++r) cell("%11s", ("rank" + std::to_string(r)).c_str());
+  out += "  imbalance\n";
+  std::vector<int64_t> dev(world, 0);
+  for (int l = 0; l < n_layers; ++l) {
+    cell("%-7d", l);
+    for (int r = 0; r < world; ++r) {
+      cell("%11lld", (long long)computed(l, r));
+      dev[r] += computed(l, r);
+    }
+    cell("  %9.3f\n", device_imbalance(l));
+  }
+  cell("%-7s", "all");
+  for (int r = 0; r < world; ++r) cell("%11lld", (long long)dev[r]);
+  cell("  %9.3f\n", device_imbalance_overall());
+
+  if (world > 1) {
+    out += "\nHidden-state rows sent, all layers (row = source rank, column = destination)\n";
+    cell("%-7s", "src");
+    for (int d = 0; d < world; ++d) cell("%11s", ("rank" + std::to_string(d)).c_str());
+    out += "\n";
+    for (int s = 0; s < world; ++s) {
+      cell("%-7d", s);
+      for (int d = 0; d < world; ++d) {
+        int64_t n = 0;
+        for (int l = 0; l < n_layers; ++l) n += row_count(l, s, d);
+        cell("%11lld", (long long)n);
+      }
+      out += "\n";
+    }
+  }
+  out += "\nPlacement (layer 0): ";
+  for (int e = 0; e < n_experts && e < placement.n_experts(); ++e) {
+    out += "e" + std::to_string(e) + "->";
+    const auto& r = placement.ranks_of(0, e);
+    for (size_t i = 0; i < r.size(); ++i) out += (i ? "," : "") + std::to_string(r[i]);
+    out += e + 1 < n_experts ? " " : "\n";
+  }
+  return out;
+}
+
+nlohmann::json LoadStats::to_json() const {
+  nlohmann::json j;
+  j["layers"] = n_layers;
+  j["experts"] = n_experts;
+  j["world_size"] = world;
+  j["steps"] = steps;
+  auto& layers = j["per_layer"] = nlohmann::json::array();
+  for (int l = 0; l < n_layers; ++l) {
+    nlohmann::json L;
+    L["layer"] = l;
+    L["tokens_per_expert"] = std::vector<int64_t>(tokens.begin() + size_t(l) * n_experts,
+                                                  tokens.begin() + size_t(l + 1) * n_experts);
+    L["rows_computed_per_rank"] = std::vector<int64_t>(
+        rows_computed.begin() + size_t(l) * world, rows_computed.begin() + size_t(l + 1) * world);
+    nlohmann::json m = nlohmann::json::array();
+    for (int s = 0; s < world; ++s) {
+      std::vector<int64_t> row(world);
+      for (int d = 0; d < world; ++d) row[d] = row_count(l, s, d);
+      m.push_back(row);
+    }
+    L["rows_sent"] = m;  // [src][dst]
+    L["expert_imbalance"] = expert_imbalance(l);
+    L["device_imbalance"] = device_imbalance(l);
+    layers.push_back(L);
+  }
+  j["expert_imbalance"] = expert_imbalance_overall();
+  j["device_imbalance"] = device_imbalance_overall();
+  return j;
+}
+
+}  // namespace moe::runtime

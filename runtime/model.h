@@ -1,0 +1,62 @@
+#pragma once
+// The Mixtral forward pass on one rank: its own tokens through attention over its own KV cache,
+// the MoE blocks through the expert-parallel exchange. Every rank calls forward() for every
+// step, with zero tokens if it has none.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "kernels/ops.h"
+#include "runtime/kv_cache.h"
+#include "runtime/load_stats.h"
+#include "runtime/model_config.h"
+#include "runtime/moe_layer.h"
+#include "runtime/placement.h"
+#include "runtime/weights.h"
+
+namespace moe::runtime {
+
+// One step's tokens on this rank: prefill chunks and decodes of any number of sequences.
+struct StepBatch {
+  std::vector<int32_t> tokens;      // [T]
+  std::vector<int32_t> slot;        // [T] KV cache slot of each token's sequence
+  std::vector<int32_t> pos;         // [T] absolute position of each token
+  std::vector<int32_t> logit_rows;  // rows of [0, T) whose logits are wanted
+  int size() const { return int(tokens.size()); }
+  void clear() { tokens.clear(); slot.clear(); pos.clear(); logit_rows.clear(); }
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, ModelWeights weights, const Placement& placement,
+        kernels::Ops& ops, comm::Communicator& comm, KvCache& cache, LoadStats* stats);
+
+  // Runs one step. logits (host) receives [logit_rows.size(), vocab] fp32.
+  void forward(const StepBatch& batch, std::vector<float>& logits);
+
+  const ModelConfig& config() const { return cfg_; }
+
+ private:
+  void reserve(int T);
+
+  const ModelConfig& cfg_;
+  ModelWeights w_;
+  kernels::Ops& ops_;
+  KvCache& cache_;
+  MoeLayer moe_;
+  int capacity_ = -1;
+
+  kernels::Buffer inv_freq_;  // [head_dim / 2]
+  kernels::Buffer tokens_, slot_, pos_, rows_;  // [T] int32
+  kernels::Buffer x_;     // [T, H] residual stream
+  kernels::Buffer h_;     // [T, H] normed
+  kernels::Buffer q_;     // [T, q_dim]
+  kernels::Buffer k_;     // [T, kv_dim]
+  kernels::Buffer v_;     // [T, kv_dim]
+  kernels::Buffer attn_;  // [T, q_dim]
+  kernels::Buffer moe_out_;  // [T, H]
+  kernels::Buffer logits_;   // [T, vocab]
+};
+
+}  // namespace moe::runtime

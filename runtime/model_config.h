@@ -1,0 +1,38 @@
+#pragma once
+// The model's shape, read from the checkpoint's config.json (MixtralConfig's field names).
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace moe::runtime {
+
+struct ModelConfig {
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;  // per expert
+  int num_hidden_layers = 0;
+  int num_attention_heads = 0;
+  int num_key_value_heads = 0;
+  int head_dim = 0;  // config's head_dim when given, else hidden_size / num_attention_heads
+  int num_local_experts = 0;
+  int num_experts_per_tok = 0;
+  int max_position_embeddings = 0;
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 1e6;
+  int sliding_window = 0;  // 0: none
+  bool tie_word_embeddings = false;
+  std::string dtype = "bfloat16";  // torch_dtype / dtype as written; informational
+
+  // Reads the fields and calls validate(). `source` names the file in messages. A missing
+  // required field or an impossible value throws InputError naming the field and what was
+  // expected.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
+  // Throws InputError naming the first field that is impossible, and what was expected.
+  void validate(const std::string& source) const;
+
+  int q_dim() const { return num_attention_heads * head_dim; }
+  int kv_dim() const { return num_key_value_heads * head_dim; }
+};
+
+}  // namespace moe::runtime

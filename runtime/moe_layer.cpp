@@ -1,0 +1,174 @@
+#include "runtime/moe_layer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/error.h"
+
+namespace moe::runtime {
+
+MoeLayer::MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
+                   comm::Communicator& comm, LoadStats* stats)
+    : cfg_(cfg), placement_(placement), ops_(ops), comm_(comm), stats_(stats) {
+  const int N = comm.size();
+  send_counts_.assign(N, 0);
+  recv_counts_.assign(N, 0);
+  send_displs_.assign(N, 0);
+  recv_displs_.assign(N, 0);
+}
+
+void MoeLayer::reserve(kernels::Buffer& buf, size_t bytes) {
+  if (buf.bytes() < bytes) buf = ops_.alloc(std::max(bytes, buf.bytes() * 3 / 2));
+}
+
+void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, float* out) {
+  const int E = cfg_.num_local_experts, k = cfg_.num_experts_per_tok;
+  const int H = cfg_.hidden_size, I = cfg_.intermediate_size;
+  const int N = comm_.size(), me = comm_.rank();
+  const size_t row_bytes = size_t(H) * sizeof(float);
+
+  // ---- route -----------------------------------------------------------------------------
+  reserve(logits_, size_t(T) * E * sizeof(float));
+  reserve(expert_, size_t(T) * k * sizeof(int32_t));
+  reserve(weight_, size_t(T) * k * sizeof(float));
+  ops_.linear({h, w.gate, logits_.as<float>(), T});
+  ops_.topk_router({logits_.as<float>(), expert_.as<int32_t>(), weight_.as<float>(), T, E, k});
+  h_expert_.resize(size_t(T) * k);
+  h_weight_.resize(size_t(T) * k);
+  ops_.download(h_expert_.data(), expert_.data(), h_expert_.size() * sizeof(int32_t));
+  ops_.download(h_weight_.data(), weight_.data(), h_weight_.size() * sizeof(float));
+
+  // ---- permute: one row per (token, destination rank) -----------------------------------
+  // dest_of[t * k + s] = the rank serving slot s of token t.
+  std::vector<int32_t> dest_of(size_t(T) * k);
+  std::fill(send_counts_.begin(), send_counts_.end(), 0);
+  for (int t = 0; t < T; ++t) {
+    for (int s = 0; s < k; ++s) {
+      const int e = h_expert_[size_t(t) * k + s];
+      const int d = placement_.route(layer, e, me);
+      dest_of[size_t(t) * k + s] = d;
+      if (stats_) stats_->token_count(layer, e) += 1;
+      // Count a destination once per token: its first slot bound there.
+      bool first = true;
+      for (int s2 = 0; s2 < s; ++s2) first &= dest_of[size_t(t) * k + s2] != d;
+      if (first) ++send_counts_[d];
+    }
+  }
+  for (int d = 1; d < N; ++d) send_displs_[d] = send_displs_[d - 1] + send_counts_[d - 1];
+  const int64_t S = send_displs_[N - 1] + send_counts_[N - 1];
+
+  h_send_token_.assign(S, -1);
+  h_send_meta_.assign(size_t(S) * k, RouteSlot{-1, 0.0f});
+  h_home_index_.assign(size_t(T) * k, -1);
+  h_ones_.assign(size_t(T) * k, 1.0f);
+  {
+    std::vector<int64_t> next(send_displs_);  // next free row per destination
+    for (int t = 0; t < T; ++t) {
+      int n_dest = 0;
+      for (int d = 0; d < N; ++d) {  // ascending rank: the combine order
+        int64_t row = -1;
+        for (int s = 0; s < k; ++s) {
+          if (dest_of[size_t(t) * k + s] != d) continue;
+          if (row < 0) {
+            row = next[d]++;
+            h_send_token_[row] = t;
+            h_home_index_[size_t(t) * k + n_dest++] = int32_t(row);
+          }
+          h_send_meta_[size_t(row) * k + s] = {h_expert_[size_t(t) * k + s],
+                                               h_weight_[size_t(t) * k + s]};
+        }
+      }
+    }
+  }
+  if (stats_)
+    for (int d = 0; d < N; ++d) stats_->row_count(layer, me, d) += send_counts_[d];
+
+  reserve(index_, size_t(std::max<int64_t>(S, 1)) * sizeof(int32_t));
+  reserve(send_x_, size_t(S) * row_bytes);
+  reserve(send_meta_, size_t(S) * k * sizeof(RouteSlot));
+  ops_.upload(index_.data(), h_send_token_.data(), size_t(S) * sizeof(int32_t));
+  ops_.gather_rows({h, index_.as<int32_t>(), send_x_.as<float>(), int(S), H});
+  ops_.upload(send_meta_.data(), h_send_meta_.data(), h_send_meta_.size() * sizeof(RouteSlot));
+
+  // ---- exchange: counts, then rows and their slots ----------------------------------------
+  comm_.all_to_all_counts(send_counts_.data(), recv_counts_.data());
+  for (int d = 1; d < N; ++d) recv_displs_[d] = recv_displs_[d - 1] + recv_counts_[d - 1];
+  const int64_t R = recv_displs_[N - 1] + recv_counts_[N - 1];
+  reserve(recv_x_, size_t(R) * row_bytes);
+  reserve(recv_meta_, size_t(R) * k * sizeof(RouteSlot));
+  comm_.all_to_all_v(send_x_.data(), send_counts_.data(), send_displs_.data(), recv_x_.data(),
+                     recv_counts_.data(), recv_displs_.data(), row_bytes);
+  comm_.all_to_all_v(send_meta_.data(), send_counts_.data(), send_displs_.data(),
+                     recv_meta_.data(), recv_counts_.data(), recv_displs_.data(),
+                     k * sizeof(RouteSlot));
+
+  // ---- experts: group the received (row, slot) pairs by local expert ----------------------
+  h_recv_meta_.resize(size_t(R) * k);
+  ops_.download(h_recv_meta_.data(), recv_meta_.data(), h_recv_meta_.size() * sizeof(RouteSlot));
+  const auto& local = w.local_experts;
+  std::vector<int64_t> group_begin(local.size() + 1, 0);
+  h_group_row_.clear();
+  h_slot_index_.assign(size_t(R) * k, -1);
+  h_slot_weight_.assign(size_t(R) * k, 0.0f);
+  for (size_t i = 0; i < local.size(); ++i) {
+    group_begin[i] = int64_t(h_group_row_.size());
+    for (int64_t r = 0; r < R; ++r) {
+      for (int s = 0; s < k; ++s) {
+        const RouteSlot& rs = h_recv_meta_[size_t(r) * k + s];
+        if (rs.expert != local[i]) continue;
+        h_slot_index_[size_t(r) * k + s] = int32_t(h_group_row_.size());
+        h_slot_weight_[size_t(r) * k + s] = rs.weight;
+        h_group_row_.push_back(int32_t(r));
+      }
+    }
+  }
+  group_begin[local.size()] = int64_t(h_group_row_.size());
+  // A slot naming an expert this rank does not hold means the sender's placement disagrees
+  // with ours: refuse rather than drop the contribution.
+  for (int64_t r = 0; r < R; ++r)
+    for (int s = 0; s < k; ++s) {
+      const RouteSlot& rs = h_recv_meta_[size_t(r) * k + s];
+      if (rs.expert >= 0 && h_slot_index_[size_t(r) * k + s] < 0)
+        MOE_THROW("layer " + std::to_string(layer) + ": rank " + std::to_string(me) +
+                  " received a row for expert " + std::to_string(rs.expert) +
+                  ", which it does not hold");
+    }
+  const int64_t G = int64_t(h_group_row_.size());
+  if (stats_) stats_->computed(layer, me) += G;
+
+  reserve(index_, size_t(std::max<int64_t>({G, R * k, int64_t(T) * k, 1})) * sizeof(int32_t));
+  reserve(grouped_x_, size_t(G) * row_bytes);
+  reserve(gate_up_, size_t(G) * 2 * I * sizeof(float));
+  reserve(act_, size_t(G) * I * sizeof(float));
+  reserve(grouped_y_, size_t(G) * row_bytes);
+  ops_.upload(index_.data(), h_group_row_.data(), size_t(G) * sizeof(int32_t));
+  ops_.gather_rows({recv_x_.as<float>(), index_.as<int32_t>(), grouped_x_.as<float>(), int(G), H});
+  for (size_t i = 0; i < local.size(); ++i) {
+    const int64_t b = group_begin[i], n = group_begin[i + 1] - b;
+    if (n == 0) continue;
+    float* gu = gate_up_.as<float>() + b * 2 * I;
+    float* a = act_.as<float>() + b * I;
+    ops_.linear({grouped_x_.as<float>() + b * H, w.w13[i], gu, int(n)});
+    ops_.silu_mul({gu, a, int(n), I});
+    ops_.linear({a, w.w2[i], grouped_y_.as<float>() + b * H, int(n)});
+  }
+
+  // ---- reduce per received row, in slot order ----------------------------------------------
+  reserve(partial_, size_t(R) * row_bytes);
+  reserve(cweight_, size_t(std::max<int64_t>(R * k, int64_t(T) * k)) * sizeof(float) + 4);
+  ops_.upload(index_.data(), h_slot_index_.data(), h_slot_index_.size() * sizeof(int32_t));
+  ops_.upload(cweight_.data(), h_slot_weight_.data(), h_slot_weight_.size() * sizeof(float));
+  ops_.weighted_combine({grouped_y_.as<float>(), index_.as<int32_t>(), cweight_.as<float>(),
+                         partial_.as<float>(), int(R), k, H});
+
+  // ---- exchange back, then combine at home -------------------------------------------------
+  reserve(back_, size_t(S) * row_bytes);
+  comm_.all_to_all_v(partial_.data(), recv_counts_.data(), recv_displs_.data(), back_.data(),
+                     send_counts_.data(), send_displs_.data(), row_bytes);
+  ops_.upload(index_.data(), h_home_index_.data(), h_home_index_.size() * sizeof(int32_t));
+  ops_.upload(cweight_.data(), h_ones_.data(), h_ones_.size() * sizeof(float));
+  ops_.weighted_combine({back_.as<float>(), index_.as<int32_t>(), cweight_.as<float>(), out, T,
+                         k, H});
+}
+
+}  // namespace moe::runtime

@@ -1,0 +1,83 @@
+#pragma once
+// One MoE block on one rank of N, the hot path of DESIGN.md:
+//   route    : router GEMM, fp32 softmax, top-k, renormalise
+//   permute  : one row per (token, destination rank), ordered by destination then token; a token
+//              whose experts share a rank crosses once, carrying the k (expert, weight) slots
+//              meant for that rank
+//   exchange : counts, then rows and their slots (all-to-all-v)
+//   experts  : received rows grouped by local expert -> SwiGLU FFN
+//   reduce   : per received row, sum of weight * expert output over its slots, in slot order
+//   exchange : the reduced rows go back along the reverse counts
+//   combine  : out[t] = sum of the partial rows of t's destinations, in ascending rank
+//   account  : tokens per (layer, expert), rows per (layer, src, dst), rows computed per rank
+// With N = 1 the exchanges are a rank sending to itself, through the same code.
+#include <cstdint>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "kernels/ops.h"
+#include "runtime/load_stats.h"
+#include "runtime/model_config.h"
+#include "runtime/placement.h"
+#include "runtime/weights.h"
+
+namespace moe::runtime {
+
+// What travels with a dispatched row: for each of the token's k slots, the expert it wants on
+// the receiving rank (-1 when that slot's expert is served by another rank) and its weight.
+struct RouteSlot {
+  int32_t expert;
+  float weight;
+};
+
+class MoeLayer {
+ public:
+  MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
+           comm::Communicator& comm, LoadStats* stats);
+
+  // out[T, hidden] = the MoE block of `layer` on h[T, hidden] (backend memory). Every rank
+  // calls it for every layer of every step, T = 0 included.
+  void forward(int layer, const LayerWeights& w, const float* h, int T, float* out);
+
+ private:
+  // Grows `buf` to at least `bytes` (the step never shrinks its workspace).
+  void reserve(kernels::Buffer& buf, size_t bytes);
+
+  const ModelConfig& cfg_;
+  const Placement& placement_;
+  kernels::Ops& ops_;
+  comm::Communicator& comm_;
+  LoadStats* stats_;
+
+  // Backend workspace.
+  kernels::Buffer logits_;    // [T, E] router logits
+  kernels::Buffer expert_;    // [T, k] int32
+  kernels::Buffer weight_;    // [T, k] fp32
+  kernels::Buffer send_x_;    // [S, H] rows to send
+  kernels::Buffer send_meta_; // [S, k] RouteSlot
+  kernels::Buffer recv_x_;    // [R, H] rows received
+  kernels::Buffer recv_meta_; // [R, k] RouteSlot
+  kernels::Buffer grouped_x_; // [G, H] received rows, one per (row, local expert), by expert
+  kernels::Buffer gate_up_;   // [G, 2I]
+  kernels::Buffer act_;       // [G, I]
+  kernels::Buffer grouped_y_; // [G, H]
+  kernels::Buffer partial_;   // [R, H] per received row, its experts' weighted sum
+  kernels::Buffer back_;      // [S, H] partial rows returned to this rank
+  kernels::Buffer index_;     // int32 indices for gather / combine
+  kernels::Buffer cweight_;   // fp32 weights for combine
+
+  // Host copies and plans, reused across steps.
+  std::vector<int32_t> h_expert_;       // [T, k]
+  std::vector<float> h_weight_;         // [T, k]
+  std::vector<int32_t> h_send_token_;   // [S] the token of each sent row
+  std::vector<RouteSlot> h_send_meta_;  // [S, k]
+  std::vector<int32_t> h_home_index_;   // [T, k] rows of back_ to sum per token, -1 padded
+  std::vector<float> h_ones_;           // [T, k]
+  std::vector<RouteSlot> h_recv_meta_;  // [R, k]
+  std::vector<int32_t> h_group_row_;    // [G] received row of each grouped row
+  std::vector<int32_t> h_slot_index_;   // [R, k] grouped row of each (row, slot), -1 if none
+  std::vector<float> h_slot_weight_;    // [R, k]
+  std::vector<int64_t> send_counts_, recv_counts_, send_displs_, recv_displs_;
+};
+
+}  // namespace moe::runtime

@@ -1,0 +1,25 @@
+#pragma once
+// A generation request and its result, as the engine and its drivers (moe-run, the worker)
+// exchange them.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe::runtime {
+
+struct Request {
+  int64_t id = 0;
+  std::vector<int32_t> prompt;  // [prompt_len] token ids
+  int max_new_tokens = 16;
+};
+
+enum class FinishReason { kLength, kEos, kContext };
+const char* finish_reason_name(FinishReason r);  // "length", "eos", "context"
+
+struct Result {
+  int64_t id = 0;
+  std::vector<int32_t> output;  // generated ids, eos included when hit
+  FinishReason finish = FinishReason::kLength;
+};
+
+}  // namespace moe::runtime
