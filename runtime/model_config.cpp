@@ -32,9 +32,9 @@ int as_int(const json& v, const char* key, const std::string& source) {
     throw InputError(prefix(source) + "field '" + key + "' is " + v.dump() + " (a JSON " +
                      v.type_name() + "), expected an integer");
   }
-  const int64_t x = v.is_number_unsigned() ? int64_t(std::min<uint64_t>(
-                                                 v.get<uint64_t>(), uint64_t(INT64_MAX)))
-                                           : v.get<int64_t>();
+  const int64_t x = v.is_number_unsigned()
+                        ? int64_t(std::min<uint64_t>(v.get<uint64_t>(), uint64_t(INT64_MAX)))
+                        : v.get<int64_t>();
   if (x < std::numeric_limits<int>::min() || x > std::numeric_limits<int>::max()) {
     throw InputError(prefix(source) + "field '" + key + "' is " + v.dump() +
                      ", out of the range of a 32-bit integer");
@@ -109,7 +109,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   c.max_position_embeddings = optional_int(j, "max_position_embeddings", 4096 * 32, source);
-  if (!absent(j, "rms_norm_eps")) c.rms_norm_eps = as_number(j["rms_norm_eps"], "rms_norm_eps", source);
+  if (!absent(j, "rms_norm_eps"))
+    c.rms_norm_eps = as_number(j["rms_norm_eps"], "rms_norm_eps", source);
 
   // transformers 5 moved rope_theta into rope_parameters; older configs keep it at top level.
   if (!absent(j, "rope_parameters")) {
@@ -180,9 +181,9 @@ void ModelConfig::validate(const std::string& source) const {
                      "; expected each key/value head to serve a whole number of query heads");
   }
   if (num_experts_per_tok > num_local_experts) {
-    throw InputError(prefix(source) + "num_experts_per_tok is " +
-                     std::to_string(num_experts_per_tok) + ", expected at most num_local_experts (" +
-                     std::to_string(num_local_experts) + ")");
+    throw InputError(
+        prefix(source) + "num_experts_per_tok is " + std::to_string(num_experts_per_tok) +
+        ", expected at most num_local_experts (" + std::to_string(num_local_experts) + ")");
   }
   if (head_dim % 2 != 0) {
     throw InputError(prefix(source) + "head_dim is " + std::to_string(head_dim) +

@@ -22,9 +22,10 @@ class RankRuntime {
   const ModelConfig& model_config() const { return cfg_; }
   const Placement& placement() const { return placement_; }
   Engine& engine() { return *engine_; }
+  Model& model() { return *model_; }
+  KvCache& cache() { return *cache_; }
   LoadStats& stats() { return stats_; }
   size_t checkpoint_bytes_read() const { return bytes_read_; }
-  const KvCache& cache() const { return *cache_; }
 
  private:
   ModelConfig cfg_;

@@ -77,8 +77,7 @@ std::vector<int64_t> parse_shape(const json& v, const std::string& path, const s
 
 std::pair<size_t, size_t> parse_offsets(const json& v, const std::string& path,
                                         const std::string& name) {
-  if (!v.is_array() || v.size() != 2 || !v[0].is_number_unsigned() ||
-      !v[1].is_number_unsigned()) {
+  if (!v.is_array() || v.size() != 2 || !v[0].is_number_unsigned() || !v[1].is_number_unsigned()) {
     throw InputError(where(path, name) + ": 'data_offsets' is " + v.dump() +
                      ", expected [begin, end] with two non-negative integers");
   }
