@@ -71,14 +71,23 @@ void convert_to_f32(const void* src, DType t, size_t n, float* dst) {
     case DType::kF32:
       std::memcpy(dst, src, n * 4);
       return;
+    // Safetensors does not promise aligned offsets: read each element through memcpy.
     case DType::kF16: {
-      auto* p = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(p[i]);
+      auto* p = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+      }
       return;
     }
     case DType::kBF16: {
-      auto* p = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(p[i]);
+      auto* p = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t b;
+        std::memcpy(&b, p + 2 * i, 2);
+        dst[i] = bf16_to_f32(b);
+      }
       return;
     }
   }

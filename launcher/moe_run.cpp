@@ -152,7 +152,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   int64_t failed = error.empty() ? 0 : 1;
   comm->all_reduce(&failed, 1, comm::Communicator::Op::kMax);
   if (failed) {
-    if (!error.empty() && (rank == 0 || world > 1)) spdlog::error("{}", error);
+    // Ranks usually fail alike (same flags, same files): then rank 0 alone says why.
+    int64_t rank0_failed = rank == 0 && !error.empty();
+    comm->broadcast(&rank0_failed, sizeof rank0_failed, 0);
+    if (!error.empty() && (rank == 0 || !rank0_failed)) spdlog::error("{}", error);
     return kExitBadInput;
   }
 
@@ -198,6 +201,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
     const auto& out = by_id.begin()->second.output;
     for (size_t i = 0; i < out.size(); ++i) std::printf("%s%d", i ? "," : "", out[i]);
     std::printf("\n");
+    std::fflush(stdout);
   } else {
     std::ofstream file;
     if (!o.output.empty()) {

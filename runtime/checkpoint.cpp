@@ -78,6 +78,10 @@ Checkpoint Checkpoint::open(const std::string& dir) {
                          file.dump() + ", expected a shard file name");
       }
       const std::string shard = file.get<std::string>();
+      // Shards live in the model folder itself: a path could read outside it.
+      if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+        throw InputError(index.string() + ": weight_map entry for tensor '" + name + "' is '" +
+                         shard + "', expected a file name inside the model folder");
       // Checked now rather than at first read so a truncated download fails at start-up, not
       // halfway through loading the layer that lives in the missing shard.
       if (!c.shards_.count(shard)) {

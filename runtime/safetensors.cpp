@@ -64,12 +64,9 @@ std::vector<int64_t> parse_shape(const json& v, const std::string& path, const s
                          std::to_string(u) + ", too large for int64");
       }
       shape.push_back(int64_t(u));
-    } else if (d.is_number_integer()) {
+    } else {  // negative, fractional, or not a number at all
       throw InputError(where(path, name) + ": dim " + std::to_string(i) + " is " + d.dump() +
                        ", expected a non-negative integer (shape " + v.dump() + ")");
-    } else {
-      throw InputError(where(path, name) + ": dim " + std::to_string(i) + " is " + d.dump() +
-                       ", expected a non-negative integer");
     }
   }
   return shape;

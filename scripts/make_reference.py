@@ -78,7 +78,7 @@ SPECS = {
               "untied lm_head, no sliding window, rope_theta 1e6",
     ),
     "tiny_b": dict(
-        seed=2003, storage="float32", max_shard_size="1MB", out_gain=4.0,
+        seed=2033, storage="float32", max_shard_size="1MB", out_gain=4.0,
         config=dict(
             vocab_size=384, hidden_size=96, intermediate_size=48, num_hidden_layers=2,
             num_attention_heads=6, num_key_value_heads=2, head_dim=32, num_local_experts=16,
@@ -528,7 +528,8 @@ def build(name, spec):
         ref["expert0_routing"] = {
             "note": "over the prefill tokens and the 8 fed decode tokens of the 3 prompts; uniform routing "
                     f"would give slot_fraction 1/{cfg.num_local_experts} = {1 / cfg.num_local_experts} and "
-                    f"token_fraction {k}/{cfg.num_local_experts} = {k / cfg.num_local_experts}",
+                    f"token_fraction {k}/{cfg.num_local_experts} = {k / cfg.num_local_experts}; the largest possible "
+                    f"slot_fraction is 1/{k} (an expert fills at most one of a token's {k} slots)",
             "per_layer": per_layer,
         }
         ref["checks"]["moe_input_cosine_with_c_min"] = round(moe_input_cosines(ref_model, prompts, c_hat), 4)
@@ -614,11 +615,18 @@ def write_readme(results):
         hd = c.get("head_dim", c["hidden_size"] // c["num_attention_heads"])
         files = sorted({f for f, _ in layout.values()})
         size = sum((DATA / name / "checkpoint" / f).stat().st_size for f in files)
+        about = SPECS[name]["about"]
+        if len(files) > 1:
+            split = sorted({k.rsplit(".", 2)[0] for k in layout
+                            if ".experts." in k and len({layout[k.rsplit(".", 2)[0] + f".{w}.weight"][0]
+                                                         for w in ("w1", "w2", "w3")}) > 1})
+            if split:
+                about += f"; {len(split)} experts have their w1/w2/w3 in different shards (e.g. {split[0]})"
         lines.append(
             f"| `{name}` | {c['vocab_size']} | {c['hidden_size']} | {c['intermediate_size']} | "
             f"{c['num_hidden_layers']} | {c['num_attention_heads']}/{c['num_key_value_heads']} | {hd}"
             f"{' (explicit)' if 'head_dim' in c else ''} | {c['num_local_experts']} ({c['num_experts_per_tok']}) | "
-            f"{SPECS[name]['storage']} | {len(files)} ({human_size(size)}) | {SPECS[name]['about']} |"
+            f"{SPECS[name]['storage']} | {len(files)} ({human_size(size)}) | {about} |"
         )
     lines += [
         "",
@@ -643,7 +651,7 @@ def write_readme(results):
             for i, p in enumerate(r["prompts"]) if p["hit_eos"]]
     if hits:
         lines.append("Prompts whose greedy generation hits eos: " +
-                     ", ".join(f"{n} prompt{i} (after {k} tokens)" for n, i, k in hits) + ".")
+                     ", ".join(f"{n} prompt{i} (eos is generated token #{k})" for n, i, k in hits) + ".")
     else:
         lines.append("No prompt's greedy generation hits eos (all generate 16 tokens).")
     skew = results["tiny_skew"][0]["expert0_routing"]["per_layer"]
@@ -655,6 +663,8 @@ def write_readme(results):
         "down_proj output (so the residual stream keeps exactly the embedding's component along c) and out of",
         "lm_head, and each layer's router row 0 is a multiple of c. Expert 0 is therefore in every token's",
         "top-2; the other slot still varies. Recorded in `reference.json` under `expert0_routing`:",
+        "",
+        "(0.5 of the (token, slot) choices is the maximum possible with top-2.)",
         "",
         "| layer | tokens | fraction of (token, slot) choices = expert 0 (uniform: 0.125) | tokens routed to expert 0 (uniform: 0.25) | mean routing weight of expert 0 |",
         "|---|---|---|---|---|",

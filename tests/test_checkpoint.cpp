@@ -326,3 +326,22 @@ TEST(Checkpoint, ReadF32ShapeMismatch) {
 }
 
 }  // namespace
+
+namespace {
+// A shard name that leaves the model folder is refused, whether or not the file exists.
+TEST(CheckpointPathTest, IndexShardOutsideFolderRefused) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("moe_ckpt_escape_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << "{}";
+  std::ofstream(dir / "model.safetensors.index.json")
+      << R"({"weight_map": {"model.norm.weight": "../outside.safetensors"}})";
+  try {
+    moe::runtime::Checkpoint::open(dir.string());
+    ADD_FAILURE() << "accepted a shard outside the folder";
+  } catch (const moe::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("../outside.safetensors"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+}  // namespace

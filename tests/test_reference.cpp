@@ -196,6 +196,34 @@ TEST_P(ReferenceTest, BatchedEqualsOneByOne) {
     EXPECT_EQ(out[int64_t(i)], ref.prompts[i].generated_ids) << "chunked prompt" << i;
 }
 
+// A router that sends every token to expert 0 (tiny_skew, see tests/data/README.md) shows up in
+// the statistics: 45 tokens (3 prompts, prefill and 8 decodes) choose expert 0 in each layer,
+// so the expert imbalance is 45 / (90 / 8) = 4 exactly, against well under 2 for tiny_a.
+TEST(LoadStatsTest, SkewedRouterShowsInImbalance) {
+  for (const std::string name : {"tiny_skew", "tiny_a"}) {
+    const Reference ref = load_reference(name);
+    runtime::RankRuntime rt(run_config(ref), world());
+    run_reference_steps(ref, rt, world());
+    runtime::LoadStats stats = rt.stats();
+    stats.reduce(world());
+    for (int l = 0; l < stats.n_layers; ++l) {
+      int64_t total = 0;
+      for (int e = 0; e < stats.n_experts; ++e) total += stats.token_count(l, e);
+      EXPECT_EQ(total, 90) << name << " layer " << l;  // 45 tokens x top-2
+      if (name == "tiny_skew") {
+        EXPECT_EQ(stats.token_count(l, 0), 45) << "layer " << l;
+        EXPECT_DOUBLE_EQ(stats.expert_imbalance(l), 4.0) << "layer " << l;
+      } else {
+        EXPECT_LT(stats.expert_imbalance(l), 2.0) << "layer " << l;
+      }
+      // Every routed choice was computed by exactly one rank.
+      int64_t computed = 0;
+      for (int r = 0; r < stats.world; ++r) computed += stats.computed(l, r);
+      EXPECT_EQ(computed, total) << name << " layer " << l;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Checkpoints, ReferenceTest,
                          ::testing::Values("tiny_a", "tiny_b", "tiny_c", "tiny_skew"),
                          [](const auto& info) { return info.param; });

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# moe-run as a user meets it: outputs, exit codes and one-line errors.
+#   usage: test_moe_run.sh BUILD_BIN_DIR TEST_DATA_DIR CONFIGS_DIR
+set -u
+BIN=$1; DATA=$2; CONFIGS=$3
+CKPT=$DATA/tiny_a/checkpoint
+MPIRUN=(mpirun --oversubscribe)
+[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+pass=0; fail=0
+ok() { echo "ok   - $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
+
+# expect CODE NAME REGEX -- command...: exit status CODE and stderr matching REGEX.
+expect() {
+  local code=$1 name=$2 re=$3; shift 4
+  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
+  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, expected $code; stderr: $(tail -3 "$TMP/err")"; return; fi
+  if [ -n "$re" ] && ! grep -Eq "$re" "$TMP/err"; then bad "$name: stderr lacks /$re/: $(tail -3 "$TMP/err")"; return; fi
+  ok "$name"
+}
+
+expect 0 "--help lists options with defaults" "" -- "$BIN/moe-run" --help
+grep -q -- "--max-tokens-per-step" "$TMP/out" && grep -q "512" "$TMP/out" && ok "--help shows --max-tokens-per-step 512" || bad "--help content"
+expect 2 "unknown flag" "bogus" -- "$BIN/moe-run" --bogus
+expect 2 "missing checkpoint folder" "no-such-dir" -- "$BIN/moe-run" --checkpoint "$TMP/no-such-dir" --prompt-ids 1,2
+expect 2 "bad --prompt-ids" "not an integer" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,x,3
+expect 2 "token outside vocabulary" "outside the vocabulary" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,99999
+expect 2 "prompt beyond context" "exceeds the context" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --max-new-tokens 100000
+printf '{"id": 1, "prompt_ids": [1, 2]}\n{"id": 2, "prompt_ids": "oops"}\n' > "$TMP/bad.jsonl"
+expect 2 "malformed JSONL names file and line" "bad.jsonl:2" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/bad.jsonl"
+printf 'checkpoint: %s\nmax_seqs: 0\n' "$CKPT" > "$TMP/bad.yaml"
+expect 2 "config field out of range" "max_seqs" -- "$BIN/moe-run" --config "$TMP/bad.yaml" --prompt-ids 1,2
+printf 'checkpoint: %s\nplacment: contiguous\n' "$CKPT" > "$TMP/typo.yaml"
+expect 2 "config unknown field" "placment" -- "$BIN/moe-run" --config "$TMP/typo.yaml" --prompt-ids 1,2
+expect 2 "bad rank count error under mpirun" "outside the vocabulary" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,99999
+
+# The same output file at 1 and 4 ranks, with the load table printed.
+expect 0 "1 rank batch" "" -- "$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/np1.jsonl"
+expect 0 "4 rank batch" "imbalance" -- "${MPIRUN[@]}" -np 4 "$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/np4.jsonl" --stats-json "$TMP/stats.json"
+if [ -s "$TMP/np1.jsonl" ] && cmp -s "$TMP/np1.jsonl" "$TMP/np4.jsonl"; then ok "np4 output == np1 output"; else bad "np4 output differs from np1"; fi
+[ "$(wc -l < "$TMP/np4.jsonl")" -eq "$(grep -c . "$CONFIGS/prompts/tiny_a.jsonl")" ] && ok "one result per request" || bad "result count"
+grep -q '"rows_sent"' "$TMP/stats.json" && ok "--stats-json written" || bad "--stats-json"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

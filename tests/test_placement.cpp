@@ -1,0 +1,101 @@
+// Placement maps, and a rank reading only the tensors it holds.
+#include <set>
+
+#include "common/error.h"
+#include "runtime/checkpoint.h"
+#include "runtime/placement.h"
+#include "runtime/weights.h"
+#include "tests/support/test_env.h"
+
+namespace moe::test {
+namespace {
+
+using runtime::Placement;
+
+TEST(PlacementTest, ContiguousBlocks) {
+  const auto p = Placement::make(Placement::Kind::kContiguous, 2, 8, 4);
+  for (int e = 0; e < 8; ++e) EXPECT_EQ(p.ranks_of(1, e), std::vector<int>{e / 2});
+  EXPECT_EQ(p.local_experts(0, 3), (std::vector<int>{6, 7}));
+}
+
+TEST(PlacementTest, ContiguousUnevenBlocks) {
+  // 6 experts over 4 ranks: blocks of 2, the last rank holds none.
+  const auto p = Placement::make(Placement::Kind::kContiguous, 1, 6, 4);
+  EXPECT_EQ(p.local_experts(0, 0), (std::vector<int>{0, 1}));
+  EXPECT_EQ(p.local_experts(0, 2), (std::vector<int>{4, 5}));
+  EXPECT_TRUE(p.local_experts(0, 3).empty());
+}
+
+TEST(PlacementTest, RoundRobin) {
+  const auto p = Placement::make(Placement::Kind::kRoundRobin, 1, 8, 3);
+  for (int e = 0; e < 8; ++e) EXPECT_EQ(p.ranks_of(0, e), std::vector<int>{e % 3});
+}
+
+TEST(PlacementTest, MoreRanksThanExpertsMakesReplicas) {
+  // 4 experts, 8 ranks: expert e on ranks e and e + 4; source ranks alternate between them.
+  const auto p = Placement::make(Placement::Kind::kContiguous, 1, 4, 8);
+  for (int e = 0; e < 4; ++e) {
+    EXPECT_EQ(p.ranks_of(0, e), (std::vector<int>{e, e + 4}));
+    EXPECT_EQ(p.route(0, e, 0), e);
+    EXPECT_EQ(p.route(0, e, 1), e + 4);
+    EXPECT_EQ(p.route(0, e, 2), e);  // deterministic by source rank
+  }
+  for (int r = 0; r < 8; ++r) EXPECT_EQ(p.local_experts(0, r), std::vector<int>{r % 4});
+}
+
+TEST(PlacementTest, ExplicitMapRefusesExpertOnNoRank) {
+  try {
+    Placement::from_map({{{0}, {}, {1}}}, 2);
+    FAIL() << "accepted an expert on no rank";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 0 expert 1 is on no rank"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(PlacementTest, ExplicitMapRefusesRankOutOfRange) {
+  try {
+    Placement::from_map({{{0}, {5}}}, 2);
+    FAIL() << "accepted rank 5 of 2";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 5, outside [0, 2)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(PlacementTest, UnknownKind) {
+  EXPECT_THROW(Placement::parse_kind("random"), InputError);
+}
+
+// Each of 4 ranks reads the shared tensors and only its 2 of 8 experts per layer: the bytes it
+// touched are exactly those, counted by the checkpoint.
+TEST(PlacementTest, RankReadsOnlyItsExperts) {
+  const std::string dir = data_dir("tiny_a") + "/checkpoint";
+  auto kops = kernels::make_cpu_ops();
+  size_t shared = 0, per_expert = 0;
+  {
+    const auto ck = runtime::Checkpoint::open(dir);
+    for (const auto& name : ck.tensor_names()) {
+      const size_t b = ck.get(name).nbytes;
+      if (name.find(".experts.") == std::string::npos) shared += b;
+      if (name.find("layers.0.block_sparse_moe.experts.0.") != std::string::npos) per_expert += b;
+    }
+  }
+  const auto cfg_ck = runtime::Checkpoint::open(dir);
+  const auto cfg = runtime::ModelConfig::from_json(cfg_ck.config_json(), dir);
+  const auto p = Placement::make(Placement::Kind::kContiguous, cfg.num_hidden_layers,
+                                 cfg.num_local_experts, 4);
+  size_t total = 0;
+  for (int r = 0; r < 4; ++r) {
+    const auto ck = runtime::Checkpoint::open(dir);
+    const auto w = runtime::ModelWeights::load(ck, cfg, p, r, *kops);
+    EXPECT_EQ(ck.bytes_read(), shared + size_t(cfg.num_hidden_layers) * 2 * per_expert)
+        << "rank " << r;
+    EXPECT_EQ(w.layers[0].local_experts, (std::vector<int>{2 * r, 2 * r + 1}));
+    total += ck.bytes_read();
+  }
+  // Over all ranks: the shared part 4 times, every expert once.
+  EXPECT_EQ(total, 4 * shared + size_t(cfg.num_hidden_layers) * cfg.num_local_experts * per_expert);
+}
+
+}  // namespace
+}  // namespace moe::test
