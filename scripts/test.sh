@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh "$@"
-ctest --test-dir build --output-on-failure --timeout 600 -j "$(nproc)"
+# Serially: concurrent Open MPI jobs on one machine can collide on their session files.
+ctest --test-dir build --output-on-failure --timeout 600
