@@ -113,7 +113,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       // Flags given on the command line win over the file.
       auto given = [&](const char* flag) { return app.count(flag) > 0; };
       if (given("--checkpoint")) file.checkpoint = o.run.checkpoint;
-      if (given("--placement")) file.placement = o.run.placement;
+      if (given("--placement")) {
+        file.placement = o.run.placement;
+        if (file.placement != "explicit") file.placement_map.clear();  // the flag wins whole
+      }
       if (given("--backend")) file.backend = o.run.backend;
       if (given("--transport")) file.transport = o.run.transport;
       if (given("--max-tokens-per-step")) file.max_tokens_per_step = o.run.max_tokens_per_step;

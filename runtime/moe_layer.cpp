@@ -1,11 +1,24 @@
 #include "runtime/moe_layer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "common/error.h"
 
 namespace moe::runtime {
+
+namespace {
+// Adds the time since the last lap to `*into` and restarts.
+struct Lap {
+  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+  void operator()(double* into) {
+    const auto now = std::chrono::steady_clock::now();
+    *into += std::chrono::duration<double>(now - t).count();
+    t = now;
+  }
+};
+}  // namespace
 
 MoeLayer::MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
                    comm::Communicator& comm, LoadStats* stats)
@@ -27,6 +40,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   const int N = comm_.size(), me = comm_.rank();
   const size_t row_bytes = size_t(H) * sizeof(float);
 
+  Lap lap;
   // ---- route -----------------------------------------------------------------------------
   reserve(logits_, size_t(T) * E * sizeof(float));
   reserve(expert_, size_t(T) * k * sizeof(int32_t));
@@ -37,6 +51,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   h_weight_.resize(size_t(T) * k);
   ops_.download(h_expert_.data(), expert_.data(), h_expert_.size() * sizeof(int32_t));
   ops_.download(h_weight_.data(), weight_.data(), h_weight_.size() * sizeof(float));
+  lap(&times_.route);
 
   // ---- permute: one row per (token, destination rank) -----------------------------------
   // dest_of[t * k + s] = the rank serving slot s of token t.
@@ -90,6 +105,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   ops_.gather_rows({h, index_.as<int32_t>(), send_x_.as<float>(), int(S), H});
   ops_.upload(send_meta_.data(), h_send_meta_.data(), h_send_meta_.size() * sizeof(RouteSlot));
 
+  lap(&times_.permute);
   // ---- exchange: counts, then rows and their slots ----------------------------------------
   comm_.all_to_all_counts(send_counts_.data(), recv_counts_.data());
   for (int d = 1; d < N; ++d) recv_displs_[d] = recv_displs_[d - 1] + recv_counts_[d - 1];
@@ -101,6 +117,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   comm_.all_to_all_v(send_meta_.data(), send_counts_.data(), send_displs_.data(),
                      recv_meta_.data(), recv_counts_.data(), recv_displs_.data(),
                      k * sizeof(RouteSlot));
+  lap(&times_.exchange);
 
   // ---- experts: group the received (row, slot) pairs by local expert ----------------------
   h_recv_meta_.resize(size_t(R) * k);
@@ -153,6 +170,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
     ops_.linear({a, w.w2[i], grouped_y_.as<float>() + b * H, int(n)});
   }
 
+  lap(&times_.experts);
   // ---- reduce per received row, in slot order ----------------------------------------------
   reserve(partial_, size_t(R) * row_bytes);
   reserve(cweight_, size_t(std::max<int64_t>(R * k, int64_t(T) * k)) * sizeof(float) + 4);
@@ -163,12 +181,15 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
 
   // ---- exchange back, then combine at home -------------------------------------------------
   reserve(back_, size_t(S) * row_bytes);
+  lap(&times_.combine);
   comm_.all_to_all_v(partial_.data(), recv_counts_.data(), recv_displs_.data(), back_.data(),
                      send_counts_.data(), send_displs_.data(), row_bytes);
+  lap(&times_.exchange);
   ops_.upload(index_.data(), h_home_index_.data(), h_home_index_.size() * sizeof(int32_t));
   ops_.upload(cweight_.data(), h_ones_.data(), h_ones_.size() * sizeof(float));
   ops_.weighted_combine({back_.as<float>(), index_.as<int32_t>(), cweight_.as<float>(), out, T,
                          k, H});
+  lap(&times_.combine);
 }
 
 }  // namespace moe::runtime

@@ -30,6 +30,13 @@ struct RouteSlot {
   float weight;
 };
 
+// Wall time spent in each phase, summed over calls (seconds). Host clocks: exact for the CPU
+// backend, whose ops are synchronous.
+struct MoePhaseTimes {
+  double route = 0, permute = 0, exchange = 0, experts = 0, combine = 0;
+  double dispatch_combine() const { return permute + exchange + combine; }
+};
+
 class MoeLayer {
  public:
   MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
@@ -38,6 +45,9 @@ class MoeLayer {
   // out[T, hidden] = the MoE block of `layer` on h[T, hidden] (backend memory). Every rank
   // calls it for every layer of every step, T = 0 included.
   void forward(int layer, const LayerWeights& w, const float* h, int T, float* out);
+
+  const MoePhaseTimes& times() const { return times_; }
+  void reset_times() { times_ = {}; }
 
  private:
   // Grows `buf` to at least `bytes` (the step never shrinks its workspace).
@@ -48,6 +58,7 @@ class MoeLayer {
   kernels::Ops& ops_;
   comm::Communicator& comm_;
   LoadStats* stats_;
+  MoePhaseTimes times_;
 
   // Backend workspace.
   kernels::Buffer logits_;    // [T, E] router logits

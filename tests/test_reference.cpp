@@ -224,6 +224,33 @@ TEST(LoadStatsTest, SkewedRouterShowsInImbalance) {
   }
 }
 
+// With every expert on rank 0, a token's two experts share a rank: its hidden state crosses
+// once (45 rows per layer, not 90) while both experts still run on it (90 rows computed), and
+// the logits stay those of transformers.
+TEST(LoadStatsTest, TokenCrossesOncePerDestinationRank) {
+  const Reference ref = load_reference("tiny_a");
+  runtime::RunConfig rc = run_config(ref, "explicit");
+  rc.placement_map = {std::vector<std::vector<int>>(8, std::vector<int>{0})};
+  runtime::RankRuntime rt(rc, world());
+  const auto got = run_reference_steps(ref, rt, world());
+  for (const auto& [i, pl] : got)
+    EXPECT_TRUE(all_close(pl.prefill.data(), ref.prompts[i].prefill_logits.data(),
+                          pl.prefill.size(), kAtolHf, kRtolHf, "all-on-rank-0 prefill"));
+  runtime::LoadStats stats = rt.stats();
+  stats.reduce(world());
+  for (int l = 0; l < stats.n_layers; ++l) {
+    int64_t sent = 0, to_rank0 = 0;
+    for (int s = 0; s < stats.world; ++s)
+      for (int d = 0; d < stats.world; ++d) {
+        sent += stats.row_count(l, s, d);
+        if (d == 0) to_rank0 += stats.row_count(l, s, d);
+      }
+    EXPECT_EQ(sent, 45) << "layer " << l;
+    EXPECT_EQ(to_rank0, 45) << "layer " << l;
+    EXPECT_EQ(stats.computed(l, 0), 90) << "layer " << l;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Checkpoints, ReferenceTest,
                          ::testing::Values("tiny_a", "tiny_b", "tiny_c", "tiny_skew"),
                          [](const auto& info) { return info.param; });

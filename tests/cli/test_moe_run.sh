@@ -42,5 +42,12 @@ if [ -s "$TMP/np1.jsonl" ] && cmp -s "$TMP/np1.jsonl" "$TMP/np4.jsonl"; then ok 
 [ "$(wc -l < "$TMP/np4.jsonl")" -eq "$(grep -c . "$CONFIGS/prompts/tiny_a.jsonl")" ] && ok "one result per request" || bad "result count"
 grep -q '"rows_sent"' "$TMP/stats.json" && ok "--stats-json written" || bad "--stats-json"
 
+# An explicit map with a replicated expert (configs/tiny_c_explicit.yaml) at 2 ranks gives the
+# tokens of the 1-rank run.
+expect 0 "explicit map, 2 ranks" "" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --config "$CONFIGS/tiny_c_explicit.yaml" --prompt-ids 5,6,7,8 --no-stats-table
+cp "$TMP/out" "$TMP/explicit_np2"
+expect 0 "contiguous override, 1 rank" "" -- "$BIN/moe-run" --config "$CONFIGS/tiny_c_explicit.yaml" --placement contiguous --prompt-ids 5,6,7,8 --no-stats-table
+if [ -s "$TMP/out" ] && cmp -s "$TMP/out" "$TMP/explicit_np2"; then ok "explicit np2 == np1"; else bad "explicit np2 differs from np1"; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
