@@ -42,6 +42,17 @@ if [ -s "$TMP/np1.jsonl" ] && cmp -s "$TMP/np1.jsonl" "$TMP/np4.jsonl"; then ok 
 [ "$(wc -l < "$TMP/np4.jsonl")" -eq "$(grep -c . "$CONFIGS/prompts/tiny_a.jsonl")" ] && ok "one result per request" || bad "result count"
 grep -q '"rows_sent"' "$TMP/stats.json" && ok "--stats-json written" || bad "--stats-json"
 
+# Uneven work at 4 ranks: 3 prompts (one rank has none), 1 to 30 tokens, 1 to 40 new tokens;
+# ranks run out of work at very different steps and still nobody hangs (ctest's timeout would
+# catch a hang), with the 1-rank tokens.
+printf '%s\n' '{"id": 0, "prompt_ids": [7], "max_new_tokens": 1}' \
+  "{\"id\": 1, \"prompt_ids\": [$(seq -s, 10 39)], \"max_new_tokens\": 40}" \
+  '{"id": 2, "prompt_ids": [9, 8], "max_new_tokens": 2}' > "$TMP/uneven.jsonl"
+expect 0 "uneven, 1 rank" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --ignore-eos --input "$TMP/uneven.jsonl" --output "$TMP/u1.jsonl" --no-stats-table
+expect 0 "uneven, 4 ranks" "" -- timeout 120 "${MPIRUN[@]}" -np 4 "$BIN/moe-run" --checkpoint "$CKPT" --ignore-eos --input "$TMP/uneven.jsonl" --output "$TMP/u4.jsonl" --no-stats-table
+if [ -s "$TMP/u1.jsonl" ] && cmp -s "$TMP/u1.jsonl" "$TMP/u4.jsonl"; then ok "uneven np4 == np1"; else bad "uneven np4 differs from np1"; fi
+grep -q '"id":1,"output_ids":\[\([0-9]*,\)\{39\}[0-9]*\]' "$TMP/u4.jsonl" && ok "40 tokens for the long request" || bad "long request length: $(cat "$TMP/u4.jsonl")"
+
 # An explicit map with a replicated expert (configs/tiny_c_explicit.yaml) at 2 ranks gives the
 # tokens of the 1-rank run.
 expect 0 "explicit map, 2 ranks" "" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --config "$CONFIGS/tiny_c_explicit.yaml" --prompt-ids 5,6,7,8 --no-stats-table
