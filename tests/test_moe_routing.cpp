@@ -1,0 +1,108 @@
+// The MoE layer's exchange, with stamped payloads (run alone and under mpirun -np 2, 4, 8).
+//
+// Hidden size 3. Token t of rank r carries x = [1, a, z] with the stamp a = 1000 r + t + 1 and
+// z a per-token random value that only the router reads (gate column 2), so tokens spread over
+// all experts. Every expert e is built so that its SwiGLU output is exactly proportional to the
+// stamp it received: w1 = [c, 0, 0] (silu(c) a constant), w3 = [0, 1, 0] (the stamp),
+// w2 = [0, (e+1)/silu(c), 0]^T, so y_e(x) = [0, (e+1) a, 0]. The layer must return, for each
+// token, [0, a * sum_s w_s (e_s + 1), 0] with (e_s, w_s) its own top-k routing. A row delivered
+// to the wrong rank, combined into the wrong token or run through the wrong expert changes the
+// stamp or the factor and fails. Placements: contiguous, round_robin, and (N > E) replicas.
+#include <cmath>
+#include <random>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "runtime/moe_layer.h"
+#include "tests/support/test_env.h"
+
+namespace moe::test {
+namespace {
+
+constexpr int kH = 3, kI = 1;
+constexpr float kC = 4.0f;
+
+class MoeRoutingTest : public ::testing::TestWithParam<std::tuple<int, int, std::string>> {};
+
+TEST_P(MoeRoutingTest, StampedRowsComeBackToTheirTokens) {
+  const auto [E, k, kind] = GetParam();
+  comm::Communicator& comm = world();
+  const int me = comm.rank(), N = comm.size();
+  runtime::ModelConfig cfg;
+  cfg.hidden_size = kH;
+  cfg.intermediate_size = kI;
+  cfg.num_local_experts = E;
+  cfg.num_experts_per_tok = k;
+  cfg.num_hidden_layers = 1;
+  const auto placement = runtime::Placement::make(runtime::Placement::parse_kind(kind), 1, E, N);
+  auto ops = kernels::make_cpu_ops();
+
+  std::vector<kernels::Buffer> storage;
+  runtime::LayerWeights lw;
+  std::mt19937 shared(7);  // the router is shared: the same on every rank
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> gate(size_t(E) * kH, 0.0f);
+  for (int e = 0; e < E; ++e) gate[size_t(e) * kH + 2] = nd(shared);
+  storage.emplace_back();
+  lw.gate = ops->upload_weight(storage.back(), gate.data(), E, kH);
+  const float silu_c = kC / (1.0f + std::exp(-kC));
+  lw.local_experts = placement.local_experts(0, me);
+  for (int e : lw.local_experts) {
+    const float w13[2 * kH] = {kC, 0, 0, 0, 1, 0};  // w1 row, then w3 row
+    const float w2[kH] = {0, float(e + 1) / silu_c, 0};
+    storage.emplace_back();
+    lw.w13.push_back(ops->upload_weight(storage.back(), w13, 2 * kI, kH));
+    storage.emplace_back();
+    lw.w2.push_back(ops->upload_weight(storage.back(), w2, kH, kI));
+  }
+
+  // Ranks hold different numbers of tokens, rank 1 none at all.
+  const int T = me == 1 ? 0 : 5 + 7 * me;
+  std::mt19937 rng(100 + me);
+  std::vector<float> x(size_t(T) * kH), out(size_t(T) * kH, -1.0f);
+  for (int t = 0; t < T; ++t) {
+    x[size_t(t) * kH + 0] = 1.0f;
+    x[size_t(t) * kH + 1] = float(1000 * me + t + 1);
+    x[size_t(t) * kH + 2] = 3.0f * nd(rng);
+  }
+  runtime::LoadStats stats(1, E, N);
+  runtime::MoeLayer layer(cfg, placement, *ops, comm, &stats);
+  layer.forward(0, lw, x.data(), T, out.data());
+
+  // The expected result from this rank's own routing, computed apart from the layer.
+  std::vector<float> logits(size_t(T) * E);
+  kernels::cpu::linear({x.data(), lw.gate, logits.data(), T});
+  std::vector<int32_t> ex(size_t(T) * k);
+  std::vector<float> wt(size_t(T) * k);
+  kernels::cpu::topk_router({logits.data(), ex.data(), wt.data(), T, E, k});
+  std::vector<float> want(size_t(T) * kH, 0.0f);
+  for (int t = 0; t < T; ++t) {
+    double f = 0;
+    for (int s = 0; s < k; ++s) f += double(wt[size_t(t) * k + s]) * (ex[size_t(t) * k + s] + 1);
+    want[size_t(t) * kH + 1] = float(x[size_t(t) * kH + 1] * f);
+  }
+  EXPECT_TRUE(all_close(out.data(), want.data(), want.size(), 1e-3f, 1e-5f,
+                        kind + " E" + std::to_string(E) + " k" + std::to_string(k) + " rank " +
+                            std::to_string(me)));
+
+  // Every routed choice was computed exactly once somewhere.
+  stats.reduce(comm);
+  int64_t routed = 0, computed = 0;
+  for (int e = 0; e < E; ++e) routed += stats.token_count(0, e);
+  for (int r = 0; r < N; ++r) computed += stats.computed(0, r);
+  EXPECT_EQ(routed, computed);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Placements, MoeRoutingTest,
+    ::testing::Values(std::tuple{8, 2, std::string("contiguous")},
+                      std::tuple{8, 2, std::string("round_robin")},
+                      std::tuple{16, 4, std::string("contiguous")},
+                      std::tuple{4, 1, std::string("contiguous")},   // replicas from N = 8
+                      std::tuple{3, 2, std::string("round_robin")}),
+    [](const auto& info) {
+      return std::get<2>(info.param) + "_E" + std::to_string(std::get<0>(info.param)) + "_k" +
+             std::to_string(std::get<1>(info.param));
+    });
+
+}  // namespace
+}  // namespace moe::test
