@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/batch_io.h"
+#include "launcher/run_options.h"
 #include "runtime/rank_runtime.h"
 
 namespace {
@@ -26,7 +27,7 @@ constexpr int kExitFailure = 1;
 constexpr int kExitBadInput = 2;
 
 struct Options {
-  std::string config;
+  launcher::RunOptions run_opts;
   runtime::RunConfig run;
   std::string prompt_ids;
   std::string input, output, stats_json;
@@ -79,19 +80,11 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   CLI::App app{"moe-run: generate with a Mixtral-style MoE model, experts spread over the ranks "
                "(run under mpirun -np N for N ranks)."};
   app.option_defaults()->always_capture_default();
-  app.add_option("--config", o.config, "YAML run config (fields as in configs/*.yaml); flags override it");
-  app.add_option("--checkpoint", o.run.checkpoint, "Hugging Face model folder (config.json + safetensors)");
+  launcher::add_run_options(app, o.run_opts);
   app.add_option("--prompt-ids", o.prompt_ids, "one prompt as comma-separated token ids, e.g. 1,2,3");
   app.add_option("--input", o.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line");
   app.add_option("--output", o.output, "JSONL results, in input order (default: stdout)");
   app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
-  app.add_option("--placement", o.run.placement, "expert placement: contiguous, round_robin or explicit (map in --config)");
-  app.add_option("--backend", o.run.backend, "compute backend: cpu or cuda");
-  app.add_option("--transport", o.run.transport, "all-to-all transport: mpi or nccl");
-  app.add_option("--max-tokens-per-step", o.run.max_tokens_per_step, "token budget of one step on one rank");
-  app.add_option("--max-seqs", o.run.max_seqs, "sequences in flight per rank (KV cache slots)");
-  app.add_option("--max-seq-len", o.run.max_seq_len, "KV positions per sequence (0: the model's, at most 4096)");
-  app.add_flag("--ignore-eos", o.run.ignore_eos, "keep generating past the end-of-sequence token");
   app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON");
   app.add_flag("--no-stats-table", o.quiet_table, "do not print the expert-load table");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off");
@@ -108,23 +101,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   std::vector<runtime::Request> requests;
   std::string error;
   try {
-    if (!o.config.empty()) {
-      runtime::RunConfig file = runtime::RunConfig::from_yaml_file(o.config);
-      // Flags given on the command line win over the file.
-      auto given = [&](const char* flag) { return app.count(flag) > 0; };
-      if (given("--checkpoint")) file.checkpoint = o.run.checkpoint;
-      if (given("--placement")) {
-        file.placement = o.run.placement;
-        if (file.placement != "explicit") file.placement_map.clear();  // the flag wins whole
-      }
-      if (given("--backend")) file.backend = o.run.backend;
-      if (given("--transport")) file.transport = o.run.transport;
-      if (given("--max-tokens-per-step")) file.max_tokens_per_step = o.run.max_tokens_per_step;
-      if (given("--max-seqs")) file.max_seqs = o.run.max_seqs;
-      if (given("--max-seq-len")) file.max_seq_len = o.run.max_seq_len;
-      if (given("--ignore-eos")) file.ignore_eos = o.run.ignore_eos;
-      o.run = file;
-    }
+    o.run = launcher::resolve_run_config(app, o.run_opts);
     if (o.run.checkpoint.empty())
       throw InputError("no checkpoint: give --checkpoint DIR or a --config with 'checkpoint'");
     if (o.prompt_ids.empty() == o.input.empty())

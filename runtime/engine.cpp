@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 
 #include "common/error.h"
@@ -12,6 +13,7 @@ const char* finish_reason_name(FinishReason r) {
     case FinishReason::kLength: return "length";
     case FinishReason::kEos: return "eos";
     case FinishReason::kContext: return "context";
+    case FinishReason::kCancelled: return "cancelled";
   }
   return "?";
 }
@@ -95,11 +97,15 @@ void Engine::finish(size_t i, FinishReason why) {
 }
 
 bool Engine::step() {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
   int64_t work = idle() ? 0 : 1;
   comm_.all_reduce(&work, 1, comm::Communicator::Op::kMax);
   if (!work) return false;
 
   schedule();
+  const auto t1 = clock::now();
+  model_.reset_times();
   model_.forward(batch_, logits_);
   ++steps_;
   tokens_processed_ += batch_.size();
@@ -116,18 +122,53 @@ bool Engine::step() {
   for (size_t j = 0; j < logit_seq_.size(); ++j) {
     const size_t i = logit_seq_[j];
     Sequence& s = running_[i];
-    const bool eos = !opts_.ignore_eos && s.generated.back() == opts_.eos_token_id;
+    const int32_t tok = s.generated.back();
+    const bool eos = !opts_.ignore_eos && tok == opts_.eos_token_id;
+    FinishReason why = FinishReason::kLength;
+    bool done = true;
     if (eos)
-      finish(i, FinishReason::kEos);
+      why = FinishReason::kEos;
     else if (int(s.generated.size()) >= s.req.max_new_tokens)
-      finish(i, FinishReason::kLength);
+      why = FinishReason::kLength;
     else if (int(s.tokens.size()) >= max_context_)
-      finish(i, FinishReason::kContext);
+      why = FinishReason::kContext;
+    else
+      done = false;
+    if (on_token_) on_token_(s.req.id, tok, done ? &why : nullptr);
+    if (done) finish(i, why);
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(),
                                 [](const Sequence& s) { return s.slot < 0; }),
                  running_.end());
+  timing_.total = std::chrono::duration<double>(clock::now() - t0).count();
+  timing_.schedule = std::chrono::duration<double>(t1 - t0).count();
+  timing_.exchange = model_.moe_times().exchange;
   return true;
+}
+
+void Engine::cancel(int64_t id) {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+    if (it->id == id) {
+      Result r{id, {}, FinishReason::kCancelled};
+      waiting_.erase(it);
+      if (on_finish_) on_finish_(std::move(r));
+      return;
+    }
+  for (size_t i = 0; i < running_.size(); ++i)
+    if (running_[i].req.id == id && running_[i].slot >= 0) {
+      finish(i, FinishReason::kCancelled);
+      running_.erase(running_.begin() + long(i));
+      return;
+    }
+}
+
+int64_t Engine::outstanding_tokens() const {
+  int64_t n = 0;
+  for (const auto& r : waiting_) n += int64_t(r.prompt.size()) + r.max_new_tokens;
+  for (const auto& s : running_)
+    n += int64_t(s.req.prompt.size()) - std::min<int64_t>(s.cached, s.req.prompt.size()) +
+         s.req.max_new_tokens - int64_t(s.generated.size());
+  return n;
 }
 
 void Engine::run(const std::function<void(Result&&)>& on_finish) {

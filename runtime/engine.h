@@ -16,6 +16,15 @@
 
 namespace moe::runtime {
 
+// Where one step's wall time went, on this rank.
+struct StepTiming {
+  double total = 0, schedule = 0, exchange = 0;
+  double compute() const { return total - schedule - exchange; }
+};
+
+// Called for every generated token; `finish` is set on a sequence's last one.
+using TokenCallback = std::function<void(int64_t id, int32_t token, const FinishReason* finish)>;
+
 struct EngineOptions {
   int max_tokens_per_step = 512;  // token budget of one step (prefill chunks + decodes)
   int eos_token_id = -1;          // -1: none
@@ -37,6 +46,15 @@ class Engine {
   bool step();
   // step() until every rank is done. on_finish is called for each finished sequence.
   void run(const std::function<void(Result&&)>& on_finish);
+
+  // Streams every token as it is made (the serving worker).
+  void set_on_token(TokenCallback cb) { on_token_ = std::move(cb); }
+  // Drops a waiting or running sequence of this rank and frees its KV slot; its finish callback
+  // reports kCancelled. Unknown ids (already finished) are ignored.
+  void cancel(int64_t id);
+  const StepTiming& last_timing() const { return timing_; }
+  // Outstanding work on this rank: prompt tokens not yet prefilled plus tokens still to make.
+  int64_t outstanding_tokens() const;
 
   bool idle() const { return waiting_.empty() && running_.empty(); }
   int64_t steps() const { return steps_; }
@@ -66,6 +84,8 @@ class Engine {
   std::vector<float> logits_;
   std::vector<Result> done_;
   std::function<void(Result&&)> on_finish_;
+  TokenCallback on_token_;
+  StepTiming timing_;
   int64_t steps_ = 0, tokens_processed_ = 0;
 };
 

@@ -36,6 +36,9 @@ class Model {
   void forward(const StepBatch& batch, std::vector<float>& logits);
 
   const ModelConfig& config() const { return cfg_; }
+  // Time in the MoE layers' phases since reset_times(), summed over layers.
+  const MoePhaseTimes& moe_times() const { return moe_.times(); }
+  void reset_times() { moe_.reset_times(); }
 
  private:
   void reserve(int T);

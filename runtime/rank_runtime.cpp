@@ -59,4 +59,8 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& comm) {
                bytes_read_ / 1e6, run.max_seqs, max_len, cache_->bytes() / 1e6);
 }
 
+int RankRuntime::max_context() const {
+  return std::min(cache_->max_len(), cfg_.max_position_embeddings);
+}
+
 }  // namespace moe::runtime

@@ -26,6 +26,8 @@ class RankRuntime {
   KvCache& cache() { return *cache_; }
   LoadStats& stats() { return stats_; }
   size_t checkpoint_bytes_read() const { return bytes_read_; }
+  // Longest prompt + generation a sequence may have.
+  int max_context() const;
 
  private:
   ModelConfig cfg_;

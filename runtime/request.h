@@ -13,8 +13,8 @@ struct Request {
   int max_new_tokens = 16;
 };
 
-enum class FinishReason { kLength, kEos, kContext };
-const char* finish_reason_name(FinishReason r);  // "length", "eos", "context"
+enum class FinishReason { kLength, kEos, kContext, kCancelled };
+const char* finish_reason_name(FinishReason r);  // "length", "eos", "context", "cancelled"
 
 struct Result {
   int64_t id = 0;

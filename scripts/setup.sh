@@ -15,6 +15,7 @@ PACKAGES=(
   libopenblas-dev                         # CPU GEMMs
   libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
   libcli11-dev libspdlog-dev              # command lines and logs
+  libcpp-httplib-dev                      # the coordinator's /metrics endpoint
   libsentencepiece-dev                    # text prompts where a tokenizer.model exists
 )
 

@@ -21,14 +21,15 @@ TEST(ProtoTest, GenerateRequestRoundTrips) {
 
 TEST(ProtoTest, WorkerMessageOneofRoundTrips) {
   moe::v1::WorkerMessage m;
-  m.mutable_token()->set_seq_id(42);
-  m.mutable_token()->set_token_id(9);
+  auto* tok = m.mutable_step()->add_tokens();
+  tok->set_seq_id(42);
+  tok->set_token_id(9);
   std::string wire;
   ASSERT_TRUE(m.SerializeToString(&wire));
   moe::v1::WorkerMessage back;
   ASSERT_TRUE(back.ParseFromString(wire));
-  ASSERT_EQ(back.kind_case(), moe::v1::WorkerMessage::kToken);
-  EXPECT_EQ(back.token().seq_id(), 42);
+  ASSERT_EQ(back.kind_case(), moe::v1::WorkerMessage::kStep);
+  EXPECT_EQ(back.step().tokens(0).seq_id(), 42);
 }
 
 }  // namespace

@@ -1,0 +1,124 @@
+#include "launcher/coordinator/services.h"
+
+#include <mutex>
+
+#include "common/log.h"
+
+namespace moe::coordinator {
+
+namespace {
+Clock::time_point in(double seconds) {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(seconds));
+}
+}  // namespace
+
+grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
+                                        const moe::v1::GenerateRequest* req,
+                                        grpc::ServerWriter<moe::v1::GenerateResponse>* out) {
+  moe::v1::BatchItem item;
+  *item.mutable_prompt_ids() = req->prompt_ids();
+  item.set_prompt_text(req->prompt_text());
+  item.set_max_new_tokens(req->max_new_tokens());
+  std::vector<int64_t> ids;
+  if (auto st = s_.admit({item}, "", &ids); !st.ok()) return st;
+  const int64_t id = ids[0];
+  size_t sent = 0;
+  for (;;) {
+    // Wake at least every 100 ms to notice a client that went away.
+    const Sequence s = s_.wait(id, sent, in(0.1));
+    if (ctx->IsCancelled()) {
+      s_.cancel(id);
+      s_.forget(id);
+      return {grpc::StatusCode::CANCELLED, "the client cancelled"};
+    }
+    for (; sent < s.output.size(); ++sent) {
+      moe::v1::GenerateResponse r;
+      r.set_token_id(s.output[sent]);
+      r.set_index(int32_t(sent));
+      if (sent + 1 == s.output.size() && !s.finish.empty()) r.set_finish_reason(s.finish);
+      if (!out->Write(r)) {  // the client is gone
+        s_.cancel(id);
+        s_.forget(id);
+        return {grpc::StatusCode::CANCELLED, "the client went away"};
+      }
+    }
+    if (!s.error.ok()) {
+      s_.forget(id);
+      return s.error;
+    }
+    if (!s.finish.empty()) {
+      s_.forget(id);
+      return grpc::Status::OK;
+    }
+  }
+}
+
+grpc::Status InferenceService::SubmitBatch(grpc::ServerContext*,
+                                           const moe::v1::SubmitBatchRequest* req,
+                                           moe::v1::SubmitBatchResponse* out) {
+  std::string id;
+  if (auto st = s_.submit_batch(*req, &id); !st.ok()) return st;
+  out->set_batch_id(id);
+  spdlog::info("{}: {} prompts admitted", id, req->items_size());
+  return grpc::Status::OK;
+}
+
+grpc::Status InferenceService::GetBatch(grpc::ServerContext*, const moe::v1::GetBatchRequest* req,
+                                        moe::v1::BatchStatus* out) {
+  return s_.batch_status(req->batch_id(), true, out);
+}
+
+grpc::Status InferenceService::WatchBatch(grpc::ServerContext* ctx,
+                                          const moe::v1::GetBatchRequest* req,
+                                          grpc::ServerWriter<moe::v1::BatchStatus>* out) {
+  for (;;) {
+    moe::v1::BatchStatus st;
+    if (auto s = s_.batch_status(req->batch_id(), false, &st); !s.ok()) return s;
+    if (!out->Write(st) || ctx->IsCancelled()) return grpc::Status::OK;
+    if (st.state() != moe::v1::BATCH_STATE_RUNNING) return grpc::Status::OK;
+    s_.wait_change(in(0.25));
+  }
+}
+
+grpc::Status InferenceService::GetLoadStats(grpc::ServerContext*,
+                                            const moe::v1::LoadStatsRequest* req,
+                                            moe::v1::LoadStatsResponse* out) {
+  if (!s_.attached())
+    return {grpc::StatusCode::UNAVAILABLE, "no worker job attached: no statistics yet"};
+  s_.load_stats(req->recent_window(), out);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerLinkService::Attach(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<moe::v1::CoordinatorMessage, moe::v1::WorkerMessage>* stream) {
+  moe::v1::WorkerMessage msg;
+  if (!stream->Read(&msg) || msg.kind_case() != moe::v1::WorkerMessage::kHello)
+    return {grpc::StatusCode::INVALID_ARGUMENT, "expected a hello as the first message"};
+  // One Write at a time: handlers of many clients send work concurrently.
+  auto write_mu = std::make_shared<std::mutex>();
+  auto sink = [stream, write_mu](const moe::v1::CoordinatorMessage& m) {
+    std::lock_guard lk(*write_mu);
+    return stream->Write(m);
+  };
+  if (auto st = s_.attach(msg.hello(), sink, [ctx] { ctx->TryCancel(); }); !st.ok()) return st;
+  on_change_(true);
+  std::string why = "the worker job closed its link";
+  while (stream->Read(&msg)) {
+    if (msg.kind_case() == moe::v1::WorkerMessage::kStep) {
+      s_.on_step(msg.step());
+    } else if (msg.kind_case() == moe::v1::WorkerMessage::kError) {
+      why = "the worker job failed: " + msg.error();
+      break;
+    }
+  }
+  if (ctx->IsCancelled() && why == "the worker job closed its link")
+    why = "the worker job's link was cut";
+  s_.detach(why);
+  on_change_(false);
+  std::lock_guard lk(*write_mu);  // no sink call may still be writing when we return
+  return grpc::Status::OK;
+}
+
+}  // namespace moe::coordinator

@@ -1,0 +1,443 @@
+#include "launcher/coordinator/state.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "common/log.h"
+#include "runtime/load_stats.h"
+
+namespace moe::coordinator {
+
+namespace {
+grpc::Status invalid(const std::string& m) { return {grpc::StatusCode::INVALID_ARGUMENT, m}; }
+grpc::Status unavailable(const std::string& m) { return {grpc::StatusCode::UNAVAILABLE, m}; }
+}  // namespace
+
+State::State(Options o) : opt_(o) {}
+
+// ---- the worker link -------------------------------------------------------------------------
+
+grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
+                           std::function<void()> kick) {
+  std::lock_guard lk(mu_);
+  if (sink_)
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            "a worker job is already attached; one coordinator serves one mpirun job"};
+  if (h.world_size() < 1 || h.vocab_size() < 1 || h.max_context() < 1 || h.experts() < 1 ||
+      h.layers() < 1)
+    return invalid("worker hello with impossible model info: " + h.ShortDebugString());
+  model_ = {h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers()};
+  sink_ = std::move(sink);
+  kick_ = std::move(kick);
+  last_report_ = Clock::now();
+  outstanding_.assign(model_.world, 0);
+  const size_t E = size_t(model_.layers) * model_.experts, R = size_t(model_.layers) * model_.world;
+  if (tokens_.size() != E) tokens_.assign(E, 0);
+  if (rows_computed_.size() != R) rows_computed_.assign(R, 0);
+  if (rows_sent_.size() != R * model_.world) rows_sent_.assign(R * model_.world, 0);
+  spdlog::info("worker job attached: {} ranks, vocab {}, context {}, {} layers x {} experts",
+               model_.world, model_.vocab, model_.max_context, model_.layers, model_.experts);
+  cv_.notify_all();
+  return grpc::Status::OK;
+}
+
+bool State::attached() const {
+  std::lock_guard lk(mu_);
+  return bool(sink_);
+}
+
+void State::mark_done_locked(Sequence& s) {
+  if (s.batch.empty()) return;
+  auto it = batches_.find(s.batch);
+  if (it == batches_.end()) return;
+  if (--it->second.remaining == 0) it->second.finished = Clock::now();
+}
+
+void State::on_step(const moe::v1::StepReport& st) {
+  std::lock_guard lk(mu_);
+  last_report_ = Clock::now();
+  for (const auto& t : st.tokens()) {
+    auto it = seqs_.find(t.seq_id());
+    if (it == seqs_.end() || it->second.done()) continue;  // cancelled or forgotten
+    Sequence& s = it->second;
+    if (t.finish_reason().rfind("error:", 0) == 0) {
+      s.error = invalid(t.finish_reason().substr(7));
+      ++failed_;
+      mark_done_locked(s);
+      continue;
+    }
+    s.output.push_back(t.token_id());
+    ++generated_;
+    if (!s.batch.empty())
+      if (auto b = batches_.find(s.batch); b != batches_.end()) ++b->second.generated;
+    if (!t.finish_reason().empty()) {
+      s.finish = t.finish_reason();
+      mark_done_locked(s);
+    }
+  }
+  for (int r = 0; r < st.outstanding_per_rank_size() && r < int(outstanding_.size()); ++r)
+    outstanding_[r] = st.outstanding_per_rank(r);
+
+  StepDelta d{Clock::now(), {st.tokens_per_expert().begin(), st.tokens_per_expert().end()},
+              {st.rows_computed().begin(), st.rows_computed().end()},
+              {st.rows_sent().begin(), st.rows_sent().end()}};
+  if (d.tokens.size() == tokens_.size() && d.rows_computed.size() == rows_computed_.size() &&
+      d.rows_sent.size() == rows_sent_.size()) {
+    for (size_t i = 0; i < d.tokens.size(); ++i) tokens_[i] += d.tokens[i];
+    for (size_t i = 0; i < d.rows_computed.size(); ++i) rows_computed_[i] += d.rows_computed[i];
+    for (size_t i = 0; i < d.rows_sent.size(); ++i) rows_sent_[i] += d.rows_sent[i];
+    window_.push_back(std::move(d));
+  }
+  const auto horizon = Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(opt_.stats_window_s));
+  while (!window_.empty() && window_.front().at < horizon) window_.pop_front();
+  ++steps_;
+  compute_s_ += st.compute_seconds();
+  exchange_s_ += st.exchange_seconds();
+  schedule_s_ += st.schedule_seconds();
+  cv_.notify_all();
+}
+
+void State::fail_locked(const std::string& why) {
+  for (auto& [id, s] : seqs_)
+    if (!s.done()) {
+      s.error = unavailable(why);
+      ++failed_;
+      mark_done_locked(s);
+    }
+  std::fill(outstanding_.begin(), outstanding_.end(), 0);
+  cv_.notify_all();
+}
+
+void State::detach_locked(const std::string& why) {
+  if (!sink_) return;
+  if (draining_)
+    spdlog::info("worker job detached: {}", why);
+  else
+    spdlog::error("worker job lost: {}", why);
+  sink_ = nullptr;
+  if (kick_) kick_();
+  kick_ = nullptr;
+  fail_locked(why);
+}
+
+void State::detach(const std::string& why) {
+  std::lock_guard lk(mu_);
+  detach_locked(why);
+}
+
+void State::check_timeout() {
+  std::lock_guard lk(mu_);
+  if (!sink_) return;
+  bool busy = false;
+  for (const auto& [id, s] : seqs_) busy |= !s.done();
+  const double quiet = std::chrono::duration<double>(Clock::now() - last_report_).count();
+  if (busy && quiet > opt_.rank_timeout_s) {
+    char msg[200];
+    std::snprintf(msg, sizeof msg,
+                  "no step report from the worker job for %.1f s (--rank-timeout-s %.1f): a rank "
+                  "died or stopped answering",
+                  quiet, opt_.rank_timeout_s);
+    detach_locked(msg);
+  }
+}
+
+// ---- requests ----------------------------------------------------------------------------------
+
+grpc::Status State::validate_locked(const moe::v1::BatchItem& it, const std::string& who) const {
+  if (it.prompt_ids_size() == 0)
+    return invalid(who + (it.prompt_text().empty()
+                              ? "empty prompt (expected at least one token id in prompt_ids)"
+                              : "text prompts need a tokenizer, and this model has none: send "
+                                "prompt_ids"));
+  for (int i = 0; i < it.prompt_ids_size(); ++i)
+    if (it.prompt_ids(i) < 0 || it.prompt_ids(i) >= model_.vocab)
+      return invalid(who + "prompt_ids[" + std::to_string(i) + "] is " +
+                     std::to_string(it.prompt_ids(i)) + ", outside the vocabulary [0, " +
+                     std::to_string(model_.vocab) + ")");
+  if (it.max_new_tokens() < 1)
+    return invalid(who + "max_new_tokens is " + std::to_string(it.max_new_tokens()) +
+                   " (expected >= 1)");
+  if (int64_t(it.prompt_ids_size()) + it.max_new_tokens() > model_.max_context)
+    return invalid(who + "prompt of " + std::to_string(it.prompt_ids_size()) + " tokens plus " +
+                   std::to_string(it.max_new_tokens()) + " new tokens exceeds the context of " +
+                   std::to_string(model_.max_context) + " tokens");
+  return grpc::Status::OK;
+}
+
+int State::pick_rank() const {
+  return int(std::min_element(outstanding_.begin(), outstanding_.end()) - outstanding_.begin());
+}
+
+grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const std::string& batch,
+                          std::vector<int64_t>* ids) {
+  std::lock_guard lk(mu_);
+  if (draining_) return unavailable("the coordinator is shutting down and takes no new work");
+  if (!sink_)
+    return unavailable("no worker job attached (start mpirun -np N moe-worker --coordinator ...)");
+  if (items.empty()) return invalid("empty batch: expected at least one item");
+  std::set<int64_t> seen;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string who = batch.empty() ? std::string() : "item " + std::to_string(i) +
+                                                                " (id " + std::to_string(items[i].id()) + "): ";
+    if (auto st = validate_locked(items[i], who); !st.ok()) {
+      ++refused_;
+      return st;
+    }
+    if (!batch.empty() && !seen.insert(items[i].id()).second) {
+      ++refused_;
+      return invalid(who + "duplicate id within the batch");
+    }
+  }
+  size_t busy = 0;
+  for (const auto& [id, s] : seqs_) busy += !s.done();
+  if (busy + items.size() > size_t(opt_.max_queue)) {
+    ++refused_;
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            std::to_string(busy) + " sequences in flight; " + std::to_string(items.size()) +
+                " more would pass the queue bound of " + std::to_string(opt_.max_queue) +
+                " (--max-queue): retry later"};
+  }
+  if (busy == 0) last_report_ = Clock::now();  // an idle job has not been reporting
+  for (const auto& it : items) {
+    Sequence s;
+    s.id = next_id_++;
+    s.rank = pick_rank();
+    s.prompt.assign(it.prompt_ids().begin(), it.prompt_ids().end());
+    s.max_new = it.max_new_tokens();
+    s.batch = batch;
+    outstanding_[s.rank] += int64_t(s.prompt.size()) + s.max_new;
+    moe::v1::CoordinatorMessage m;
+    auto* w = m.mutable_work();
+    w->set_seq_id(s.id);
+    w->set_rank(s.rank);
+    *w->mutable_prompt_ids() = it.prompt_ids();
+    w->set_max_new_tokens(s.max_new);
+    ids->push_back(s.id);
+    seqs_.emplace(s.id, std::move(s));
+    ++requests_;
+    if (!sink_(m)) {
+      detach_locked("the worker link broke while sending work");
+      return unavailable("the worker link broke while sending work");
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status State::submit_batch(const moe::v1::SubmitBatchRequest& req, std::string* batch_id) {
+  std::string id;
+  {
+    std::lock_guard lk(mu_);
+    id = "batch-" + std::to_string(next_batch_++);
+  }
+  std::vector<moe::v1::BatchItem> items(req.items().begin(), req.items().end());
+  {
+    std::lock_guard lk(mu_);
+    Batch b;
+    b.id = id;
+    b.started = Clock::now();
+    b.remaining = int64_t(items.size());
+    for (const auto& it : items) b.item_ids.push_back(it.id());
+    batches_.emplace(id, std::move(b));
+  }
+  std::vector<int64_t> ids;
+  grpc::Status st = admit(items, id, &ids);
+  std::lock_guard lk(mu_);
+  if (!st.ok()) {
+    batches_.erase(id);
+    return st;
+  }
+  batches_[id].seqs = std::move(ids);
+  *batch_id = id;
+  return grpc::Status::OK;
+}
+
+void State::cancel(int64_t id) {
+  std::lock_guard lk(mu_);
+  auto it = seqs_.find(id);
+  if (it == seqs_.end() || it->second.done()) return;
+  it->second.finish = "cancelled";
+  mark_done_locked(it->second);
+  if (sink_) {
+    moe::v1::CoordinatorMessage m;
+    m.mutable_cancel()->set_seq_id(id);
+    sink_(m);
+  }
+  spdlog::info("sequence {} cancelled by its client", id);
+  cv_.notify_all();
+}
+
+Sequence State::wait(int64_t id, size_t seen, Clock::time_point deadline) {
+  std::unique_lock lk(mu_);
+  cv_.wait_until(lk, deadline, [&] {
+    auto it = seqs_.find(id);
+    return it == seqs_.end() || it->second.done() || it->second.output.size() > seen;
+  });
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) {
+    Sequence gone;
+    gone.error = {grpc::StatusCode::INTERNAL, "sequence vanished"};
+    return gone;
+  }
+  return it->second;
+}
+
+void State::wait_change(Clock::time_point deadline) {
+  std::unique_lock lk(mu_);
+  cv_.wait_until(lk, deadline);
+}
+
+void State::forget(int64_t id) {
+  std::lock_guard lk(mu_);
+  seqs_.erase(id);
+}
+
+grpc::Status State::batch_status(const std::string& id, bool with_results,
+                                 moe::v1::BatchStatus* out) {
+  std::lock_guard lk(mu_);
+  auto it = batches_.find(id);
+  if (it == batches_.end())
+    return {grpc::StatusCode::NOT_FOUND, "no batch '" + id + "' (ids come from SubmitBatch)"};
+  const Batch& b = it->second;
+  out->set_batch_id(b.id);
+  out->set_total(int64_t(b.seqs.size()));
+  out->set_completed(int64_t(b.seqs.size()) - b.remaining);
+  out->set_generated_tokens(b.generated);
+  const auto end = b.finished ? *b.finished : Clock::now();
+  const double secs = std::chrono::duration<double>(end - b.started).count();
+  out->set_tokens_per_second(secs > 0 ? b.generated / secs : 0.0);
+  std::string error;
+  for (int64_t sid : b.seqs) {
+    const Sequence& s = seqs_.at(sid);
+    if (!s.error.ok() && error.empty()) error = s.error.error_message();
+  }
+  if (!error.empty()) {
+    out->set_state(moe::v1::BATCH_STATE_FAILED);
+    out->set_error(error);
+  } else if (b.remaining == 0) {
+    out->set_state(moe::v1::BATCH_STATE_DONE);
+    if (with_results)
+      for (size_t i = 0; i < b.seqs.size(); ++i) {
+        const Sequence& s = seqs_.at(b.seqs[i]);
+        auto* r = out->add_results();
+        r->set_id(b.item_ids[i]);
+        *r->mutable_output_ids() = {s.output.begin(), s.output.end()};
+        r->set_finish_reason(s.finish);
+      }
+  } else {
+    out->set_state(moe::v1::BATCH_STATE_RUNNING);
+  }
+  return grpc::Status::OK;
+}
+
+// ---- draining ----------------------------------------------------------------------------------
+
+void State::start_draining() {
+  std::lock_guard lk(mu_);
+  draining_ = true;
+  cv_.notify_all();
+}
+
+bool State::draining() const {
+  std::lock_guard lk(mu_);
+  return draining_;
+}
+
+size_t State::in_flight() const {
+  std::lock_guard lk(mu_);
+  size_t n = 0;
+  for (const auto& [id, s] : seqs_) n += !s.done();
+  return n;
+}
+
+void State::fail_all(const std::string& why) {
+  std::lock_guard lk(mu_);
+  fail_locked(why);
+}
+
+void State::shutdown_worker() {
+  std::lock_guard lk(mu_);
+  if (!sink_) return;
+  moe::v1::CoordinatorMessage m;
+  m.set_shutdown(true);
+  sink_(m);
+}
+
+// ---- statistics --------------------------------------------------------------------------------
+
+void State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
+  std::lock_guard lk(mu_);
+  if (model_.layers == 0) return;
+  runtime::LoadStats ls(model_.layers, model_.experts, model_.world);
+  double span = 0;
+  if (recent) {
+    for (const auto& d : window_) {
+      for (size_t i = 0; i < d.tokens.size(); ++i) ls.tokens[i] += d.tokens[i];
+      for (size_t i = 0; i < d.rows_computed.size(); ++i) ls.rows_computed[i] += d.rows_computed[i];
+      for (size_t i = 0; i < d.rows_sent.size(); ++i) ls.rows[i] += d.rows_sent[i];
+    }
+    span = opt_.stats_window_s;
+  } else {
+    ls.tokens = tokens_;
+    ls.rows_computed = rows_computed_;
+    ls.rows = rows_sent_;
+  }
+  out->set_experts(model_.experts);
+  out->set_ranks(model_.world);
+  out->set_window_seconds(span);
+  for (int l = 0; l < model_.layers; ++l) {
+    auto* L = out->add_layers();
+    L->set_layer(l);
+    for (int e = 0; e < model_.experts; ++e) L->add_tokens_per_expert(ls.token_count(l, e));
+    for (int r = 0; r < model_.world; ++r) L->add_rows_computed_per_rank(ls.computed(l, r));
+    for (int s = 0; s < model_.world; ++s)
+      for (int d = 0; d < model_.world; ++d) L->add_rows_sent(ls.row_count(l, s, d));
+    L->set_expert_imbalance(ls.expert_imbalance(l));
+    L->set_device_imbalance(ls.device_imbalance(l));
+  }
+  out->set_expert_imbalance(ls.expert_imbalance_overall());
+  out->set_device_imbalance(ls.device_imbalance_overall());
+}
+
+std::string State::prometheus() const {
+  std::lock_guard lk(mu_);
+  std::string o;
+  char buf[256];
+  auto metric = [&](const char* name, const char* type, const char* help, double v) {
+    std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name,
+                  type, name, v);
+    o += buf;
+  };
+  size_t busy = 0;
+  for (const auto& [id, s] : seqs_) busy += !s.done();
+  metric("moe_worker_attached", "gauge", "1 while a worker job is attached", sink_ ? 1 : 0);
+  metric("moe_requests_total", "counter", "sequences admitted", double(requests_));
+  metric("moe_requests_refused_total", "counter", "requests refused (invalid or over the queue bound)", double(refused_));
+  metric("moe_requests_failed_total", "counter", "admitted sequences that failed", double(failed_));
+  metric("moe_tokens_generated_total", "counter", "tokens generated", double(generated_));
+  metric("moe_queue_depth", "gauge", "sequences admitted and not finished", double(busy));
+  metric("moe_steps_total", "counter", "engine steps run by the worker job", double(steps_));
+  metric("moe_step_compute_seconds_total", "counter", "step time in compute (slowest rank)", compute_s_);
+  metric("moe_step_exchange_seconds_total", "counter", "step time in all-to-all exchanges (slowest rank)", exchange_s_);
+  metric("moe_step_schedule_seconds_total", "counter", "step time in scheduling (slowest rank)", schedule_s_);
+  o += "# HELP moe_expert_tokens_total routed (token, top-k slot) choices per layer and expert\n"
+       "# TYPE moe_expert_tokens_total counter\n";
+  for (int l = 0; l < model_.layers; ++l)
+    for (int e = 0; e < model_.experts; ++e) {
+      std::snprintf(buf, sizeof buf, "moe_expert_tokens_total{layer=\"%d\",expert=\"%d\"} %lld\n", l,
+                    e, (long long)tokens_[size_t(l) * model_.experts + e]);
+      o += buf;
+    }
+  o += "# HELP moe_device_rows_total (row, expert) pairs computed per layer and rank\n"
+       "# TYPE moe_device_rows_total counter\n";
+  for (int l = 0; l < model_.layers; ++l)
+    for (int r = 0; r < model_.world; ++r) {
+      std::snprintf(buf, sizeof buf, "moe_device_rows_total{layer=\"%d\",rank=\"%d\"} %lld\n", l, r,
+                    (long long)rows_computed_[size_t(l) * model_.world + r]);
+      o += buf;
+    }
+  return o;
+}
+
+}  // namespace moe::coordinator

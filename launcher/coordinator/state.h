@@ -1,0 +1,137 @@
+#pragma once
+// The coordinator's state: the sequences it admitted, the batches they belong to, the worker
+// job that runs them, and the load statistics it reported. One mutex guards all of it; waiters
+// (streaming handlers) sleep on one condition variable that every change notifies.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/v1/inference.pb.h"
+#include "moe/v1/worker.pb.h"
+
+namespace moe::coordinator {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int max_queue = 4096;
+  double rank_timeout_s = 10;
+  double stats_window_s = 60;
+};
+
+struct Sequence {
+  int64_t id = 0;           // coordinator-wide
+  int rank = 0;             // where it runs
+  std::vector<int32_t> prompt;
+  int max_new = 0;
+  std::vector<int32_t> output;
+  std::string finish;       // "" while running
+  grpc::Status error;       // not OK when it failed
+  std::string batch;        // "" for Generate
+  bool done() const { return !finish.empty() || !error.ok(); }
+};
+
+struct Batch {
+  std::string id;
+  int64_t remaining = 0;          // sequences not done
+  int64_t generated = 0;          // tokens made so far
+  std::vector<int64_t> seqs;      // coordinator ids, in input order
+  std::vector<int64_t> item_ids;  // the client's ids, in input order
+  Clock::time_point started;
+  std::optional<Clock::time_point> finished;
+};
+
+// What the worker said about the model when it attached.
+struct ModelInfo {
+  int world = 0, vocab = 0, max_context = 0, experts = 0, layers = 0;
+};
+
+// Sends to the attached worker job (the WorkerLink stream); set while one is attached.
+using WorkerSink = std::function<bool(const moe::v1::CoordinatorMessage&)>;
+
+class State {
+ public:
+  explicit State(Options o);
+
+  // ---- the worker link ----
+  // Refuses a second job (FAILED_PRECONDITION).
+  // `kick` ends the link's stream from this side (after a timeout).
+  grpc::Status attach(const moe::v1::WorkerHello& hello, WorkerSink sink,
+                      std::function<void()> kick);
+  void on_step(const moe::v1::StepReport& step);
+  // The job is gone (stream closed, error, timeout): every unfinished sequence fails with
+  // UNAVAILABLE and `why`.
+  void detach(const std::string& why);
+  bool attached() const;
+  // Fails everything in flight and detaches when the job has sent no report for longer than
+  // the rank timeout while work is in flight. Called periodically.
+  void check_timeout();
+
+  // ---- requests ----
+  // Validates and admits; returns the sequence ids or an error status, admitting nothing then.
+  grpc::Status admit(const std::vector<moe::v1::BatchItem>& items, const std::string& batch,
+                     std::vector<int64_t>* ids);
+  grpc::Status submit_batch(const moe::v1::SubmitBatchRequest& req, std::string* batch_id);
+  // Frees a sequence (client went away): tells the worker, marks it cancelled.
+  void cancel(int64_t id);
+  // Waits until sequence `id` has more than `seen` tokens or is done, or `deadline` passes.
+  // Returns a copy.
+  Sequence wait(int64_t id, size_t seen, Clock::time_point deadline);
+  grpc::Status batch_status(const std::string& id, bool with_results, moe::v1::BatchStatus* out);
+  // Waits until something changes or `deadline` passes.
+  void wait_change(Clock::time_point deadline);
+  void forget(int64_t id);  // drop a finished Generate sequence
+
+  // ---- draining ----
+  void start_draining();
+  bool draining() const;
+  size_t in_flight() const;
+  void fail_all(const std::string& why);
+  void shutdown_worker();
+
+  // ---- statistics ----
+  void load_stats(bool recent, moe::v1::LoadStatsResponse* out) const;
+  std::string prometheus() const;  // text exposition format
+
+ private:
+  struct StepDelta {
+    Clock::time_point at;
+    std::vector<int64_t> tokens, rows_computed, rows_sent;
+  };
+  int pick_rank() const;  // least outstanding tokens
+  void fail_locked(const std::string& why);
+  void mark_done_locked(Sequence& s);  // batch accounting, once per sequence
+  void detach_locked(const std::string& why);
+  grpc::Status validate_locked(const moe::v1::BatchItem& item, const std::string& who) const;
+
+  Options opt_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  ModelInfo model_;
+  WorkerSink sink_;
+  std::function<void()> kick_;
+  Clock::time_point last_report_;
+  bool draining_ = false;
+  int64_t next_id_ = 1, next_batch_ = 1;
+  std::map<int64_t, Sequence> seqs_;
+  std::map<std::string, Batch> batches_;
+  std::vector<int64_t> outstanding_;  // per rank, as the worker last reported plus admissions
+
+  // statistics
+  std::vector<int64_t> tokens_, rows_computed_, rows_sent_;  // whole run
+  std::deque<StepDelta> window_;
+  int64_t steps_ = 0, requests_ = 0, failed_ = 0, generated_ = 0, refused_ = 0;
+  double compute_s_ = 0, exchange_s_ = 0, schedule_s_ = 0;
+};
+
+}  // namespace moe::coordinator

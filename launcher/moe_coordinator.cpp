@@ -1,0 +1,135 @@
+// moe-coordinator: the gRPC front of a serving job. Clients send generation requests and batch
+// jobs; one worker job (mpirun -np N moe-worker) attaches and runs them. See docs/SERVING.md.
+#include <CLI/CLI.hpp>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include "common/log.h"
+#include "launcher/coordinator/services.h"
+
+namespace {
+
+using namespace moe;
+
+int run(int argc, char** argv) {
+  std::string listen = "127.0.0.1:50051", log_level = "info";
+  int metrics_port = 9464;
+  double drain_timeout_s = 30;
+  coordinator::Options opt;
+  CLI::App app{"moe-coordinator: schedules generation requests and batch jobs over a worker job "
+               "(mpirun -np N moe-worker) and serves them over gRPC."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--listen", listen, "gRPC address for clients and the worker job");
+  app.add_option("--metrics-port", metrics_port, "HTTP port for Prometheus /metrics on the listen host (0: off)");
+  app.add_option("--max-queue", opt.max_queue, "sequences in flight before requests get RESOURCE_EXHAUSTED");
+  app.add_option("--rank-timeout-s", opt.rank_timeout_s, "seconds without a step report, with work in flight, before the worker job is declared dead");
+  app.add_option("--drain-timeout-s", drain_timeout_s, "on SIGTERM/SIGINT, seconds to let in-flight work finish");
+  app.add_option("--stats-window-s", opt.stats_window_s, "span of the recent-window load statistics");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  set_log_level(log_level);
+  if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 || opt.stats_window_s <= 0) {
+    spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
+                  "--drain-timeout-s >= 0");
+    return 2;
+  }
+
+  // Signals are taken by sigtimedwait in this thread only: block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  coordinator::State state(opt);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::unique_ptr<grpc::Server> server;
+  auto set_health = [&](bool serving) {
+    if (!server) return;
+    auto* h = server->GetHealthCheckService();
+    h->SetServingStatus(serving);
+    h->SetServingStatus("moe.v1.Inference", serving);
+  };
+  coordinator::InferenceService inference(state);
+  coordinator::WorkerLinkService link(state, [&](bool attached) { set_health(attached); });
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&inference);
+  builder.RegisterService(&link);
+  builder.SetMaxReceiveMessageSize(256 << 20);
+  server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    spdlog::error("cannot listen on {} (in use, or not an address:port)", listen);
+    return 1;
+  }
+  set_health(false);  // until a worker job attaches
+  spdlog::info("listening on {} (clients and workers)", listen);
+
+  httplib::Server http;
+  std::thread metrics;
+  if (metrics_port > 0) {
+    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_content(state.prometheus(), "text/plain; version=0.0.4");
+    });
+    const std::string host = listen.substr(0, listen.rfind(':'));
+    if (!http.bind_to_port(host, metrics_port)) {
+      spdlog::error("cannot serve metrics on {}:{} (in use?)", host, metrics_port);
+      server->Shutdown();
+      return 1;
+    }
+    metrics = std::thread([&] { http.listen_after_bind(); });
+    spdlog::info("metrics on http://{}:{}/metrics", host, metrics_port);
+  }
+
+  // Watchdog and signals, in this thread.
+  timespec tick{0, 100 * 1000 * 1000};
+  int sig = 0;
+  while ((sig = sigtimedwait(&sigs, nullptr, &tick)) < 0) state.check_timeout();
+  spdlog::info("signal {}: draining ({} sequences in flight, up to {} s)", sig, state.in_flight(),
+               drain_timeout_s);
+  state.start_draining();
+  const auto until = coordinator::Clock::now() +
+                     std::chrono::duration_cast<coordinator::Clock::duration>(
+                         std::chrono::duration<double>(drain_timeout_s));
+  while (state.in_flight() > 0 && coordinator::Clock::now() < until) {
+    state.check_timeout();
+    state.wait_change(coordinator::Clock::now() + std::chrono::milliseconds(100));
+  }
+  if (state.in_flight() > 0) {
+    spdlog::warn("{} sequences still in flight after the drain timeout: failing them",
+                 state.in_flight());
+    state.fail_all("the coordinator is shutting down (drain timeout passed)");
+  }
+  state.shutdown_worker();
+  set_health(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (metrics.joinable()) {
+    http.stop();
+    metrics.join();
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    spdlog::error("fatal: {}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,200 @@
+// moe-worker: the rank main of a serving job, under mpirun. Every rank loads its share of the
+// model; rank 0 attaches to the coordinator (moe.v1.WorkerLink) and relays between it and the
+// other ranks, which run the lockstep worker loop (runtime/worker_loop).
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "comm/mpi_context.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "launcher/run_options.h"
+#include "moe/v1/worker.grpc.pb.h"
+#include "runtime/worker_loop.h"
+
+namespace {
+
+using namespace moe;
+
+// Rank 0's side of the link: a reader thread queues what the coordinator sends; the worker
+// loop drains the queue once per step and publishes each step's tokens and statistics.
+class GrpcController final : public runtime::Controller {
+ public:
+  GrpcController(const std::string& address, const runtime::RankRuntime& rt, int world) {
+    channel_ = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)))
+      throw InputError("cannot reach the coordinator at " + address + " within 30 s");
+    stub_ = moe::v1::WorkerLink::NewStub(channel_);
+    stream_ = stub_->Attach(&ctx_);
+    moe::v1::WorkerMessage hello;
+    auto* h = hello.mutable_hello();
+    const auto& cfg = rt.model_config();
+    h->set_world_size(world);
+    h->set_vocab_size(cfg.vocab_size);
+    h->set_max_context(rt.max_context());
+    h->set_experts(cfg.num_local_experts);
+    h->set_layers(cfg.num_hidden_layers);
+    if (!stream_->Write(hello)) throw InputError("the coordinator at " + address + " closed the link");
+    reader_ = std::thread([this] { read_loop(); });
+  }
+
+  ~GrpcController() override {
+    ctx_.TryCancel();
+    if (reader_.joinable()) reader_.join();
+  }
+
+  runtime::Control poll(int wait_ms) override {
+    std::unique_lock lk(mu_);
+    if (queue_.empty() && wait_ms > 0)
+      cv_.wait_for(lk, std::chrono::milliseconds(wait_ms), [&] { return !queue_.empty(); });
+    runtime::Control c;
+    for (; !queue_.empty(); queue_.pop_front()) {
+      const auto& m = queue_.front();
+      switch (m.kind_case()) {
+        case moe::v1::CoordinatorMessage::kWork: {
+          runtime::WorkAssignment a;
+          a.request.id = m.work().seq_id();
+          a.request.prompt.assign(m.work().prompt_ids().begin(), m.work().prompt_ids().end());
+          a.request.max_new_tokens = m.work().max_new_tokens();
+          a.rank = m.work().rank();
+          c.work.push_back(std::move(a));
+          break;
+        }
+        case moe::v1::CoordinatorMessage::kCancel:
+          c.cancels.push_back(m.cancel().seq_id());
+          break;
+        case moe::v1::CoordinatorMessage::kShutdown:
+          c.shutdown = true;
+          break;
+        default:
+          break;
+      }
+    }
+    if (closed_) c.shutdown = true;
+    return c;
+  }
+
+  void publish(const runtime::StepReport& r) override {
+    moe::v1::WorkerMessage m;
+    auto* s = m.mutable_step();
+    s->set_step(r.step);
+    s->set_compute_seconds(r.compute_s);
+    s->set_exchange_seconds(r.exchange_s);
+    s->set_schedule_seconds(r.schedule_s);
+    *s->mutable_tokens_per_expert() = {r.delta.tokens.begin(), r.delta.tokens.end()};
+    *s->mutable_rows_computed() = {r.delta.rows_computed.begin(), r.delta.rows_computed.end()};
+    *s->mutable_rows_sent() = {r.delta.rows.begin(), r.delta.rows.end()};
+    *s->mutable_outstanding_per_rank() = {r.outstanding.begin(), r.outstanding.end()};
+    for (const auto& t : r.tokens) {
+      auto* e = s->add_tokens();
+      e->set_seq_id(t.id);
+      e->set_token_id(t.token);
+      e->set_finish_reason(t.finish);
+    }
+    if (!stream_->Write(m)) spdlog::warn("the coordinator link is closed; dropping a step report");
+  }
+
+  void report_error(const std::string& what) {
+    moe::v1::WorkerMessage m;
+    m.set_error(what);
+    stream_->Write(m);
+  }
+
+ private:
+  void read_loop() {
+    moe::v1::CoordinatorMessage m;
+    while (stream_->Read(&m)) {
+      std::lock_guard lk(mu_);
+      queue_.push_back(m);
+      cv_.notify_all();
+    }
+    // The coordinator went away: nothing left to serve.
+    std::lock_guard lk(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<moe::v1::WorkerLink::Stub> stub_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<moe::v1::WorkerMessage, moe::v1::CoordinatorMessage>>
+      stream_;
+  std::thread reader_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<moe::v1::CoordinatorMessage> queue_;
+  bool closed_ = false;
+};
+
+int run(int argc, char** argv, comm::MpiContext& mpi) {
+  auto comm = mpi.make_communicator();
+  const int rank = comm->rank(), world = comm->size();
+  set_log_rank(rank, world);
+  std::string coordinator = "127.0.0.1:50051", log_level = "info";
+  launcher::RunOptions ro;
+  CLI::App app{"moe-worker: one rank of a serving job (run under mpirun -np N); rank 0 attaches "
+               "to moe-coordinator."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--coordinator", coordinator, "address of moe-coordinator");
+  launcher::add_run_options(app, ro);
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (rank == 0) app.exit(e);
+    return e.get_exit_code() == 0 ? 0 : 2;
+  }
+  set_log_level(log_level);
+
+  // Set-up errors are agreed by all ranks, so a bad config ends the job cleanly.
+  std::unique_ptr<runtime::RankRuntime> rt;
+  std::unique_ptr<GrpcController> link;
+  std::string error;
+  try {
+    rt = std::make_unique<runtime::RankRuntime>(launcher::resolve_run_config(app, ro), *comm);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  int64_t failed = error.empty() ? 0 : 1;
+  comm->all_reduce(&failed, 1, comm::Communicator::Op::kMax);
+  if (!failed && rank == 0) {
+    try {
+      link = std::make_unique<GrpcController>(coordinator, *rt, world);
+    } catch (const std::exception& e) {
+      error = e.what();
+      failed = 1;
+    }
+  }
+  comm->broadcast(&failed, sizeof failed, 0);
+  if (failed) {
+    if (!error.empty()) spdlog::error("{}", error);
+    return 2;
+  }
+  spdlog::info("serving: attached to {} with {} rank(s)", coordinator, world);
+  runtime::WorkerLoop loop(*rt, *comm, link.get());
+  try {
+    loop.run();
+  } catch (const std::exception& e) {
+    spdlog::error("fatal: {}", e.what());
+    if (link) link->report_error(std::string("rank 0: ") + e.what());
+    throw;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::comm::MpiContext mpi(&argc, &argv);
+  try {
+    return run(argc, argv, mpi);
+  } catch (const std::exception& e) {
+    spdlog::error("fatal: {}", e.what());
+    if (mpi.world_size() > 1) moe::comm::MpiContext::abort(1);
+    return 1;
+  }
+}

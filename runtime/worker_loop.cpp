@@ -1,0 +1,143 @@
+#include "runtime/worker_loop.h"
+
+#include <algorithm>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/log.h"
+
+namespace moe::runtime {
+
+namespace {
+
+using nlohmann::json;
+
+std::string broadcast_text(comm::Communicator& comm, std::string s) {
+  int64_t n = int64_t(s.size());
+  comm.broadcast(&n, sizeof n, 0);
+  s.resize(size_t(n));
+  if (n) comm.broadcast(s.data(), size_t(n), 0);
+  return s;
+}
+
+std::string control_to_text(const Control& c) {
+  json j;
+  j["shutdown"] = c.shutdown;
+  j["cancels"] = c.cancels;
+  json w = json::array();
+  for (const auto& a : c.work)
+    w.push_back({{"id", a.request.id}, {"rank", a.rank}, {"prompt", a.request.prompt},
+                 {"max_new", a.request.max_new_tokens}});
+  j["work"] = w;
+  return j.dump();
+}
+
+Control control_from_text(const std::string& s) {
+  const json j = json::parse(s);
+  Control c;
+  c.shutdown = j["shutdown"].get<bool>();
+  c.cancels = j["cancels"].get<std::vector<int64_t>>();
+  for (const auto& w : j["work"]) {
+    WorkAssignment a;
+    a.request.id = w["id"].get<int64_t>();
+    a.request.prompt = w["prompt"].get<std::vector<int32_t>>();
+    a.request.max_new_tokens = w["max_new"].get<int>();
+    a.rank = w["rank"].get<int>();
+    c.work.push_back(std::move(a));
+  }
+  return c;
+}
+
+}  // namespace
+
+WorkerLoop::WorkerLoop(RankRuntime& rt, comm::Communicator& comm, Controller* controller)
+    : rt_(rt), comm_(comm), controller_(controller), reported_(rt.stats()) {
+  MOE_CHECK(comm.rank() != 0 || controller != nullptr, "rank 0 needs a controller");
+}
+
+Control WorkerLoop::exchange_control(bool idle) {
+  std::string text;
+  if (comm_.rank() == 0) text = control_to_text(controller_->poll(idle ? 20 : 0));
+  return control_from_text(broadcast_text(comm_, text));
+}
+
+StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine) {
+  const int N = comm_.size();
+  StepReport rep;
+  const StepTiming& t = rt_.engine().last_timing();
+  double times[3] = {t.compute(), t.exchange, t.schedule};
+  comm_.all_reduce(times, 3, comm::Communicator::Op::kMax);
+  rep.compute_s = times[0];
+  rep.exchange_s = times[1];
+  rep.schedule_s = times[2];
+  rep.step = rt_.engine().steps();
+
+  // This step's counts: what this rank counted since the last report, summed over ranks.
+  LoadStats& now = rt_.stats();
+  rep.delta = now;
+  for (size_t i = 0; i < now.tokens.size(); ++i) rep.delta.tokens[i] -= reported_.tokens[i];
+  for (size_t i = 0; i < now.rows.size(); ++i) rep.delta.rows[i] -= reported_.rows[i];
+  for (size_t i = 0; i < now.rows_computed.size(); ++i)
+    rep.delta.rows_computed[i] -= reported_.rows_computed[i];
+  reported_ = now;
+  rep.delta.reduce(comm_);
+
+  rep.outstanding.assign(N, 0);
+  const int64_t mine_out = rt_.engine().outstanding_tokens();
+  comm_.all_gather(&mine_out, rep.outstanding.data(), sizeof(int64_t));
+
+  // Tokens: every rank's events, in rank order, to everyone (rank 0 uses them).
+  json j = json::array();
+  for (const auto& e : mine) j.push_back({e.id, e.token, e.finish});
+  mine.clear();
+  const std::string text = j.dump();
+  std::vector<int64_t> lens(N);
+  const int64_t len = int64_t(text.size());
+  comm_.all_gather(&len, lens.data(), sizeof(int64_t));
+  for (int r = 0; r < N; ++r) {
+    std::string s = r == comm_.rank() ? text : std::string(size_t(lens[r]), '\0');
+    comm_.broadcast(s.data(), size_t(lens[r]), r);
+    if (comm_.rank() == 0)
+      for (const auto& e : json::parse(s))
+        rep.tokens.push_back({e[0].get<int64_t>(), e[1].get<int32_t>(), e[2].get<std::string>()});
+  }
+  return rep;
+}
+
+void WorkerLoop::run() {
+  std::vector<TokenEvent> made;
+  rt_.engine().set_on_token([&](int64_t id, int32_t tok, const FinishReason* fin) {
+    made.push_back({id, tok, fin ? finish_reason_name(*fin) : ""});
+  });
+  bool idle = true;
+  for (;;) {
+    const Control c = exchange_control(idle);
+    for (int64_t id : c.cancels) rt_.engine().cancel(id);
+    for (const auto& a : c.work) {
+      if (a.rank != comm_.rank()) continue;
+      try {
+        rt_.engine().add(a.request);
+      } catch (const InputError& e) {
+        // The coordinator validates first; a request that still fails here ends at once.
+        spdlog::warn("refused sequence {}: {}", a.request.id, e.what());
+        made.push_back({a.request.id, -1, std::string("error: ") + e.what()});
+      }
+    }
+    if (c.shutdown) break;
+    const bool ran = rt_.engine().step();
+    idle = !ran;
+    if (!ran) {
+      // The report is a collective: all ranks agree whether one is due (a refused sequence
+      // on some rank still has to reach the coordinator).
+      int64_t pending = made.empty() ? 0 : 1;
+      comm_.all_reduce(&pending, 1, comm::Communicator::Op::kMax);
+      if (!pending) continue;
+    }
+    StepReport rep = gather_report(made);
+    if (comm_.rank() == 0) controller_->publish(rep);
+  }
+  spdlog::info("worker loop: shutdown after {} steps", rt_.engine().steps());
+}
+
+}  // namespace moe::runtime

@@ -1,0 +1,69 @@
+#pragma once
+// The serving worker's loop on every rank. Rank 0 talks to the coordinator through a
+// Controller (the gRPC link lives in launcher/, this file knows nothing of it); every step it
+// broadcasts what arrived (new sequences with their rank, cancellations, shutdown) to all
+// ranks, all ranks take one lockstep engine step, and the tokens made on every rank are
+// gathered back to rank 0 with the step's timings and load-statistics delta.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "runtime/rank_runtime.h"
+
+namespace moe::runtime {
+
+struct WorkAssignment {
+  Request request;
+  int rank = 0;  // which rank runs it
+};
+
+struct Control {
+  std::vector<WorkAssignment> work;
+  std::vector<int64_t> cancels;
+  bool shutdown = false;
+};
+
+struct TokenEvent {
+  int64_t id = 0;
+  int32_t token = 0;
+  std::string finish;  // "" until the sequence's last token
+};
+
+// One step's report, summed (counts) or maxed (times) over the ranks.
+struct StepReport {
+  int64_t step = 0;
+  double compute_s = 0, exchange_s = 0, schedule_s = 0;
+  LoadStats delta;                      // counts made in this step, all ranks
+  std::vector<int64_t> outstanding;     // [ranks] tokens still owed per rank
+  std::vector<TokenEvent> tokens;       // from every rank
+};
+
+class Controller {
+ public:
+  virtual ~Controller() = default;
+  // Rank 0 only: what arrived since the last call. May wait up to `wait_ms` for something when
+  // there is no work anywhere (so an idle job does not spin).
+  virtual Control poll(int wait_ms) = 0;
+  // Rank 0 only: after every step that ran.
+  virtual void publish(const StepReport& report) = 0;
+};
+
+class WorkerLoop {
+ public:
+  // `controller` is used on rank 0 only (nullptr elsewhere).
+  WorkerLoop(RankRuntime& rt, comm::Communicator& comm, Controller* controller);
+  // Until a shutdown arrives. Throws on failure (the caller aborts the job).
+  void run();
+
+ private:
+  Control exchange_control(bool idle);
+  StepReport gather_report(std::vector<TokenEvent>& mine);
+
+  RankRuntime& rt_;
+  comm::Communicator& comm_;
+  Controller* controller_;
+  LoadStats reported_;  // this rank's counts already reported
+};
+
+}  // namespace moe::runtime
