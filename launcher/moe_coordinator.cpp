@@ -114,7 +114,9 @@ int run(int argc, char** argv) {
   }
   state.shutdown_worker();
   set_health(false);
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Everything in flight has finished or failed by now: handlers still open (watchers) get
+  // a short grace, then are cancelled.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   if (metrics.joinable()) {
     http.stop();
     metrics.join();

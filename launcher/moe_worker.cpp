@@ -60,6 +60,7 @@ class GrpcController final : public runtime::Controller {
           a.request.id = m.work().seq_id();
           a.request.prompt.assign(m.work().prompt_ids().begin(), m.work().prompt_ids().end());
           a.request.max_new_tokens = m.work().max_new_tokens();
+          a.request.ignore_eos = m.work().ignore_eos();
           a.rank = m.work().rank();
           c.work.push_back(std::move(a));
           break;

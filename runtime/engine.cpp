@@ -74,8 +74,11 @@ void Engine::schedule() {
       logit_seq_.push_back(idx);
     }
   };
-  // Decodes first: a running sequence costs one token per step.
-  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+  // Decodes first: a running sequence costs one token per step. When the budget cannot take
+  // them all, the scan starts one place further every step, so none starves.
+  const size_t n = running_.size();
+  for (size_t j = 0; j < n && budget > 0; ++j) {
+    const size_t i = (j + size_t(steps_)) % n;
     Sequence& s = running_[i];
     if (s.cached == int(s.tokens.size()) - 1 && !s.generated.empty()) push(s, 1, int(i));
   }
@@ -123,7 +126,7 @@ bool Engine::step() {
     const size_t i = logit_seq_[j];
     Sequence& s = running_[i];
     const int32_t tok = s.generated.back();
-    const bool eos = !opts_.ignore_eos && tok == opts_.eos_token_id;
+    const bool eos = !opts_.ignore_eos && !s.req.ignore_eos && tok == opts_.eos_token_id;
     FinishReason why = FinishReason::kLength;
     bool done = true;
     if (eos)

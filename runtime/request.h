@@ -11,6 +11,7 @@ struct Request {
   int64_t id = 0;
   std::vector<int32_t> prompt;  // [prompt_len] token ids
   int max_new_tokens = 16;
+  bool ignore_eos = false;  // on top of the engine's own setting
 };
 
 enum class FinishReason { kLength, kEos, kContext, kCancelled };

@@ -28,7 +28,7 @@ std::string control_to_text(const Control& c) {
   json w = json::array();
   for (const auto& a : c.work)
     w.push_back({{"id", a.request.id}, {"rank", a.rank}, {"prompt", a.request.prompt},
-                 {"max_new", a.request.max_new_tokens}});
+                 {"max_new", a.request.max_new_tokens}, {"ignore_eos", a.request.ignore_eos}});
   j["work"] = w;
   return j.dump();
 }
@@ -43,6 +43,7 @@ Control control_from_text(const std::string& s) {
     a.request.id = w["id"].get<int64_t>();
     a.request.prompt = w["prompt"].get<std::vector<int32_t>>();
     a.request.max_new_tokens = w["max_new"].get<int>();
+    a.request.ignore_eos = w["ignore_eos"].get<bool>();
     a.rank = w["rank"].get<int>();
     c.work.push_back(std::move(a));
   }

@@ -21,7 +21,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
   item.set_prompt_text(req->prompt_text());
   item.set_max_new_tokens(req->max_new_tokens());
   std::vector<int64_t> ids;
-  if (auto st = s_.admit({item}, "", &ids); !st.ok()) return st;
+  if (auto st = s_.admit({item}, "", req->ignore_eos(), &ids); !st.ok()) return st;
   const int64_t id = ids[0];
   size_t sent = 0;
   for (;;) {

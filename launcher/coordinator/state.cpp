@@ -171,7 +171,7 @@ int State::pick_rank() const {
 }
 
 grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const std::string& batch,
-                          std::vector<int64_t>* ids) {
+                          bool ignore_eos, std::vector<int64_t>* ids) {
   std::lock_guard lk(mu_);
   if (draining_) return unavailable("the coordinator is shutting down and takes no new work");
   if (!sink_)
@@ -214,6 +214,7 @@ grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const st
     w->set_rank(s.rank);
     *w->mutable_prompt_ids() = it.prompt_ids();
     w->set_max_new_tokens(s.max_new);
+    w->set_ignore_eos(ignore_eos);
     ids->push_back(s.id);
     seqs_.emplace(s.id, std::move(s));
     ++requests_;
@@ -242,7 +243,7 @@ grpc::Status State::submit_batch(const moe::v1::SubmitBatchRequest& req, std::st
     batches_.emplace(id, std::move(b));
   }
   std::vector<int64_t> ids;
-  grpc::Status st = admit(items, id, &ids);
+  grpc::Status st = admit(items, id, req.ignore_eos(), &ids);
   std::lock_guard lk(mu_);
   if (!st.ok()) {
     batches_.erase(id);

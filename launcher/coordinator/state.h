@@ -80,7 +80,7 @@ class State {
   // ---- requests ----
   // Validates and admits; returns the sequence ids or an error status, admitting nothing then.
   grpc::Status admit(const std::vector<moe::v1::BatchItem>& items, const std::string& batch,
-                     std::vector<int64_t>* ids);
+                     bool ignore_eos, std::vector<int64_t>* ids);
   grpc::Status submit_batch(const moe::v1::SubmitBatchRequest& req, std::string* batch_id);
   // Frees a sequence (client went away): tells the worker, marks it cancelled.
   void cancel(int64_t id);
