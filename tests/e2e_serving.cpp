@@ -62,6 +62,9 @@ class Child {
   }
   ~Child() { stop(SIGKILL, 0); }
   pid_t pid() const { return pid_; }
+  // Freezes / thaws the whole process group (mpirun and its ranks).
+  void pause() { ::kill(-pid_, SIGSTOP); }
+  void resume() { ::kill(-pid_, SIGCONT); }
   // Sends `sig` to the group; waits up to `secs` for the exit. Returns the wait status, or -1.
   int stop(int sig, double secs) {
     if (pid_ <= 0) return status_;
@@ -410,7 +413,9 @@ TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
     it->set_max_new_tokens(250);
   }
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), four, &sub).ok());
-  // ...so one more is refused while they run.
+  // ...so one more is refused while they run. The worker job is paused meanwhile: the tiny
+  // model could otherwise finish them before the next request arrives.
+  workers_->pause();
   moe::v1::GenerateRequest more;
   more.add_prompt_ids(5);
   more.set_max_new_tokens(2);
@@ -423,6 +428,7 @@ TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
     const auto s = reader->Finish();
     EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
   }
+  workers_->resume();
   // When the batch is done, the same request is served.
   moe::v1::GetBatchRequest g;
   g.set_batch_id(sub.batch_id());
@@ -455,10 +461,13 @@ TEST_F(ServingTest, CancelledClientFreesItsSequence) {
     auto reader = stub_->Generate(ctx.get(), long_req);
     moe::v1::GenerateResponse r;
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&r));
+    workers_->pause();  // so the sequence cannot finish before the cancel reaches it
     ctx->TryCancel();
     while (reader->Read(&r)) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the coordinator's 100 ms poll
+    workers_->resume();
   }
   moe::v1::GenerateRequest next;
   next.add_prompt_ids(6);
