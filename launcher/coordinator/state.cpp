@@ -399,6 +399,11 @@ void State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
   }
   out->set_expert_imbalance(ls.expert_imbalance_overall());
   out->set_device_imbalance(ls.device_imbalance_overall());
+  out->set_steps(steps_);
+  out->set_compute_seconds(compute_s_);
+  out->set_exchange_seconds(exchange_s_);
+  out->set_schedule_seconds(schedule_s_);
+  out->set_generated_tokens(generated_);
 }
 
 std::string State::prometheus() const {

@@ -1,0 +1,401 @@
+// moe-cli: a command-line client of moe-coordinator (service moe.v1.Inference). See
+// docs/SERVING.md. stdout carries the answer (token ids, JSONL results, the table, the health
+// word); stderr carries progress and errors, so scripts can pipe the one and read the other.
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "launcher/batch_io.h"
+#include "moe/v1/inference.grpc.pb.h"
+
+namespace {
+
+using namespace moe;
+using Clock = std::chrono::steady_clock;
+
+// Exit codes, as docs/SERVING.md fixes them for scripts.
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+constexpr int kExitUnavailable = 3;
+
+// The health check must answer quickly even when the address swallows packets.
+constexpr auto kHealthDeadline = std::chrono::seconds(2);
+// GetLoadStats is a snapshot; a server that cannot produce it in this long is not healthy.
+constexpr auto kStatsDeadline = std::chrono::seconds(30);
+constexpr int kBarWidth = 30;
+
+const char* code_name(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN_CODE";
+  }
+}
+
+int exit_code_for(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK: return kExitOk;
+    case grpc::StatusCode::INVALID_ARGUMENT: return kExitBadInput;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return kExitUnavailable;
+    default: return kExitFailure;
+  }
+}
+
+// One line per failed RPC, in a fixed shape that scripts can match on.
+int fail(const grpc::Status& st) {
+  std::fprintf(stderr, "moe-cli: %s: %s\n", code_name(st.error_code()),
+               st.error_message().c_str());
+  return exit_code_for(st.error_code());
+}
+
+std::unique_ptr<moe::v1::Inference::Stub> connect(const std::string& server) {
+  grpc::ChannelArguments args;
+  // GetBatch returns every output of a batch in one message; the 4 MiB default is too small
+  // for large batches, and the coordinator is trusted.
+  args.SetMaxReceiveMessageSize(-1);
+  return moe::v1::Inference::NewStub(
+      grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args));
+}
+
+// ---- generate -----------------------------------------------------------------------------
+
+struct GenerateOptions {
+  std::string prompt_ids;
+  int max_new_tokens = 16;
+  bool ignore_eos = false;
+};
+
+int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
+  moe::v1::GenerateRequest req;
+  for (int32_t id : launcher::parse_id_list(o.prompt_ids)) req.add_prompt_ids(id);
+  req.set_max_new_tokens(o.max_new_tokens);
+  req.set_ignore_eos(o.ignore_eos);
+  grpc::ClientContext ctx;
+  auto reader = stub.Generate(&ctx, req);
+  moe::v1::GenerateResponse r;
+  std::string finish;
+  int64_t n = 0;
+  while (reader->Read(&r)) {
+    // Flushed per token: a reader of the pipe sees each one as it is generated.
+    std::printf("%d\n", r.token_id());
+    std::fflush(stdout);
+    ++n;
+    if (!r.finish_reason().empty()) finish = r.finish_reason();
+  }
+  const grpc::Status st = reader->Finish();
+  if (!st.ok()) return fail(st);
+  std::fprintf(stderr, "%lld tokens, finish_reason: %s\n", (long long)n,
+               finish.empty() ? "(none)" : finish.c_str());
+  return kExitOk;
+}
+
+// ---- batch --------------------------------------------------------------------------------
+
+struct BatchOptions {
+  std::string input, output;
+  int max_new_tokens = 16;
+  bool ignore_eos = false;
+};
+
+runtime::FinishReason finish_from_name(const std::string& s, int64_t id) {
+  if (s == "length") return runtime::FinishReason::kLength;
+  if (s == "eos") return runtime::FinishReason::kEos;
+  if (s == "context") return runtime::FinishReason::kContext;
+  if (s == "cancelled") return runtime::FinishReason::kCancelled;
+  MOE_THROW("item " + std::to_string(id) + ": the server sent finish_reason '" + s +
+            "', expected length, eos, context or cancelled");
+}
+
+void draw_progress(const moe::v1::BatchStatus& st) {
+  const int64_t total = std::max<int64_t>(st.total(), 1);
+  const int filled = int(std::min<int64_t>(kBarWidth, st.completed() * kBarWidth / total));
+  std::string bar(size_t(filled), '#');
+  bar.append(size_t(kBarWidth - filled), '.');
+  // Trailing spaces wipe what a longer previous line left behind.
+  std::fprintf(stderr, "\r[%s] %lld/%lld prompts, %lld tokens, %.1f tokens/s    ", bar.c_str(),
+               (long long)st.completed(), (long long)st.total(), (long long)st.generated_tokens(),
+               st.tokens_per_second());
+  std::fflush(stderr);
+}
+
+int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
+  const auto requests = launcher::parse_requests_jsonl(launcher::read_text_file(o.input), o.input,
+                                                       o.max_new_tokens);
+  if (requests.empty())
+    throw InputError(o.input + ": no requests (expected one JSON object per line)");
+  // Opened before the batch runs, so an unwritable path fails in a second, not after an hour.
+  std::ofstream file;
+  if (!o.output.empty()) {
+    file.open(o.output);
+    if (!file) throw InputError(o.output + ": cannot open the output file for writing");
+  }
+
+  moe::v1::SubmitBatchRequest sub;
+  sub.set_ignore_eos(o.ignore_eos);
+  for (const auto& r : requests) {
+    auto* item = sub.add_items();
+    item->set_id(r.id);
+    for (int32_t t : r.prompt) item->add_prompt_ids(t);
+    item->set_max_new_tokens(r.max_new_tokens);
+  }
+  const auto t0 = Clock::now();
+  moe::v1::SubmitBatchResponse submitted;
+  {
+    grpc::ClientContext ctx;
+    if (auto st = stub.SubmitBatch(&ctx, sub, &submitted); !st.ok()) return fail(st);
+  }
+
+  moe::v1::GetBatchRequest which;
+  which.set_batch_id(submitted.batch_id());
+  moe::v1::BatchStatus last;
+  last.set_state(moe::v1::BATCH_STATE_RUNNING);
+  // The watch stream ends once the batch leaves RUNNING; should it end early (a proxy cutting
+  // long streams), watching again picks up where the batch is.
+  while (last.state() == moe::v1::BATCH_STATE_RUNNING) {
+    grpc::ClientContext ctx;
+    auto reader = stub.WatchBatch(&ctx, which);
+    moe::v1::BatchStatus st;
+    while (reader->Read(&st)) {
+      last = st;
+      draw_progress(last);
+    }
+    if (auto s = reader->Finish(); !s.ok()) {
+      std::fprintf(stderr, "\n");
+      return fail(s);
+    }
+  }
+  std::fprintf(stderr, "\n");
+  if (last.state() != moe::v1::BATCH_STATE_DONE) {
+    std::fprintf(stderr, "moe-cli: batch %s failed: %s\n", submitted.batch_id().c_str(),
+                 last.error().empty() ? "(the server gave no reason)" : last.error().c_str());
+    return kExitFailure;
+  }
+
+  moe::v1::BatchStatus done;
+  {
+    grpc::ClientContext ctx;
+    if (auto st = stub.GetBatch(&ctx, which, &done); !st.ok()) return fail(st);
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::map<int64_t, runtime::Result> by_id;
+  int64_t generated = 0;
+  for (const auto& br : done.results()) {
+    runtime::Result r;
+    r.id = br.id();
+    r.output.assign(br.output_ids().begin(), br.output_ids().end());
+    r.finish = finish_from_name(br.finish_reason(), br.id());
+    generated += int64_t(r.output.size());
+    by_id[r.id] = std::move(r);
+  }
+  // Written through moe-run's own formatter, so the two tools' outputs compare byte for byte.
+  std::ostream& os = o.output.empty() ? std::cout : file;
+  for (const auto& req : requests) {
+    auto it = by_id.find(req.id);
+    if (it == by_id.end())
+      MOE_THROW("batch " + submitted.batch_id() + ": no result for item " +
+                std::to_string(req.id) + " (the server returned " +
+                std::to_string(done.results_size()) + " results for " +
+                std::to_string(requests.size()) + " items)");
+    os << launcher::result_to_json_line(it->second) << "\n";
+  }
+  os.flush();
+  if (!os) throw InputError((o.output.empty() ? "stdout" : o.output) + ": write failed");
+  std::fprintf(stderr, "%zu prompts, %lld tokens in %.3f s (%.1f tokens/s)\n", requests.size(),
+               (long long)generated, secs, double(generated) / std::max(secs, 1e-9));
+  return kExitOk;
+}
+
+// ---- stats --------------------------------------------------------------------------------
+
+// The same layout as runtime::LoadStats::table(), built from the RPC's answer.
+std::string stats_table(const moe::v1::LoadStatsResponse& s, bool recent) {
+  std::string out;
+  char buf[128];
+  auto cell = [&](const char* fmt, auto v) {
+    std::snprintf(buf, sizeof buf, fmt, v);
+    out += buf;
+  };
+  const int E = s.experts(), R = s.ranks();
+  cell("Load statistics over %s", recent ? "the recent window" : "the whole run");
+  if (s.window_seconds() > 0) cell(" (%.1f s)", s.window_seconds());
+  out += ", ";
+  cell("%d experts, ", E);
+  cell("%d rank(s)\n\n", R);
+
+  out += "Tokens per expert (routed top-k choices), per layer; imbalance = max / mean\n";
+  cell("%-7s", "layer");
+  for (int e = 0; e < E; ++e) cell("%9s", ("e" + std::to_string(e)).c_str());
+  out += "  imbalance\n";
+  std::vector<int64_t> total(size_t(E), 0);
+  for (const auto& L : s.layers()) {
+    cell("%-7d", L.layer());
+    for (int e = 0; e < E; ++e) {
+      const int64_t v = e < L.tokens_per_expert_size() ? L.tokens_per_expert(e) : 0;
+      cell("%9lld", (long long)v);
+      total[size_t(e)] += v;
+    }
+    cell("  %9.3f\n", L.expert_imbalance());
+  }
+  cell("%-7s", "all");
+  for (int e = 0; e < E; ++e) cell("%9lld", (long long)total[size_t(e)]);
+  cell("  %9.3f\n", s.expert_imbalance());
+
+  out += "\nRows computed per device ((row, expert) pairs through an FFN), per layer\n";
+  cell("%-7s", "layer");
+  for (int r = 0; r < R; ++r) cell("%11s", ("rank" + std::to_string(r)).c_str());
+  out += "  imbalance\n";
+  std::vector<int64_t> dev(size_t(R), 0);
+  for (const auto& L : s.layers()) {
+    cell("%-7d", L.layer());
+    for (int r = 0; r < R; ++r) {
+      const int64_t v = r < L.rows_computed_per_rank_size() ? L.rows_computed_per_rank(r) : 0;
+      cell("%11lld", (long long)v);
+      dev[size_t(r)] += v;
+    }
+    cell("  %9.3f\n", L.device_imbalance());
+  }
+  cell("%-7s", "all");
+  for (int r = 0; r < R; ++r) cell("%11lld", (long long)dev[size_t(r)]);
+  cell("  %9.3f\n", s.device_imbalance());
+
+  if (R > 1) {
+    out += "\nHidden-state rows sent, all layers (row = source rank, column = destination)\n";
+    cell("%-7s", "src");
+    for (int d = 0; d < R; ++d) cell("%11s", ("rank" + std::to_string(d)).c_str());
+    out += "\n";
+    for (int src = 0; src < R; ++src) {
+      cell("%-7d", src);
+      for (int d = 0; d < R; ++d) {
+        int64_t n = 0;
+        const int k = src * R + d;
+        for (const auto& L : s.layers())
+          if (k < L.rows_sent_size()) n += L.rows_sent(k);
+        cell("%11lld", (long long)n);
+      }
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+int cmd_stats(moe::v1::Inference::Stub& stub, bool recent) {
+  moe::v1::LoadStatsRequest req;
+  req.set_recent_window(recent);
+  moe::v1::LoadStatsResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kStatsDeadline);
+  if (auto st = stub.GetLoadStats(&ctx, req, &resp); !st.ok()) return fail(st);
+  std::fputs(stats_table(resp, recent).c_str(), stdout);
+  return kExitOk;
+}
+
+// ---- health -------------------------------------------------------------------------------
+
+// GetLoadStats stands in for grpc.health.v1 (whose stubs are not generated here): the
+// coordinator answers it OK exactly when a worker job is attached, UNAVAILABLE otherwise.
+int cmd_health(moe::v1::Inference::Stub& stub) {
+  moe::v1::LoadStatsRequest req;
+  moe::v1::LoadStatsResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kHealthDeadline);
+  const grpc::Status st = stub.GetLoadStats(&ctx, req, &resp);
+  if (st.ok()) {
+    std::printf("SERVING\n");
+    return kExitOk;
+  }
+  std::printf("NOT_SERVING\n");
+  std::fflush(stdout);
+  return fail(st);
+}
+
+int run(int argc, char** argv) {
+  std::string server = "127.0.0.1:50051";
+  GenerateOptions gen;
+  BatchOptions batch;
+  bool recent = false;
+
+  CLI::App app{"moe-cli: a client of moe-coordinator (gRPC moe.v1.Inference). Exit codes: 0 ok, "
+               "2 bad input, 3 server unavailable or overloaded, 1 anything else."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--server", server, "address of moe-coordinator");
+  app.require_subcommand(1);
+
+  auto* g = app.add_subcommand("generate", "generate for one prompt; prints token ids as they stream, one per line");
+  g->option_defaults()->always_capture_default();
+  g->add_option("--prompt-ids", gen.prompt_ids, "the prompt as comma-separated token ids, e.g. 1,2,3")->required();
+  g->add_option("--max-new-tokens", gen.max_new_tokens, "new tokens to generate");
+  g->add_flag("--ignore-eos", gen.ignore_eos, "keep generating past the end-of-sequence token");
+
+  auto* b = app.add_subcommand("batch", "submit a JSONL file as one batch; progress on stderr, results in input order");
+  b->option_defaults()->always_capture_default();
+  b->add_option("--input", batch.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line")->required();
+  b->add_option("--output", batch.output, "JSONL results, in input order (default: stdout)");
+  b->add_option("--max-new-tokens", batch.max_new_tokens, "new tokens per prompt, where a request does not say");
+  b->add_flag("--ignore-eos", batch.ignore_eos, "keep generating past the end-of-sequence token");
+
+  auto* s = app.add_subcommand("stats", "table of tokens per expert and per device, with the imbalance");
+  s->option_defaults()->always_capture_default();
+  s->add_flag("--recent", recent, "over the recent window only (default: the whole run)");
+
+  auto* h = app.add_subcommand("health", "prints SERVING or NOT_SERVING; exit 0 only when SERVING");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitBadInput;
+  }
+  if (const int n = g->parsed() ? gen.max_new_tokens : batch.max_new_tokens; n < 1) {
+    std::fprintf(stderr, "moe-cli: --max-new-tokens is %d, expected >= 1\n", n);
+    return kExitBadInput;
+  }
+
+  auto stub = connect(server);
+  if (g->parsed()) return cmd_generate(*stub, gen);
+  if (b->parsed()) return cmd_batch(*stub, batch);
+  if (s->parsed()) return cmd_stats(*stub, recent);
+  if (h->parsed()) return cmd_health(*stub);
+  return kExitBadInput;  // unreachable: require_subcommand(1)
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const moe::InputError& e) {
+    std::fprintf(stderr, "moe-cli: %s\n", e.what());
+    return kExitBadInput;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe-cli: %s\n", e.what());
+    return kExitFailure;
+  }
+}

@@ -1,0 +1,344 @@
+// moe-launch: starts a serving job (moe-coordinator plus mpirun -np N moe-worker), says
+// "ready: <address>" on stdout once it serves, and stops both in order. See docs/SERVING.md.
+//
+// Both children run in process groups of their own, so a terminal's Ctrl-C reaches this process
+// only and the shutdown order is ours: the coordinator first (it drains, then tells the worker
+// job to stop), mpirun after it. Their stdout goes to our stderr so that our stdout carries the
+// ready line alone, which scripts wait for.
+#include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/log.h"
+#include "moe/v1/inference.grpc.pb.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace moe;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+
+// The coordinator drains for up to --drain-timeout-s (30 s by default) before it stops the
+// worker; this leaves it room to finish before we resort to SIGKILL.
+constexpr auto kStopTimeout = std::chrono::seconds(40);
+// Once the coordinator is gone, the worker job should follow within this; if not, mpirun gets
+// SIGTERM (which it forwards to the ranks) rather than waiting out kStopTimeout.
+constexpr auto kWorkerGrace = std::chrono::seconds(10);
+constexpr auto kPollInterval = std::chrono::milliseconds(200);
+constexpr auto kProbeDeadline = std::chrono::seconds(1);
+
+struct Options {
+  int np = 0;
+  std::string config;
+  std::string listen = "127.0.0.1:50051";
+  int metrics_port = 9464;
+  std::string mpirun = "mpirun";
+  std::string mpirun_args;
+  double startup_timeout_s = 120;
+  std::string log_level = "info";
+};
+
+struct Child {
+  std::string name;
+  pid_t pid = -1;  // also its process group id
+  bool running = false;
+  int status = 0;  // waitpid's, once it has exited
+};
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  return "ended with wait status " + std::to_string(status);
+}
+
+// Collects the child's exit status if it has one; true when it has exited (now or before).
+bool reap(Child& c, bool block = false) {
+  if (!c.running) return true;
+  const pid_t r = waitpid(c.pid, &c.status, block ? 0 : WNOHANG);
+  if (r == c.pid || (r < 0 && errno == ECHILD)) c.running = false;
+  return !c.running;
+}
+
+// Signals `c`'s whole process group: mpirun's local daemons and ranks may share it, and must
+// not outlive it.
+void signal_group(const Child& c, int sig) {
+  if (c.pid > 0 && killpg(c.pid, sig) != 0 && errno != ESRCH)
+    spdlog::warn("killpg({}, {}) for {}: {}", c.pid, sig, c.name, std::strerror(errno));
+}
+
+Child spawn(const std::string& name, const std::vector<std::string>& args, bool search_path) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  // A background process group that reads the terminal is stopped by SIGTTIN; mpirun forwards
+  // stdin to rank 0 by default, so give it none.
+  posix_spawn_file_actions_addopen(&files, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&files, STDERR_FILENO, STDOUT_FILENO);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setpgroup(&attr, 0);
+  // Our signal mask (INT, TERM, CHLD blocked for sigtimedwait) would otherwise be inherited
+  // and leave the child deaf to the SIGTERM we stop it with.
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigemptyset(&defaults);
+  for (int s : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE, SIGHUP}) sigaddset(&defaults, s);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+
+  Child c;
+  c.name = name;
+  const int rc = search_path ? posix_spawnp(&c.pid, argv[0], &files, &attr, argv.data(), environ)
+                             : posix_spawn(&c.pid, argv[0], &files, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&files);
+  if (rc != 0)
+    throw std::runtime_error("cannot start " + name + " (" + args[0] + "): " + std::strerror(rc));
+  c.running = true;
+  std::string line;
+  for (const auto& a : args) line += (line.empty() ? "" : " ") + a;
+  spdlog::info("started {} (pid {}): {}", name, c.pid, line);
+  return c;
+}
+
+// Waits up to `timeout` for a signal in `sigs`; returns it, or 0 when none came.
+int wait_signal(const sigset_t& sigs, std::chrono::milliseconds timeout) {
+  timespec ts{time_t(timeout.count() / 1000), long(timeout.count() % 1000) * 1000000L};
+  const int s = sigtimedwait(&sigs, nullptr, &ts);
+  return s > 0 ? s : 0;
+}
+
+// Stops both children. `ordered`: the coordinator first, so it can drain and then stop the
+// worker job it has attached; before the job is ready there is no such order to keep, and both
+// get SIGTERM at once. A second SIGINT/SIGTERM skips the patience.
+void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, bool ordered = true) {
+  reap(coord);
+  reap(mpi);
+  bool mpi_termed = false;
+  if (coord.running) {
+    spdlog::info("stopping {} (SIGTERM; it drains, then stops the worker job)", coord.name);
+    kill(coord.pid, SIGTERM);
+  }
+  if (mpi.running && (!ordered || !coord.running)) {
+    // No coordinator to stop the worker job in order: mpirun forwards SIGTERM to the ranks.
+    spdlog::info("stopping {} (SIGTERM)", mpi.name);
+    signal_group(mpi, SIGTERM);
+    mpi_termed = true;
+  }
+  const auto start = Clock::now();
+  auto coord_gone = coord.running ? Clock::time_point::max() : start;
+  while ((coord.running || mpi.running) && Clock::now() - start < kStopTimeout) {
+    if (!coord.running && coord_gone == Clock::time_point::max()) coord_gone = Clock::now();
+    if (!coord.running && mpi.running && !mpi_termed && Clock::now() - coord_gone >= kWorkerGrace) {
+      spdlog::info("{} still running without the coordinator: SIGTERM", mpi.name);
+      signal_group(mpi, SIGTERM);
+      mpi_termed = true;
+    }
+    const int s = wait_signal(sigs, std::chrono::milliseconds(100));
+    if (s == SIGINT || s == SIGTERM) {
+      spdlog::warn("second signal ({}): killing what is left now", strsignal(s));
+      break;
+    }
+    reap(coord);
+    reap(mpi);
+  }
+  for (Child* c : {&coord, &mpi}) {
+    if (reap(*c)) continue;
+    spdlog::warn("{} did not stop in time: SIGKILL", c->name);
+    signal_group(*c, SIGKILL);
+    reap(*c, true);
+  }
+}
+
+// One GetLoadStats on a channel of its own. A long-lived channel that failed to connect stays
+// in TRANSIENT_FAILURE and keeps failing fast with the stale error after the server is up;
+// a private subchannel pool keeps gRPC from handing the new channel that same failed connection.
+grpc::Status probe(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto stub = moe::v1::Inference::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kProbeDeadline);
+  moe::v1::LoadStatsRequest req;
+  moe::v1::LoadStatsResponse resp;
+  return stub->GetLoadStats(&ctx, req, &resp);
+}
+
+std::vector<std::string> split_spaces(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+int run(int argc, char** argv) {
+  Options o;
+  CLI::App app{"moe-launch: starts moe-coordinator and mpirun -np N moe-worker, prints "
+               "'ready: <address>' once the job serves, and stops both on SIGINT/SIGTERM (exit "
+               "0) or when either exits on its own (exit 1)."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--np", o.np, "ranks of the worker job (mpirun -np)")->required()->default_str("");
+  app.add_option("--config", o.config, "YAML run config for moe-worker (fields as in configs/*.yaml)")->required();
+  app.add_option("--listen", o.listen, "gRPC address of the coordinator (clients and workers)");
+  app.add_option("--metrics-port", o.metrics_port, "HTTP port for Prometheus /metrics on the listen host (0: off)");
+  app.add_option("--mpirun", o.mpirun, "the mpirun to use (a path, or a name looked up in PATH)");
+  app.add_option("--mpirun-args", o.mpirun_args, "extra arguments for mpirun, split on spaces, no quoting (default: none)");
+  app.add_option("--startup-timeout-s", o.startup_timeout_s, "seconds to wait for the job to serve before giving up");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off (also passed to both children)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitBadInput;
+  }
+  auto logger = spdlog::stderr_color_mt("moe-launch");
+  logger->set_pattern("[%H:%M:%S.%e] [launch] [%^%l%$] %v");
+  spdlog::set_default_logger(logger);
+  set_log_level(o.log_level);
+  if (o.np < 1) {
+    spdlog::error("--np is {}, expected at least 1", o.np);
+    return kExitBadInput;
+  }
+  if (o.startup_timeout_s <= 0) {
+    spdlog::error("--startup-timeout-s is {}, expected > 0", o.startup_timeout_s);
+    return kExitBadInput;
+  }
+  if (access(o.config.c_str(), R_OK) != 0) {
+    spdlog::error("--config {}: cannot read it ({})", o.config, std::strerror(errno));
+    return kExitBadInput;
+  }
+
+  // The serving executables are installed (and built) beside this one.
+  std::error_code ec;
+  const auto dir = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+  if (ec) {
+    spdlog::error("cannot read /proc/self/exe to find moe-coordinator and moe-worker: {}",
+                  ec.message());
+    return kExitFailure;
+  }
+  const std::string coord_path = (dir / "moe-coordinator").string();
+  const std::string worker_path = (dir / "moe-worker").string();
+  for (const auto& p : {coord_path, worker_path})
+    if (access(p.c_str(), X_OK) != 0) {
+      spdlog::error("{}: not found or not executable; moe-launch expects moe-coordinator and "
+                    "moe-worker in its own folder ({})", p, dir.string());
+      return kExitFailure;
+    }
+
+  // Blocked before any thread (gRPC's included) starts, so sigtimedwait below sees them all.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  const std::string level = o.log_level;
+  Child coord = spawn("moe-coordinator",
+                      {coord_path, "--listen", o.listen, "--metrics-port",
+                       std::to_string(o.metrics_port), "--log-level", level},
+                      false);
+  std::vector<std::string> margs{o.mpirun, "--oversubscribe"};
+  // Open MPI refuses root without it; containers often run as root.
+  if (geteuid() == 0) margs.push_back("--allow-run-as-root");
+  for (auto& a : split_spaces(o.mpirun_args)) margs.push_back(a);
+  for (auto a : {std::string("-np"), std::to_string(o.np), worker_path, std::string("--coordinator"),
+                 o.listen, std::string("--config"), o.config, std::string("--log-level"), level})
+    margs.push_back(a);
+  Child mpi;
+  mpi.name = "mpirun (moe-worker)";
+  try {
+    mpi = spawn("mpirun (moe-worker)", margs, true);
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    stop_all(coord, mpi, sigs, false);
+    return kExitFailure;
+  }
+
+  // Exits on its own are failures, whether before or after ready: the job is no longer whole.
+  auto check_children = [&]() -> bool {
+    for (Child* c : {&coord, &mpi}) {
+      if (!reap(*c)) continue;
+      Child* other = c == &coord ? &mpi : &coord;
+      spdlog::error("{} {} on its own; stopping {}", c->name, describe_status(c->status),
+                    other->name);
+      stop_all(coord, mpi, sigs);
+      return false;
+    }
+    return true;
+  };
+
+  // ---- startup: GetLoadStats answers OK once a worker job has attached --------------------
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(o.startup_timeout_s));
+  std::string last = "no answer yet";
+  for (;;) {
+    if (!check_children()) return kExitFailure;
+    const grpc::Status st = probe(o.listen);
+    if (st.ok()) break;
+    last = st.error_message();
+    spdlog::debug("not ready: {}", last);
+    if (Clock::now() >= deadline) {
+      spdlog::error("the job did not become ready in {} s (last answer from {}: {}); stopping it",
+                    o.startup_timeout_s, o.listen, last);
+      stop_all(coord, mpi, sigs, false);
+      return kExitFailure;
+    }
+    const int s = wait_signal(sigs, kPollInterval);
+    if (s == SIGINT || s == SIGTERM) {
+      spdlog::info("{} during start-up: stopping", strsignal(s));
+      stop_all(coord, mpi, sigs, false);
+      return kExitOk;
+    }
+  }
+  std::printf("ready: %s\n", o.listen.c_str());
+  std::fflush(stdout);
+
+  // ---- serving: wait for a signal or for a child to leave ----------------------------------
+  for (;;) {
+    const int s = wait_signal(sigs, std::chrono::milliseconds(1000));
+    if (s == SIGINT || s == SIGTERM) {
+      spdlog::info("{}: stopping the job", strsignal(s));
+      stop_all(coord, mpi, sigs);
+      for (const Child* c : {&coord, &mpi})
+        spdlog::info("{} {}", c->name, describe_status(c->status));
+      return kExitOk;
+    }
+    if (!check_children()) return kExitFailure;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    spdlog::error("fatal: {}", e.what());
+    return kExitFailure;
+  }
+}
