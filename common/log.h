@@ -5,7 +5,8 @@
 
 namespace moe {
 
-void set_log_rank(int rank, int world_size);
+void set_log_rank(int rank, int world_size);  // tag "r2/4"
+void set_log_name(const std::string& name);      // tag for a process that is not a rank
 void set_log_level(const std::string& level);  // trace, debug, info, warn, error, off
 
 }  // namespace moe

@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "launcher/batch_io.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
 
 namespace {
@@ -197,7 +198,9 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   if (last.state() != moe::v1::BATCH_STATE_DONE) {
     std::fprintf(stderr, "moe-cli: batch %s failed: %s\n", submitted.batch_id().c_str(),
                  last.error().empty() ? "(the server gave no reason)" : last.error().c_str());
-    return kExitFailure;
+    // The batch carries the status code of its failure: UNAVAILABLE exits 3, and so on.
+    const int code = exit_code_for(grpc::StatusCode(last.error_code()));
+    return code == kExitOk ? kExitFailure : code;
   }
 
   moe::v1::BatchStatus done;
@@ -320,21 +323,24 @@ int cmd_stats(moe::v1::Inference::Stub& stub, bool recent) {
 
 // ---- health -------------------------------------------------------------------------------
 
-// GetLoadStats stands in for grpc.health.v1 (whose stubs are not generated here): the
-// coordinator answers it OK exactly when a worker job is attached, UNAVAILABLE otherwise.
-int cmd_health(moe::v1::Inference::Stub& stub) {
-  moe::v1::LoadStatsRequest req;
-  moe::v1::LoadStatsResponse resp;
+// The standard grpc.health.v1 check: SERVING while a worker job is attached and the
+// coordinator is not draining.
+int cmd_health(const std::string& server) {
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kHealthDeadline);
-  const grpc::Status st = stub.GetLoadStats(&ctx, req, &resp);
-  if (st.ok()) {
+  const grpc::Status st = health->Check(&ctx, req, &resp);
+  if (st.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
     std::printf("SERVING\n");
     return kExitOk;
   }
   std::printf("NOT_SERVING\n");
   std::fflush(stdout);
-  return fail(st);
+  if (!st.ok()) return fail(st);
+  return kExitUnavailable;
 }
 
 int run(int argc, char** argv) {
@@ -382,7 +388,7 @@ int run(int argc, char** argv) {
   if (g->parsed()) return cmd_generate(*stub, gen);
   if (b->parsed()) return cmd_batch(*stub, batch);
   if (s->parsed()) return cmd_stats(*stub, recent);
-  if (h->parsed()) return cmd_health(*stub);
+  if (h->parsed()) return cmd_health(server);
   return kExitBadInput;  // unreachable: require_subcommand(1)
 }
 

@@ -37,6 +37,7 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  set_log_name("coordinator");
   set_log_level(log_level);
   if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 || opt.stats_window_s <= 0) {
     spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
@@ -100,6 +101,7 @@ int run(int argc, char** argv) {
   spdlog::info("signal {}: draining ({} sequences in flight, up to {} s)", sig, state.in_flight(),
                drain_timeout_s);
   state.start_draining();
+  set_health(false);
   const auto until = coordinator::Clock::now() +
                      std::chrono::duration_cast<coordinator::Clock::duration>(
                          std::chrono::duration<double>(drain_timeout_s));

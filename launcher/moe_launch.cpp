@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "common/log.h"
-#include "moe/v1/inference.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 extern char** environ;
 
@@ -176,19 +176,23 @@ void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, bool ordered = tru
   }
 }
 
-// One GetLoadStats on a channel of its own. A long-lived channel that failed to connect stays
-// in TRANSIENT_FAILURE and keeps failing fast with the stale error after the server is up;
-// a private subchannel pool keeps gRPC from handing the new channel that same failed connection.
+// One grpc.health.v1 check on a channel of its own: SERVING once a worker job has attached.
+// A long-lived channel that failed to connect stays in TRANSIENT_FAILURE and keeps failing fast
+// with the stale error after the server is up; a private subchannel pool keeps gRPC from
+// handing the new channel that same failed connection.
 grpc::Status probe(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto stub = moe::v1::Inference::NewStub(
+  auto stub = grpc::health::v1::Health::NewStub(
       grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kProbeDeadline);
-  moe::v1::LoadStatsRequest req;
-  moe::v1::LoadStatsResponse resp;
-  return stub->GetLoadStats(&ctx, req, &resp);
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status st = stub->Check(&ctx, req, &resp);
+  if (st.ok() && resp.status() != grpc::health::v1::HealthCheckResponse::SERVING)
+    return {grpc::StatusCode::UNAVAILABLE, "NOT_SERVING (no worker job attached yet)"};
+  return st;
 }
 
 std::vector<std::string> split_spaces(const std::string& s) {
@@ -292,7 +296,7 @@ int run(int argc, char** argv) {
     return true;
   };
 
-  // ---- startup: GetLoadStats answers OK once a worker job has attached --------------------
+  // ---- startup: health is SERVING once a worker job has attached --------------------
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(o.startup_timeout_s));
   std::string last = "no answer yet";

@@ -308,14 +308,15 @@ grpc::Status State::batch_status(const std::string& id, bool with_results,
   const auto end = b.finished ? *b.finished : Clock::now();
   const double secs = std::chrono::duration<double>(end - b.started).count();
   out->set_tokens_per_second(secs > 0 ? b.generated / secs : 0.0);
-  std::string error;
+  const grpc::Status* error = nullptr;
   for (int64_t sid : b.seqs) {
     const Sequence& s = seqs_.at(sid);
-    if (!s.error.ok() && error.empty()) error = s.error.error_message();
+    if (!s.error.ok() && !error) error = &s.error;
   }
-  if (!error.empty()) {
+  if (error) {
     out->set_state(moe::v1::BATCH_STATE_FAILED);
-    out->set_error(error);
+    out->set_error(error->error_message());
+    out->set_error_code(int(error->error_code()));
   } else if (b.remaining == 0) {
     out->set_state(moe::v1::BATCH_STATE_DONE);
     if (with_results)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# moe-launch and moe-cli as a user meets them: start a 2-rank job, check health, run a batch
+# (same output as moe-run), read the stats table, stream one generation, stop cleanly.
+#   usage: test_serving_cli.sh BUILD_BIN_DIR CONFIGS_DIR
+set -u
+BIN=$1; CONFIGS=$2
+TMP=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 50777)
+ADDR=127.0.0.1:$PORT
+pass=0; fail=0
+ok() { echo "ok   - $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
+LAUNCH_PID=
+cleanup() { [ -n "$LAUNCH_PID" ] && kill -KILL "$LAUNCH_PID" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+"$BIN/moe-cli" --server "$ADDR" health >"$TMP/h0" 2>/dev/null; rc=$?
+[ "$rc" -eq 3 ] && grep -q NOT_SERVING "$TMP/h0" && ok "health before start: NOT_SERVING, exit 3" || bad "health before start: exit $rc"
+
+OMPI_MCA_mpi_yield_when_idle=1 "$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
+  --metrics-port 0 >"$TMP/launch.out" 2>"$TMP/launch.err" &
+LAUNCH_PID=$!
+for _ in $(seq 1 600); do grep -q "^ready: " "$TMP/launch.out" && break; sleep 0.1; done
+grep -q "^ready: $ADDR" "$TMP/launch.out" && ok "moe-launch prints ready" || { bad "moe-launch not ready: $(tail -5 "$TMP/launch.err")"; echo "$pass passed, $fail failed"; exit 1; }
+
+"$BIN/moe-cli" --server "$ADDR" health >"$TMP/h1" 2>&1 && grep -q "^SERVING" "$TMP/h1" && ok "health: SERVING" || bad "health after start: $(cat "$TMP/h1")"
+
+"$BIN/moe-cli" --server "$ADDR" batch --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/served.jsonl" 2>"$TMP/batch.err" \
+  && ok "batch exit 0" || bad "batch: $(tail -2 "$TMP/batch.err")"
+grep -q "tokens/s" "$TMP/batch.err" && ok "batch progress with tokens/s on stderr" || bad "batch progress: $(cat "$TMP/batch.err")"
+"$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/run.jsonl" --no-stats-table --log-level warn
+cmp -s "$TMP/served.jsonl" "$TMP/run.jsonl" && ok "served batch == moe-run output" || bad "served batch differs from moe-run"
+
+"$BIN/moe-cli" --server "$ADDR" stats >"$TMP/stats" 2>&1 && grep -q "imbalance" "$TMP/stats" && grep -q "rank1" "$TMP/stats" \
+  && ok "stats table per expert and device" || bad "stats: $(head -5 "$TMP/stats")"
+
+"$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 183,14,173,485,369,501,64 --max-new-tokens 16 >"$TMP/gen" 2>/dev/null
+[ "$(tr '\n' ',' < "$TMP/gen")" = "134,469,461,460,362,469,461,460,453,257,401,72,292,49,218,226," ] \
+  && ok "generate streams transformers' tokens" || bad "generate: $(tr '\n' ',' < "$TMP/gen")"
+
+"$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 1,99999 >/dev/null 2>"$TMP/inv"; rc=$?
+[ "$rc" -eq 2 ] && grep -q "INVALID_ARGUMENT" "$TMP/inv" && ok "invalid request: exit 2, one line" || bad "invalid request: exit $rc $(cat "$TMP/inv")"
+
+kill -TERM "$LAUNCH_PID"; wait "$LAUNCH_PID"; rc=$?; LAUNCH_PID=
+[ "$rc" -eq 0 ] && ok "moe-launch stops cleanly on SIGTERM" || bad "moe-launch exit $rc: $(tail -5 "$TMP/launch.err")"
+sleep 0.5
+pgrep -f "moe-worker --coordinator $ADDR" >/dev/null && bad "workers left running" || ok "no worker left running"
+pgrep -f "moe-coordinator --listen $ADDR" >/dev/null && bad "coordinator left running" || ok "no coordinator left running"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
