@@ -83,6 +83,7 @@ class GrpcController final : public runtime::Controller {
     moe::v1::WorkerMessage m;
     auto* s = m.mutable_step();
     s->set_step(r.step);
+    s->set_step_seconds(r.step_s);
     s->set_compute_seconds(r.compute_s);
     s->set_exchange_seconds(r.exchange_s);
     s->set_schedule_seconds(r.schedule_s);

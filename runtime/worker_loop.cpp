@@ -68,10 +68,12 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine) {
   StepReport rep;
   const StepTiming& t = rt_.engine().last_timing();
   double times[3] = {t.compute(), t.exchange, t.schedule};
-  comm_.all_reduce(times, 3, comm::Communicator::Op::kMax);
-  rep.compute_s = times[0];
-  rep.exchange_s = times[1];
-  rep.schedule_s = times[2];
+  comm_.all_reduce(times, 3, comm::Communicator::Op::kSum);
+  rep.compute_s = times[0] / N;
+  rep.exchange_s = times[1] / N;
+  rep.schedule_s = times[2] / N;
+  rep.step_s = t.total;
+  comm_.all_reduce(&rep.step_s, 1, comm::Communicator::Op::kMax);
   rep.step = rt_.engine().steps();
 
   // This step's counts: what this rank counted since the last report, summed over ranks.

@@ -30,10 +30,12 @@ struct TokenEvent {
   std::string finish;  // "" until the sequence's last token
 };
 
-// One step's report, summed (counts) or maxed (times) over the ranks.
+// One step's report over all ranks: counts summed; the step's wall time is the slowest rank's,
+// and its split into phases is the mean over ranks (the phases of different ranks overlap).
 struct StepReport {
   int64_t step = 0;
-  double compute_s = 0, exchange_s = 0, schedule_s = 0;
+  double step_s = 0;                             // slowest rank
+  double compute_s = 0, exchange_s = 0, schedule_s = 0;  // mean over ranks
   LoadStats delta;                      // counts made in this step, all ranks
   std::vector<int64_t> outstanding;     // [ranks] tokens still owed per rank
   std::vector<TokenEvent> tokens;       // from every rank

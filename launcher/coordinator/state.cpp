@@ -93,6 +93,7 @@ void State::on_step(const moe::v1::StepReport& st) {
                                           std::chrono::duration<double>(opt_.stats_window_s));
   while (!window_.empty() && window_.front().at < horizon) window_.pop_front();
   ++steps_;
+  step_s_ += st.step_seconds();
   compute_s_ += st.compute_seconds();
   exchange_s_ += st.exchange_seconds();
   schedule_s_ += st.schedule_seconds();
@@ -401,6 +402,7 @@ void State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
   out->set_expert_imbalance(ls.expert_imbalance_overall());
   out->set_device_imbalance(ls.device_imbalance_overall());
   out->set_steps(steps_);
+  out->set_step_seconds(step_s_);
   out->set_compute_seconds(compute_s_);
   out->set_exchange_seconds(exchange_s_);
   out->set_schedule_seconds(schedule_s_);
@@ -425,9 +427,10 @@ std::string State::prometheus() const {
   metric("moe_tokens_generated_total", "counter", "tokens generated", double(generated_));
   metric("moe_queue_depth", "gauge", "sequences admitted and not finished", double(busy));
   metric("moe_steps_total", "counter", "engine steps run by the worker job", double(steps_));
-  metric("moe_step_compute_seconds_total", "counter", "step time in compute (slowest rank)", compute_s_);
-  metric("moe_step_exchange_seconds_total", "counter", "step time in all-to-all exchanges (slowest rank)", exchange_s_);
-  metric("moe_step_schedule_seconds_total", "counter", "step time in scheduling (slowest rank)", schedule_s_);
+  metric("moe_step_seconds_total", "counter", "engine step wall time (slowest rank)", step_s_);
+  metric("moe_step_compute_seconds_total", "counter", "step time in compute (mean over ranks)", compute_s_);
+  metric("moe_step_exchange_seconds_total", "counter", "step time in all-to-all exchanges (mean over ranks)", exchange_s_);
+  metric("moe_step_schedule_seconds_total", "counter", "step time in scheduling and step agreement (mean over ranks)", schedule_s_);
   o += "# HELP moe_expert_tokens_total routed (token, top-k slot) choices per layer and expert\n"
        "# TYPE moe_expert_tokens_total counter\n";
   for (int l = 0; l < model_.layers; ++l)

@@ -131,7 +131,7 @@ class State {
   std::vector<int64_t> tokens_, rows_computed_, rows_sent_;  // whole run
   std::deque<StepDelta> window_;
   int64_t steps_ = 0, requests_ = 0, failed_ = 0, generated_ = 0, refused_ = 0;
-  double compute_s_ = 0, exchange_s_ = 0, schedule_s_ = 0;
+  double step_s_ = 0, compute_s_ = 0, exchange_s_ = 0, schedule_s_ = 0;
 };
 
 }  // namespace moe::coordinator
