@@ -1,14 +1,32 @@
 #!/usr/bin/env bash
-# The main job on the tiny model, on the CPU, no GPU and no download: set up, build, then
-# generate for a few prompts on 2 ranks (experts split over them) and print the load table.
+# The main job, on a fresh machine, with no GPU and no download: set up, build, start the
+# coordinator with 2 CPU ranks on the tiny model (moe-launch), run a batch through it with a
+# progress bar, print the throughput and the expert-load table, and stop everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
-ROOT_FLAG=""
-[ "$(id -u)" -eq 0 ] && ROOT_FLAG="--allow-run-as-root"
-out=$(mktemp /tmp/moe-demo.XXXXXX.jsonl)
-mpirun $ROOT_FLAG --oversubscribe -np 2 build/bin/moe-run \
-  --config configs/tiny_a.yaml --input configs/prompts/tiny_a.jsonl --output "$out"
-echo "--- results ($out) ---"
+ADDR=${MOE_DEMO_ADDR:-127.0.0.1:50051}
+export OMPI_MCA_mpi_yield_when_idle=1  # idle ranks yield the CPU to the others
+log=$(mktemp /tmp/moe-demo-launch.XXXXXX.log)
+out=$(mktemp /tmp/moe-demo-results.XXXXXX.jsonl)
+build/bin/moe-launch --np 2 --config configs/tiny_a.yaml --listen "$ADDR" --metrics-port 0 \
+  >"$log.ready" 2>"$log" &
+launch=$!
+trap 'kill -TERM $launch 2>/dev/null || true; wait $launch 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do
+  grep -q '^ready: ' "$log.ready" 2>/dev/null && break
+  kill -0 $launch 2>/dev/null || { echo "moe-launch failed:"; cat "$log"; exit 1; }
+  sleep 0.1
+done
+echo "== serving on $ADDR: coordinator + 2 ranks (experts split over them), log in $log"
+echo "== batch: configs/prompts/tiny_a.jsonl"
+build/bin/moe-cli --server "$ADDR" batch --input configs/prompts/tiny_a.jsonl --output "$out"
+echo "== results ($out)"
 cat "$out"
+echo "== expert load"
+build/bin/moe-cli --server "$ADDR" stats
+kill -TERM $launch
+wait $launch
+trap - EXIT
+echo "== stopped"
