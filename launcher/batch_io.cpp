@@ -45,9 +45,14 @@ std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
     }
     if (!ids.insert(r.id).second)
       throw InputError(where + "id " + std::to_string(r.id) + " appears twice");
-    if (!j.contains("prompt_ids") || !j["prompt_ids"].is_array())
-      throw InputError(where + "expected \"prompt_ids\": a list of token ids");
-    for (const auto& v : j["prompt_ids"]) {
+    if (j.contains("prompt") && !j.contains("prompt_ids")) {
+      if (!j["prompt"].is_string())
+        throw InputError(where + "\"prompt\" must be a string (text; ids go in \"prompt_ids\")");
+      r.text = j["prompt"].get<std::string>();
+    } else if (!j.contains("prompt_ids") || !j["prompt_ids"].is_array()) {
+      throw InputError(where + "expected \"prompt_ids\": a list of token ids, or \"prompt\": text");
+    }
+    for (const auto& v : j.value("prompt_ids", nlohmann::json::array())) {
       if (!v.is_number_integer())
         throw InputError(where + "\"prompt_ids\" holds " + v.dump() + ", expected integers");
       r.prompt.push_back(v.get<int32_t>());
@@ -88,6 +93,7 @@ std::string result_to_json_line(const runtime::Result& r) {
   j["id"] = r.id;
   j["output_ids"] = r.output;
   j["finish_reason"] = runtime::finish_reason_name(r.finish);
+  if (r.text) j["output_text"] = *r.text;
   return j.dump();
 }
 
@@ -97,6 +103,7 @@ runtime::Result result_from_json_line(const std::string& line) {
   r.id = j["id"].get<int64_t>();
   r.output = j["output_ids"].get<std::vector<int32_t>>();
   const std::string f = j["finish_reason"].get<std::string>();
+  if (j.contains("output_text")) r.text = j["output_text"].get<std::string>();
   r.finish = f == "eos" ? runtime::FinishReason::kEos
              : f == "context" ? runtime::FinishReason::kContext
                               : runtime::FinishReason::kLength;

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -91,13 +92,19 @@ std::unique_ptr<moe::v1::Inference::Stub> connect(const std::string& server) {
 
 struct GenerateOptions {
   std::string prompt_ids;
+  std::string prompt;  // text, where the model has a tokenizer
   int max_new_tokens = 16;
   bool ignore_eos = false;
 };
 
 int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
   moe::v1::GenerateRequest req;
-  for (int32_t id : launcher::parse_id_list(o.prompt_ids)) req.add_prompt_ids(id);
+  if (o.prompt_ids.empty() == o.prompt.empty())
+    throw InputError("generate: give exactly one of --prompt-ids or --prompt");
+  if (!o.prompt_ids.empty())
+    for (int32_t id : launcher::parse_id_list(o.prompt_ids)) req.add_prompt_ids(id);
+  else
+    req.set_prompt_text(o.prompt);
   req.set_max_new_tokens(o.max_new_tokens);
   req.set_ignore_eos(o.ignore_eos);
   grpc::ClientContext ctx;
@@ -106,13 +113,18 @@ int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
   std::string finish;
   int64_t n = 0;
   while (reader->Read(&r)) {
-    // Flushed per token: a reader of the pipe sees each one as it is generated.
-    std::printf("%d\n", r.token_id());
+    // Flushed per token: a reader of the pipe sees each one as it is generated. A text prompt
+    // streams text; ids come one per line.
+    if (o.prompt.empty())
+      std::printf("%d\n", r.token_id());
+    else
+      std::fputs(r.token_text().c_str(), stdout);
     std::fflush(stdout);
     ++n;
     if (!r.finish_reason().empty()) finish = r.finish_reason();
   }
   const grpc::Status st = reader->Finish();
+  if (!o.prompt.empty()) std::printf("\n");
   if (!st.ok()) return fail(st);
   std::fprintf(stderr, "%lld tokens, finish_reason: %s\n", (long long)n,
                finish.empty() ? "(none)" : finish.c_str());
@@ -166,6 +178,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
     auto* item = sub.add_items();
     item->set_id(r.id);
     for (int32_t t : r.prompt) item->add_prompt_ids(t);
+    if (r.prompt.empty()) item->set_prompt_text(r.text);
     item->set_max_new_tokens(r.max_new_tokens);
   }
   const auto t0 = Clock::now();
@@ -210,12 +223,16 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   std::map<int64_t, runtime::Result> by_id;
+  std::set<int64_t> text_ids;  // items whose prompt was text: their lines carry output_text
+  for (const auto& req : requests)
+    if (req.prompt.empty()) text_ids.insert(req.id);
   int64_t generated = 0;
   for (const auto& br : done.results()) {
     runtime::Result r;
     r.id = br.id();
     r.output.assign(br.output_ids().begin(), br.output_ids().end());
     r.finish = finish_from_name(br.finish_reason(), br.id());
+    if (!br.output_text().empty() || text_ids.count(br.id())) r.text = br.output_text();
     generated += int64_t(r.output.size());
     by_id[r.id] = std::move(r);
   }
@@ -357,13 +374,14 @@ int run(int argc, char** argv) {
 
   auto* g = app.add_subcommand("generate", "generate for one prompt; prints token ids as they stream, one per line");
   g->option_defaults()->always_capture_default();
-  g->add_option("--prompt-ids", gen.prompt_ids, "the prompt as comma-separated token ids, e.g. 1,2,3")->required();
+  g->add_option("--prompt-ids", gen.prompt_ids, "the prompt as comma-separated token ids, e.g. 1,2,3");
+  g->add_option("--prompt", gen.prompt, "the prompt as text (the model needs a tokenizer.model); streams text");
   g->add_option("--max-new-tokens", gen.max_new_tokens, "new tokens to generate");
   g->add_flag("--ignore-eos", gen.ignore_eos, "keep generating past the end-of-sequence token");
 
   auto* b = app.add_subcommand("batch", "submit a JSONL file as one batch; progress on stderr, results in input order");
   b->option_defaults()->always_capture_default();
-  b->add_option("--input", batch.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line")->required();
+  b->add_option("--input", batch.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..] or \"prompt\": \"text\", \"max_new_tokens\": N} per line")->required();
   b->add_option("--output", batch.output, "JSONL results, in input order (default: stdout)");
   b->add_option("--max-new-tokens", batch.max_new_tokens, "new tokens per prompt, where a request does not say");
   b->add_flag("--ignore-eos", batch.ignore_eos, "keep generating past the end-of-sequence token");

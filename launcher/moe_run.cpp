@@ -17,6 +17,7 @@
 #include "launcher/batch_io.h"
 #include "launcher/run_options.h"
 #include "runtime/rank_runtime.h"
+#include "runtime/tokenizer.h"
 
 namespace {
 
@@ -98,6 +99,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
 
   // ---- set-up: every rank reaches the same verdict, so a bad input ends all ranks cleanly ----
   std::unique_ptr<runtime::RankRuntime> rt;
+  std::unique_ptr<runtime::Tokenizer> tokenizer;
   std::vector<runtime::Request> requests;
   std::string error;
   try {
@@ -125,6 +127,14 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       requests.push_back({0, launcher::parse_id_list(o.prompt_ids), o.max_new_tokens});
     }
     rt = std::make_unique<runtime::RankRuntime>(o.run, *comm);
+    // Text prompts (JSONL "prompt") through the checkpoint's own tokenizer.model.
+    bool any_text = false;
+    for (const auto& r : requests) any_text |= r.prompt.empty() && !r.text.empty();
+    if (any_text) {
+      tokenizer = runtime::Tokenizer::from_file(o.run.checkpoint + "/tokenizer.model");
+      for (auto& r : requests)
+        if (r.prompt.empty() && !r.text.empty()) r.prompt = tokenizer->encode(r.text);
+    }
     for (const auto& r : requests) rt->engine().validate(r);
   } catch (const std::exception& e) {
     error = e.what();
@@ -189,7 +199,11 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       if (!file) throw InputError(o.output + ": cannot open the output file for writing");
     }
     std::ostream& os = o.output.empty() ? std::cout : file;
-    for (const auto& req : requests) os << launcher::result_to_json_line(by_id.at(req.id)) << "\n";
+    for (const auto& req : requests) {
+      runtime::Result& r = by_id.at(req.id);
+      if (!req.text.empty() && tokenizer) r.text = tokenizer->decode(r.output);
+      os << launcher::result_to_json_line(r) << "\n";
+    }
   }
   spdlog::info("{} requests, {} tokens generated in {:.3f} s ({:.1f} tokens/s) on {} rank(s)",
                requests.size(), generated, secs, generated / std::max(secs, 1e-9), world);

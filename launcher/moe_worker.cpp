@@ -6,6 +6,8 @@
 
 #include <condition_variable>
 #include <deque>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <thread>
 
@@ -24,7 +26,8 @@ using namespace moe;
 // loop drains the queue once per step and publishes each step's tokens and statistics.
 class GrpcController final : public runtime::Controller {
  public:
-  GrpcController(const std::string& address, const runtime::RankRuntime& rt, int world) {
+  GrpcController(const std::string& address, const runtime::RankRuntime& rt, int world,
+                 const std::string& tokenizer_model) {
     channel_ = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
     if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)))
       throw InputError("cannot reach the coordinator at " + address + " within 30 s");
@@ -38,6 +41,7 @@ class GrpcController final : public runtime::Controller {
     h->set_max_context(rt.max_context());
     h->set_experts(cfg.num_local_experts);
     h->set_layers(cfg.num_hidden_layers);
+    h->set_tokenizer_model(tokenizer_model);
     if (!stream_->Write(hello)) throw InputError("the coordinator at " + address + " closed the link");
     reader_ = std::thread([this] { read_loop(); });
   }
@@ -156,8 +160,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   std::unique_ptr<runtime::RankRuntime> rt;
   std::unique_ptr<GrpcController> link;
   std::string error;
+  runtime::RunConfig run;
   try {
-    rt = std::make_unique<runtime::RankRuntime>(launcher::resolve_run_config(app, ro), *comm);
+    run = launcher::resolve_run_config(app, ro);
+    rt = std::make_unique<runtime::RankRuntime>(run, *comm);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -165,7 +171,14 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   comm->all_reduce(&failed, 1, comm::Communicator::Op::kMax);
   if (!failed && rank == 0) {
     try {
-      link = std::make_unique<GrpcController>(coordinator, *rt, world);
+      // The coordinator tokenizes with the very model the checkpoint ships, where it has one.
+      std::string tokenizer;
+      const std::string tok_path = run.checkpoint + "/tokenizer.model";
+      if (std::ifstream in{tok_path, std::ios::binary}) {
+        tokenizer.assign(std::istreambuf_iterator<char>(in), {});
+        spdlog::info("tokenizer: {} ({} bytes) sent to the coordinator", tok_path, tokenizer.size());
+      }
+      link = std::make_unique<GrpcController>(coordinator, *rt, world, tokenizer);
     } catch (const std::exception& e) {
       error = e.what();
       failed = 1;

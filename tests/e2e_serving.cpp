@@ -305,6 +305,45 @@ TEST_F(ServingTest, GenerateStreamsTransformersTokensInOrder) {
   EXPECT_EQ(finish, "length");
 }
 
+// A text prompt is tokenized with the checkpoint's tokenizer.model (which the worker sends to
+// the coordinator) and the output decoded: the streamed text adds up to what moe-run decodes
+// for the same prompt, and the ids are the same.
+TEST_F(ServingTest, TextPromptsAreTokenizedAndDecoded) {
+  start({2, {}, {}});
+  const std::string prompt = "The licenses for most software";
+  const auto want = moe_run_results(json({{"id", 5}, {"prompt", prompt}, {"max_new_tokens", 12}})
+                                        .dump() + "\n");
+  ASSERT_EQ(want.size(), 1u);
+  const json& w = want.at(5);
+  ASSERT_TRUE(w.contains("output_text"));
+
+  moe::v1::GenerateRequest req;
+  req.set_prompt_text(prompt);
+  req.set_max_new_tokens(12);
+  auto ctx = ctx_for<int>(30);
+  auto reader = stub_->Generate(ctx.get(), req);
+  moe::v1::GenerateResponse r;
+  std::vector<int32_t> ids;
+  std::string text;
+  while (reader->Read(&r)) {
+    ids.push_back(r.token_id());
+    text += r.token_text();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(ids, w["output_ids"].get<std::vector<int32_t>>());
+  EXPECT_EQ(text, w["output_text"].get<std::string>());
+
+  // In a batch too: output_text beside the ids.
+  moe::v1::SubmitBatchRequest b;
+  auto* it = b.add_items();
+  it->set_id(5);
+  it->set_prompt_text(prompt);
+  it->set_max_new_tokens(12);
+  const auto done = run_batch(b, 60);
+  ASSERT_EQ(done.state(), moe::v1::BATCH_STATE_DONE) << done.error();
+  EXPECT_EQ(done.results(0).output_text(), w["output_text"].get<std::string>());
+}
+
 // Each kind of bad request is refused with INVALID_ARGUMENT (NOT_FOUND for an unknown batch)
 // and a message naming what was wrong; a good request alongside is served all the same.
 TEST_F(ServingTest, InvalidRequestsAreRefusedAndOthersServed) {

@@ -18,4 +18,16 @@ void rmsnorm(const RmsNormParams& p, cudaStream_t stream);
 void topk_router(const TopKRouterParams& p, cudaStream_t stream);
 void silu_mul(const SiluMulParams& p, cudaStream_t stream);
 
+// To come (issue 4), same Params as the CPU ops:
+void rope(const RopeParams& p, cudaStream_t stream);
+void kv_store(const KvStoreParams& p, cudaStream_t stream);
+// Prefill and decode alike: each token attends over its own slot's cache positions.
+void attention(const AttentionParams& p, cudaStream_t stream);
+void gather_rows(const GatherRowsParams& p, cudaStream_t stream);
+void weighted_combine(const WeightedCombineParams& p, cudaStream_t stream);
+void add(const AddParams& p, cudaStream_t stream);
+// out[i] = bf16(in[i]): activations enter the cuBLAS GEMMs in bf16 beside bf16 weights.
+void cast_f32_to_bf16(const float* in, void* out /* __nv_bfloat16 */, int64_t n,
+                      cudaStream_t stream);
+
 }  // namespace moe::kernels::cuda

@@ -23,7 +23,9 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
   std::vector<int64_t> ids;
   if (auto st = s_.admit({item}, "", req->ignore_eos(), &ids); !st.ok()) return st;
   const int64_t id = ids[0];
-  size_t sent = 0;
+  size_t sent = 0, text_emitted = 0;
+  // Text prompts stream text too: the tokenizer is fixed while this job is attached.
+  const auto tok = req->prompt_ids_size() == 0 ? s_.tokenizer() : nullptr;
   for (;;) {
     // Wake at least every 100 ms to notice a client that went away.
     const Sequence s = s_.wait(id, sent, in(0.1));
@@ -36,7 +38,11 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
       moe::v1::GenerateResponse r;
       r.set_token_id(s.output[sent]);
       r.set_index(int32_t(sent));
-      if (sent + 1 == s.output.size() && !s.finish.empty()) r.set_finish_reason(s.finish);
+      const bool last = sent + 1 == s.output.size() && !s.finish.empty();
+      if (tok)
+        r.set_token_text(tok->decode_stream({s.output.begin(), s.output.begin() + long(sent) + 1},
+                                            &text_emitted, last));
+      if (last) r.set_finish_reason(s.finish);
       if (!out->Write(r)) {  // the client is gone
         s_.cancel(id);
         s_.forget(id);

@@ -27,6 +27,19 @@ grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
   if (h.world_size() < 1 || h.vocab_size() < 1 || h.max_context() < 1 || h.experts() < 1 ||
       h.layers() < 1)
     return invalid("worker hello with impossible model info: " + h.ShortDebugString());
+  std::shared_ptr<const runtime::Tokenizer> tok;
+  if (!h.tokenizer_model().empty()) {
+    try {
+      tok = runtime::Tokenizer::from_serialized(h.tokenizer_model());
+    } catch (const std::exception& e) {
+      return invalid(std::string("worker hello: ") + e.what());
+    }
+    if (tok->vocab_size() > h.vocab_size())
+      return invalid("the tokenizer has " + std::to_string(tok->vocab_size()) +
+                     " pieces, more than the model's vocabulary of " +
+                     std::to_string(h.vocab_size()));
+  }
+  tokenizer_ = std::move(tok);
   model_ = {h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers()};
   sink_ = std::move(sink);
   kick_ = std::move(kick);
@@ -36,8 +49,9 @@ grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
   if (tokens_.size() != E) tokens_.assign(E, 0);
   if (rows_computed_.size() != R) rows_computed_.assign(R, 0);
   if (rows_sent_.size() != R * model_.world) rows_sent_.assign(R * model_.world, 0);
-  spdlog::info("worker job attached: {} ranks, vocab {}, context {}, {} layers x {} experts",
-               model_.world, model_.vocab, model_.max_context, model_.layers, model_.experts);
+  spdlog::info("worker job attached: {} ranks, vocab {}, context {}, {} layers x {} experts, {}",
+               model_.world, model_.vocab, model_.max_context, model_.layers, model_.experts,
+               tokenizer_ ? "with a tokenizer (text prompts accepted)" : "no tokenizer (ids only)");
   cv_.notify_all();
   return grpc::Status::OK;
 }
@@ -179,10 +193,16 @@ grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const st
     return unavailable("no worker job attached (start mpirun -np N moe-worker --coordinator ...)");
   if (items.empty()) return invalid("empty batch: expected at least one item");
   std::set<int64_t> seen;
+  std::vector<moe::v1::BatchItem> encoded(items);  // text prompts become ids here
+  std::vector<bool> is_text(items.size(), false);
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string who = batch.empty() ? std::string() : "item " + std::to_string(i) +
                                                                 " (id " + std::to_string(items[i].id()) + "): ";
-    if (auto st = validate_locked(items[i], who); !st.ok()) {
+    if (items[i].prompt_ids_size() == 0 && !items[i].prompt_text().empty() && tokenizer_) {
+      for (int32_t t : tokenizer_->encode(items[i].prompt_text())) encoded[i].add_prompt_ids(t);
+      is_text[i] = true;
+    }
+    if (auto st = validate_locked(encoded[i], who); !st.ok()) {
       ++refused_;
       return st;
     }
@@ -201,8 +221,10 @@ grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const st
                 " (--max-queue): retry later"};
   }
   if (busy == 0) last_report_ = Clock::now();  // an idle job has not been reporting
-  for (const auto& it : items) {
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    const moe::v1::BatchItem& it = encoded[i];
     Sequence s;
+    s.text = is_text[i];
     s.id = next_id_++;
     s.rank = pick_rank();
     s.prompt.assign(it.prompt_ids().begin(), it.prompt_ids().end());
@@ -290,6 +312,11 @@ void State::wait_change(Clock::time_point deadline) {
   cv_.wait_until(lk, deadline);
 }
 
+std::shared_ptr<const runtime::Tokenizer> State::tokenizer() const {
+  std::lock_guard lk(mu_);
+  return tokenizer_;
+}
+
 void State::forget(int64_t id) {
   std::lock_guard lk(mu_);
   seqs_.erase(id);
@@ -327,6 +354,7 @@ grpc::Status State::batch_status(const std::string& id, bool with_results,
         r->set_id(b.item_ids[i]);
         *r->mutable_output_ids() = {s.output.begin(), s.output.end()};
         r->set_finish_reason(s.finish);
+        if (s.text && tokenizer_) r->set_output_text(tokenizer_->decode(s.output));
       }
   } else {
     out->set_state(moe::v1::BATCH_STATE_RUNNING);

@@ -18,6 +18,7 @@
 
 #include "moe/v1/inference.pb.h"
 #include "moe/v1/worker.pb.h"
+#include "runtime/tokenizer.h"
 
 namespace moe::coordinator {
 
@@ -38,6 +39,7 @@ struct Sequence {
   std::string finish;       // "" while running
   grpc::Status error;       // not OK when it failed
   std::string batch;        // "" for Generate
+  bool text = false;        // the prompt came as text: outputs are decoded too
   bool done() const { return !finish.empty() || !error.ok(); }
 };
 
@@ -91,6 +93,8 @@ class State {
   // Waits until something changes or `deadline` passes.
   void wait_change(Clock::time_point deadline);
   void forget(int64_t id);  // drop a finished Generate sequence
+  // The worker's tokenizer, or null when its checkpoint has none.
+  std::shared_ptr<const runtime::Tokenizer> tokenizer() const;
 
   // ---- draining ----
   void start_draining();
@@ -120,6 +124,7 @@ class State {
   ModelInfo model_;
   WorkerSink sink_;
   std::function<void()> kick_;
+  std::shared_ptr<const runtime::Tokenizer> tokenizer_;
   Clock::time_point last_report_;
   bool draining_ = false;
   int64_t next_id_ = 1, next_batch_ = 1;

@@ -38,6 +38,12 @@ cmp -s "$TMP/served.jsonl" "$TMP/run.jsonl" && ok "served batch == moe-run outpu
 [ "$(tr '\n' ',' < "$TMP/gen")" = "134,469,461,460,362,469,461,460,453,257,401,72,292,49,218,226," ] \
   && ok "generate streams transformers' tokens" || bad "generate: $(tr '\n' ',' < "$TMP/gen")"
 
+"$BIN/moe-cli" --server "$ADDR" generate --prompt "The licenses for most software" --max-new-tokens 12 >"$TMP/text" 2>"$TMP/text.err"; rc=$?
+printf '{"id": 1, "prompt": "The licenses for most software", "max_new_tokens": 12}\n' > "$TMP/text.jsonl"
+"$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$TMP/text.jsonl" --no-stats-table --log-level warn > "$TMP/text_run.jsonl"
+want=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["output_text"])' "$TMP/text_run.jsonl" 2>/dev/null)
+[ "$rc" -eq 0 ] && [ "$(cat "$TMP/text")" = "$want" ] && ok "generate --prompt streams moe-run's decoded text" || bad "generate --prompt: exit $rc, got '$(cat "$TMP/text")', want '$want'"
+
 "$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 1,99999 >/dev/null 2>"$TMP/inv"; rc=$?
 [ "$rc" -eq 2 ] && grep -q "INVALID_ARGUMENT" "$TMP/inv" && ok "invalid request: exit 2, one line" || bad "invalid request: exit $rc $(cat "$TMP/inv")"
 
