@@ -4,7 +4,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -222,6 +226,378 @@ TEST_F(CudaKernels, TopKRouterMatchesCpu) {
   }
 }
 
+// Rotation by each token's position, q heads and k heads. The device's cosf/sinf are within
+// 2 ulp where the host's libm is within 1, so a rotated value may differ by a few ulp of the
+// pair's magnitude; near-zero results (cancellation) need the small absolute term.
+TEST_F(CudaKernels, RopeMatchesCpu) {
+  constexpr float kRopeAtol = 1e-5f, kRopeRtol = 1e-4f;
+  struct Shape {
+    int n_heads, n_kv_heads, head_dim;
+  };
+  for (Shape s : {Shape{4, 2, 16}, Shape{4, 1, 32}, Shape{8, 2, 128}, Shape{2, 2, 256}}) {
+    for (int T : {1, 7, 64}) {
+      const std::string what = "rope heads=" + std::to_string(s.n_heads) + "/" +
+                               std::to_string(s.n_kv_heads) + " head_dim=" +
+                               std::to_string(s.head_dim) + " T=" + std::to_string(T);
+      SCOPED_TRACE(what);
+      // inv_freq as the model forms it (runtime/model.cpp), theta = 10000.
+      const int half = s.head_dim / 2;
+      std::vector<float> inv_freq(half);
+      for (int i = 0; i < half; ++i)
+        inv_freq[i] = 1.0f / std::pow(10000.0f, float(2 * i) / float(s.head_dim));
+      std::uniform_int_distribution<int32_t> pick(0, 8191);
+      std::vector<int32_t> pos(T);
+      for (auto& x : pos) x = pick(rng_);
+      pos[0] = 0;                       // the identity rotation
+      if (T > 1) pos[T - 1] = 131071;  // a long position: large angles, full range reduction
+      const auto q = random_floats(rng_, size_t(T) * s.n_heads * s.head_dim);
+      const auto k = random_floats(rng_, size_t(T) * s.n_kv_heads * s.head_dim);
+
+      std::vector<float> want_q = q, want_k = k;
+      RopeParams cp;
+      cp.q = want_q.data();
+      cp.k = want_k.data();
+      cp.pos = pos.data();
+      cp.inv_freq = inv_freq.data();
+      cp.T = T;
+      cp.n_heads = s.n_heads;
+      cp.n_kv_heads = s.n_kv_heads;
+      cp.head_dim = s.head_dim;
+      cpu::rope(cp);
+
+      DeviceBuffer<float> dq(q), dk(k), dinv(inv_freq);
+      DeviceBuffer<int32_t> dpos(pos);
+      RopeParams gp = cp;
+      gp.q = dq.get();
+      gp.k = dk.get();
+      gp.pos = dpos.get();
+      gp.inv_freq = dinv.get();
+      cuda::rope(gp, stream_);
+      sync();
+      const auto got_q = dq.to_host(), got_k = dk.to_host();
+      EXPECT_TRUE(test::all_close(got_q.data(), want_q.data(), got_q.size(), kRopeAtol, kRopeRtol,
+                                  what + " q"));
+      EXPECT_TRUE(test::all_close(got_k.data(), want_k.data(), got_k.size(), kRopeAtol, kRopeRtol,
+                                  what + " k"));
+    }
+  }
+}
+
+// Rows land at (slot, position); every other cache cell keeps its old contents. A copy: exact.
+TEST_F(CudaKernels, KvStoreMatchesCpu) {
+  constexpr int kSlots = 3, kMaxLen = 16;
+  for (int kv_dim : {32, 256}) {
+    for (int T : {1, 7, 40}) {
+      const std::string what = "kv_store kv_dim=" + std::to_string(kv_dim) +
+                               " T=" + std::to_string(T);
+      SCOPED_TRACE(what);
+      // T distinct (slot, position) cells, in no particular order.
+      std::vector<int32_t> cells(kSlots * kMaxLen);
+      std::iota(cells.begin(), cells.end(), 0);
+      std::shuffle(cells.begin(), cells.end(), rng_);
+      std::vector<int32_t> slot(T), pos(T);
+      for (int t = 0; t < T; ++t) {
+        slot[t] = cells[t] / kMaxLen;
+        pos[t] = cells[t] % kMaxLen;
+      }
+      const auto k = random_floats(rng_, size_t(T) * kv_dim);
+      const auto v = random_floats(rng_, size_t(T) * kv_dim);
+      const auto k_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+      const auto v_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+
+      std::vector<float> want_k = k_cache, want_v = v_cache;
+      KvStoreParams cp;
+      cp.k = k.data();
+      cp.v = v.data();
+      cp.k_cache = want_k.data();
+      cp.v_cache = want_v.data();
+      cp.slot = slot.data();
+      cp.pos = pos.data();
+      cp.T = T;
+      cp.kv_dim = kv_dim;
+      cp.max_len = kMaxLen;
+      cpu::kv_store(cp);
+
+      DeviceBuffer<float> dk(k), dv(v), dkc(k_cache), dvc(v_cache);
+      DeviceBuffer<int32_t> dslot(slot), dpos(pos);
+      KvStoreParams gp = cp;
+      gp.k = dk.get();
+      gp.v = dv.get();
+      gp.k_cache = dkc.get();
+      gp.v_cache = dvc.get();
+      gp.slot = dslot.get();
+      gp.pos = dpos.get();
+      cuda::kv_store(gp, stream_);
+      sync();
+      const auto got_k = dkc.to_host(), got_v = dvc.to_host();
+      EXPECT_TRUE(test::all_close(got_k.data(), want_k.data(), got_k.size(), 0.0f, 0.0f,
+                                  what + " k_cache"));
+      EXPECT_TRUE(test::all_close(got_v.data(), want_v.data(), got_v.size(), 0.0f, 0.0f,
+                                  what + " v_cache"));
+    }
+  }
+}
+
+// One sequence's tokens in a batch: positions start .. start + len - 1 of cache slot `slot`.
+// start 0 and len > 1 is a prefill, start > 0 and len 1 a decode step over a cache filled by
+// earlier steps, start > 0 and len > 1 a chunk of a prefill.
+struct AttnSeq {
+  int slot, start, len;
+};
+
+// Each token over its own slot's cache, for prefill, decode and mixed batches, with and without
+// a sliding window, MHA and GQA. The whole cache is random, so a kernel that read a position
+// after the token's own (or before its window, or another slot's) would disagree. Tolerance:
+// the device sums each dot product as a tree over lanes, splits the keys over warps with an
+// online softmax (rescaled partial sums) and its expf is within 2 ulp where the CPU sums in
+// order with an exact max first, so results agree to a few ulp of |v|, not bitwise.
+TEST_F(CudaKernels, AttentionMatchesCpu) {
+  constexpr float kAttnAtol = 1e-5f, kAttnRtol = 1e-4f;
+  constexpr int kSlots = 4, kMaxLen = 80;
+  struct Shape {
+    int n_heads, n_kv_heads, head_dim;
+  };
+  struct Batch {
+    const char* name;
+    std::vector<AttnSeq> seqs;
+    bool shuffle;  // tokens of different sequences interleaved in the batch
+  };
+  const std::vector<Batch> batches = {
+      {"prefill", {{0, 0, 1}, {1, 0, 13}, {2, 0, 37}}, false},
+      {"decode", {{0, 40, 1}, {1, 1, 1}, {2, kMaxLen - 1, 1}, {3, 0, 1}}, false},
+      {"mixed", {{2, 0, 20}, {0, 50, 1}, {3, 10, 9}, {1, 70, 1}}, true},
+  };
+  for (Shape s : {Shape{4, 2, 16}, Shape{4, 1, 32}, Shape{4, 4, 128}, Shape{8, 2, 128},
+                  Shape{4, 2, 96}, Shape{2, 1, 256}}) {
+    for (int window : {0, 1, 8}) {
+      for (const Batch& b : batches) {
+        const std::string what =
+            std::string("attention ") + b.name + " heads=" + std::to_string(s.n_heads) + "/" +
+            std::to_string(s.n_kv_heads) + " head_dim=" + std::to_string(s.head_dim) +
+            " window=" + std::to_string(window);
+        SCOPED_TRACE(what);
+        std::vector<int32_t> slot, pos;
+        for (const AttnSeq& q : b.seqs) {
+          for (int i = 0; i < q.len; ++i) {
+            slot.push_back(q.slot);
+            pos.push_back(q.start + i);
+          }
+        }
+        const int T = int(slot.size());
+        if (b.shuffle) {
+          std::vector<int> order(T);
+          std::iota(order.begin(), order.end(), 0);
+          std::shuffle(order.begin(), order.end(), rng_);
+          std::vector<int32_t> s2(T), p2(T);
+          for (int t = 0; t < T; ++t) {
+            s2[t] = slot[order[t]];
+            p2[t] = pos[order[t]];
+          }
+          slot.swap(s2);
+          pos.swap(p2);
+        }
+        const int q_dim = s.n_heads * s.head_dim, kv_dim = s.n_kv_heads * s.head_dim;
+        // q scaled up so the softmax is peaked enough for the max subtraction to matter.
+        const auto q = random_floats(rng_, size_t(T) * q_dim, 2.0f);
+        const auto k_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+        const auto v_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+
+        std::vector<float> want(size_t(T) * q_dim);
+        AttentionParams cp;
+        cp.q = q.data();
+        cp.k_cache = k_cache.data();
+        cp.v_cache = v_cache.data();
+        cp.slot = slot.data();
+        cp.pos = pos.data();
+        cp.out = want.data();
+        cp.T = T;
+        cp.n_heads = s.n_heads;
+        cp.n_kv_heads = s.n_kv_heads;
+        cp.head_dim = s.head_dim;
+        cp.max_len = kMaxLen;
+        cp.sliding_window = window;
+        cp.scale = 1.0f / std::sqrt(float(s.head_dim));
+        cpu::attention(cp);
+
+        DeviceBuffer<float> dq(q), dkc(k_cache), dvc(v_cache), dout(want.size());
+        DeviceBuffer<int32_t> dslot(slot), dpos(pos);
+        AttentionParams gp = cp;
+        gp.q = dq.get();
+        gp.k_cache = dkc.get();
+        gp.v_cache = dvc.get();
+        gp.slot = dslot.get();
+        gp.pos = dpos.get();
+        gp.out = dout.get();
+        cuda::attention(gp, stream_);
+        sync();
+        const auto got = dout.to_host();
+        EXPECT_TRUE(
+            test::all_close(got.data(), want.data(), got.size(), kAttnAtol, kAttnRtol, what));
+      }
+    }
+  }
+}
+
+// A copy of rows, repeats allowed: exact.
+TEST_F(CudaKernels, GatherRowsMatchesCpu) {
+  constexpr int kSrcRows = 50;
+  for (int cols : {1, 96, 4096}) {
+    for (int M : {1, 7, 128}) {
+      const std::string what = "gather_rows cols=" + std::to_string(cols) +
+                               " M=" + std::to_string(M);
+      SCOPED_TRACE(what);
+      const auto src = random_floats(rng_, size_t(kSrcRows) * cols);
+      std::uniform_int_distribution<int32_t> pick(0, kSrcRows - 1);
+      std::vector<int32_t> index(M);
+      for (auto& i : index) i = pick(rng_);
+      index[0] = kSrcRows - 1;  // the last row too
+
+      std::vector<float> want(size_t(M) * cols);
+      GatherRowsParams cp;
+      cp.src = src.data();
+      cp.index = index.data();
+      cp.out = want.data();
+      cp.M = M;
+      cp.cols = cols;
+      cpu::gather_rows(cp);
+
+      DeviceBuffer<float> dsrc(src), dout(want.size());
+      DeviceBuffer<int32_t> dindex(index);
+      GatherRowsParams gp = cp;
+      gp.src = dsrc.get();
+      gp.index = dindex.get();
+      gp.out = dout.get();
+      cuda::gather_rows(gp, stream_);
+      sync();
+      const auto got = dout.to_host();
+      EXPECT_TRUE(test::all_close(got.data(), want.data(), got.size(), 0.0f, 0.0f, what));
+    }
+  }
+}
+
+// Index -1 skipped, contributions summed in ascending s on both sides. The kernel keeps the CPU
+// op's separate multiply and add roundings, so the results should be identical; the 1e-6 leaves
+// room for a host build that contracts to FMA.
+TEST_F(CudaKernels, WeightedCombineMatchesCpu) {
+  constexpr float kCombineTol = 1e-6f;
+  constexpr int kYRows = 64;
+  for (int cols : {96, 4096}) {
+    for (int k : {1, 2, 8}) {
+      for (int R : {1, 7, 128}) {
+        const std::string what = "weighted_combine cols=" + std::to_string(cols) +
+                                 " k=" + std::to_string(k) + " R=" + std::to_string(R);
+        SCOPED_TRACE(what);
+        const auto y = random_floats(rng_, size_t(kYRows) * cols);
+        std::uniform_int_distribution<int32_t> pick(0, kYRows - 1);
+        std::bernoulli_distribution none(0.25);  // a quarter of the slots empty
+        std::vector<int32_t> index(size_t(R) * k);
+        for (auto& i : index) i = none(rng_) ? -1 : pick(rng_);
+        std::fill(index.begin(), index.begin() + k, -1);  // a row no slot contributes to: zeros
+        if (R > 1) index[k] = kYRows - 1;                  // the last row of y too
+        std::vector<float> weight = random_floats(rng_, size_t(R) * k, 0.5f);
+
+        std::vector<float> want(size_t(R) * cols);
+        WeightedCombineParams cp;
+        cp.y = y.data();
+        cp.index = index.data();
+        cp.weight = weight.data();
+        cp.out = want.data();
+        cp.R = R;
+        cp.k = k;
+        cp.cols = cols;
+        cpu::weighted_combine(cp);
+
+        DeviceBuffer<float> dy(y), dweight(weight);
+        DeviceBuffer<int32_t> dindex(index);
+        // Filled with NaN so a row the kernel forgot to write cannot pass as zeros.
+        DeviceBuffer<float> dout(
+            std::vector<float>(want.size(), std::numeric_limits<float>::quiet_NaN()));
+        WeightedCombineParams gp = cp;
+        gp.y = dy.get();
+        gp.index = dindex.get();
+        gp.weight = dweight.get();
+        gp.out = dout.get();
+        cuda::weighted_combine(gp, stream_);
+        sync();
+        const auto got = dout.to_host();
+        EXPECT_TRUE(test::all_close(got.data(), want.data(), got.size(), kCombineTol, kCombineTol,
+                                    what));
+      }
+    }
+  }
+}
+
+// One correctly rounded fp32 add per element on both sides (1e-6 as weighted_combine), also
+// with x and y the same buffer.
+TEST_F(CudaKernels, AddMatchesCpu) {
+  constexpr float kAddTol = 1e-6f;
+  for (int64_t n : {int64_t(1), int64_t(1000), int64_t(1 << 20) + 3}) {
+    for (bool aliased : {false, true}) {
+      const std::string what = "add n=" + std::to_string(n) + (aliased ? " x += x" : "");
+      SCOPED_TRACE(what);
+      const auto x = random_floats(rng_, size_t(n));
+      const auto y = random_floats(rng_, size_t(n));
+      std::vector<float> want = x;
+      AddParams cp;
+      cp.x = want.data();
+      cp.y = aliased ? want.data() : y.data();
+      cp.n = n;
+      cpu::add(cp);
+
+      DeviceBuffer<float> dx(x), dy(y);
+      AddParams gp = cp;
+      gp.x = dx.get();
+      gp.y = aliased ? dx.get() : dy.get();
+      cuda::add(gp, stream_);
+      sync();
+      const auto got = dx.to_host();
+      EXPECT_TRUE(test::all_close(got.data(), want.data(), got.size(), kAddTol, kAddTol, what));
+    }
+  }
+}
+
+// Round to nearest even, bit for bit against the host's f32_to_bf16 (common/dtype.h), on random
+// values and on the cases rounding gets wrong: exact ties to even (both directions), overflow to
+// infinity, subnormals, signed zeros, infinities. NaN need only stay NaN (payloads may differ).
+TEST_F(CudaKernels, CastF32ToBf16MatchesHost) {
+  auto from_bits = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  for (int64_t n : {int64_t(1), int64_t(1000), int64_t(1 << 20) + 3}) {
+    const std::string what = "cast_f32_to_bf16 n=" + std::to_string(n);
+    SCOPED_TRACE(what);
+    auto in = random_floats(rng_, size_t(n), 100.0f);
+    const std::vector<float> special = {
+        from_bits(0x3f808000u),  // 1 + 2^-8: a tie, rounds down to the even 1.0
+        from_bits(0x3f818000u),  // a tie, rounds up to the even 0x3f82
+        from_bits(0xbf818000u),  // the same, negative
+        from_bits(0x3f80ffffu),  // just below a step up
+        from_bits(0x7f7fffffu),  // FLT_MAX: rounds to infinity
+        from_bits(0x00000001u),  // smallest subnormal: to zero
+        from_bits(0x00018000u),  // subnormal tie: rounds up to the even 0x0002
+        0.0f, -0.0f, std::numeric_limits<float>::infinity(),
+        -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()};
+    for (size_t i = 0; i < special.size() && i < in.size(); ++i) in[i] = special[i];
+
+    DeviceBuffer<float> din(in);
+    DeviceBuffer<uint16_t> dout(in.size());
+    cuda::cast_f32_to_bf16(din.get(), dout.get(), n, stream_);
+    sync();
+    const auto got = dout.to_host();
+    int bad = 0;
+    for (size_t i = 0; i < in.size(); ++i) {
+      const uint16_t want = f32_to_bf16(in[i]);
+      const bool ok = std::isnan(in[i]) ? std::isnan(bf16_to_f32(got[i])) : got[i] == want;
+      if (!ok && ++bad <= 10)
+        ADD_FAILURE() << what << ": [" << i << "] " << in[i] << " gave 0x" << std::hex << got[i]
+                      << ", want 0x" << want << std::dec;
+    }
+    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << in.size() << " differ";
+  }
+}
+
 TEST_F(CudaKernels, EmptyBatchIsANoOp) {
   RmsNormParams rp;
   rp.weight.dtype = DType::kBF16;
@@ -237,6 +613,38 @@ TEST_F(CudaKernels, EmptyBatchIsANoOp) {
   EXPECT_NO_THROW(cuda::topk_router(tp, stream_));
   tp.k = kMaxTopK + 1;
   EXPECT_ANY_THROW(cuda::topk_router(tp, stream_));
+
+  RopeParams ro;
+  ro.n_heads = 4;
+  ro.n_kv_heads = 2;
+  ro.head_dim = 64;
+  EXPECT_NO_THROW(cuda::rope(ro, stream_));
+  ro.head_dim = 63;  // rotate-half needs pairs
+  EXPECT_ANY_THROW(cuda::rope(ro, stream_));
+  KvStoreParams kv;
+  kv.kv_dim = 64;
+  kv.max_len = 16;
+  EXPECT_NO_THROW(cuda::kv_store(kv, stream_));
+  AttentionParams ap;
+  ap.n_heads = 4;
+  ap.n_kv_heads = 2;
+  ap.head_dim = 64;
+  ap.max_len = 16;
+  EXPECT_NO_THROW(cuda::attention(ap, stream_));
+  ap.head_dim = 512;  // above the kernel's 256
+  EXPECT_ANY_THROW(cuda::attention(ap, stream_));
+  ap.head_dim = 64;
+  ap.n_kv_heads = 3;  // 4 query heads do not split over 3 kv heads
+  EXPECT_ANY_THROW(cuda::attention(ap, stream_));
+  GatherRowsParams gr;
+  gr.cols = 64;
+  EXPECT_NO_THROW(cuda::gather_rows(gr, stream_));
+  WeightedCombineParams wc;
+  wc.k = 2;
+  wc.cols = 64;
+  EXPECT_NO_THROW(cuda::weighted_combine(wc, stream_));
+  EXPECT_NO_THROW(cuda::add(AddParams{}, stream_));
+  EXPECT_NO_THROW(cuda::cast_f32_to_bf16(nullptr, nullptr, 0, stream_));
   sync();
 }
 
