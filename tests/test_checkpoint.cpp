@@ -7,65 +7,27 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "common/dtype.h"
 #include "common/error.h"
+#include "tests/support/files.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using moe::runtime::Checkpoint;
+using namespace moe::test;  // tests/support/files.h
 using nlohmann::json;
 
 constexpr const char* kShard1 = "model-00001-of-00002.safetensors";
 constexpr const char* kShard2 = "model-00002-of-00002.safetensors";
 constexpr const char* kQ = "model.layers.0.self_attn.q_proj.weight";
-
-// A fresh folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ =
-        fs::temp_directory_path() / ("moe_ckpt_" + std::to_string(::getpid()) + "_" +
-                                     std::to_string(counter++) + "_" + (info ? info->name() : "x"));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
-
-struct Tensor {
-  std::string name;
-  std::string dtype;
-  std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
-};
-
-template <class T>
-std::vector<uint8_t> bytes_of(const std::vector<T>& v) {
-  std::vector<uint8_t> b(v.size() * sizeof(T));
-  if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
 
 // start, start + 1, ... so each element says where it came from.
 std::vector<float> iota(size_t n, float start) {
@@ -78,32 +40,6 @@ Tensor iota_f32(const std::string& name, std::vector<int64_t> shape, float start
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return {name, "F32", std::move(shape), bytes_of(iota(static_cast<size_t>(n), start))};
-}
-
-// u64 little-endian header length, the header padded with spaces to a multiple of 8 bytes as
-// the reference writer does (plus `extra_pad` to misalign the data on purpose), the data
-// section laid out back to back.
-void write_safetensors(const std::string& path, const std::vector<Tensor>& tensors,
-                       size_t extra_pad = 0) {
-  json header = json::object();
-  std::vector<uint8_t> data;
-  for (const auto& t : tensors) {
-    header[t.name] = {{"dtype", t.dtype},
-                      {"shape", t.shape},
-                      {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
-    data.insert(data.end(), t.bytes.begin(), t.bytes.end());
-  }
-  std::string h = header.dump();
-  h.resize((h.size() + 7) / 8 * 8 + extra_pad, ' ');
-  std::ofstream out(path, std::ios::binary);
-  const uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) out.put(char(uint8_t(n >> (8 * i))));
-  out << h;
-  out.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
 }
 
 void write_config(const TempDir& dir) {
@@ -127,31 +63,6 @@ void write_sharded(const TempDir& dir) {
                     {kQ, kShard1},
                     {"model.norm.weight", kShard2},
                     {"lm_head.weight", kShard2}});
-}
-
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const moe::InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected moe::InputError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected moe::InputError, nothing was thrown";
-  return "";
-}
-
-::testing::AssertionResult mentions(const std::string& msg,
-                                    std::initializer_list<std::string> parts) {
-  for (const auto& p : parts) {
-    if (msg.find(p) == std::string::npos) {
-      return ::testing::AssertionFailure()
-             << "message \"" << msg << "\" does not mention \"" << p << "\"";
-    }
-  }
-  return ::testing::AssertionSuccess();
 }
 
 TEST(Checkpoint, SingleFileReadsAndCountsOnlyTensorsRead) {
@@ -220,7 +131,7 @@ TEST(Checkpoint, ReadF32HandlesMisalignedData) {
   const Tensor h{"h", "F16", {2}, bytes_of(std::vector<uint16_t>{0x3c00, 0xc000})};
   const Tensor f = iota_f32("f", {2}, 5.0f);
   for (size_t pad = 0; pad < 2; ++pad) {
-    write_safetensors(dir.file("model.safetensors"), {h, f}, pad);
+    write_safetensors(dir.file("model.safetensors"), {h, f}, /*metadata=*/{}, pad);
     const Checkpoint c = Checkpoint::open(dir.str());
     EXPECT_EQ(c.read_f32("h", {2}), (std::vector<float>{1.0f, -2.0f})) << "pad " << pad;
     EXPECT_EQ(c.read_f32("f", {2}), (std::vector<float>{5.0f, 6.0f})) << "pad " << pad;

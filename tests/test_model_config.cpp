@@ -2,17 +2,17 @@
 // impossible or missing value at a time, each checked for a message naming the field.
 #include "runtime/model_config.h"
 
-#include <initializer_list>
 #include <string>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "common/error.h"
+#include "tests/support/files.h"
 
 namespace {
 
 using moe::runtime::ModelConfig;
+using namespace moe::test;  // tests/support/files.h
 using nlohmann::json;
 
 constexpr const char* kSource = "tiny/config.json";
@@ -53,31 +53,6 @@ json minimal() {
   return {{"vocab_size", 128},       {"hidden_size", 64},        {"intermediate_size", 96},
           {"num_hidden_layers", 2},  {"num_attention_heads", 4}, {"num_local_experts", 4},
           {"num_experts_per_tok", 2}};
-}
-
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const moe::InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected moe::InputError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected moe::InputError, nothing was thrown";
-  return "";
-}
-
-::testing::AssertionResult mentions(const std::string& msg,
-                                    std::initializer_list<std::string> parts) {
-  for (const auto& p : parts) {
-    if (msg.find(p) == std::string::npos) {
-      return ::testing::AssertionFailure()
-             << "message \"" << msg << "\" does not mention \"" << p << "\"";
-    }
-  }
-  return ::testing::AssertionSuccess();
 }
 
 std::string from_json_error(const json& j) {

@@ -3,13 +3,8 @@
 // the tensor and what was expected.
 #include "runtime/safetensors.h"
 
-#include <unistd.h>
-
 #include <cmath>
-#include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,104 +13,14 @@
 #include <nlohmann/json.hpp>
 
 #include "common/dtype.h"
-#include "common/error.h"
+#include "tests/support/files.h"
 
 namespace {
 
-namespace fs = std::filesystem;
 using moe::DType;
 using moe::runtime::SafetensorsFile;
+using namespace moe::test;  // tests/support/files.h
 using nlohmann::json;
-
-// A fresh folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ =
-        fs::temp_directory_path() / ("moe_st_" + std::to_string(::getpid()) + "_" +
-                                     std::to_string(counter++) + "_" + (info ? info->name() : "x"));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
-
-// The on-disk layout: u64 little-endian header length, the header, the data section.
-void write_raw(const std::string& path, const std::string& header,
-               const std::vector<uint8_t>& data) {
-  std::ofstream out(path, std::ios::binary);
-  const uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out.put(char(uint8_t(n >> (8 * i))));
-  out.write(header.data(), std::streamsize(header.size()));
-  out.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
-}
-
-struct Tensor {
-  std::string name;
-  std::string dtype;
-  std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
-};
-
-template <class T>
-std::vector<uint8_t> bytes_of(const std::vector<T>& v) {
-  std::vector<uint8_t> b(v.size() * sizeof(T));
-  if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-// Lays the tensors out back to back and pads the header with spaces to a multiple of 8 bytes,
-// as the reference writer does, so that tensors listed widest dtype first stay aligned.
-void write_safetensors(const std::string& path, const std::vector<Tensor>& tensors,
-                       const json& metadata = nullptr) {
-  json header = json::object();
-  if (!metadata.is_null()) header["__metadata__"] = metadata;
-  std::vector<uint8_t> data;
-  for (const auto& t : tensors) {
-    header[t.name] = {{"dtype", t.dtype},
-                      {"shape", t.shape},
-                      {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
-    data.insert(data.end(), t.bytes.begin(), t.bytes.end());
-  }
-  std::string h = header.dump();
-  h.resize((h.size() + 7) / 8 * 8, ' ');
-  write_raw(path, h, data);
-}
-
-// The message of the InputError that `f` throws, or a test failure.
-template <class F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const moe::InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected moe::InputError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected moe::InputError, nothing was thrown";
-  return "";
-}
-
-::testing::AssertionResult mentions(const std::string& msg,
-                                    std::initializer_list<std::string> parts) {
-  for (const auto& p : parts) {
-    if (msg.find(p) == std::string::npos) {
-      return ::testing::AssertionFailure()
-             << "message \"" << msg << "\" does not mention \"" << p << "\"";
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
 
 std::vector<float> widen(const moe::runtime::TensorView& t) {
   std::vector<float> out(size_t(t.numel()));
@@ -206,7 +111,7 @@ TEST(Safetensors, MissingFile) {
 TEST(Safetensors, FileShorterThanHeaderLength) {
   TempDir dir;
   const std::string path = dir.file("short.safetensors");
-  std::ofstream(path, std::ios::binary) << "abcd";
+  write_text(path, "abcd");
   EXPECT_TRUE(
       mentions(input_error([&] { SafetensorsFile::open(path); }), {path, "4 bytes", "at least 8"}));
 }
