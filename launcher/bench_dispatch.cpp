@@ -13,6 +13,7 @@
 
 #include "comm/mpi_context.h"
 #include "common/log.h"
+#include "launcher/rank_main.h"
 #include "runtime/moe_layer.h"
 
 namespace {
@@ -150,13 +151,4 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  moe::comm::MpiContext mpi(&argc, &argv);
-  try {
-    return run(argc, argv, mpi);
-  } catch (const std::exception& e) {
-    spdlog::error("fatal: {}", e.what());
-    if (mpi.world_size() > 1) moe::comm::MpiContext::abort(1);
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return moe::launcher::rank_main(argc, argv, run); }

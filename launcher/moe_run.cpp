@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/batch_io.h"
+#include "launcher/rank_main.h"
 #include "launcher/run_options.h"
 #include "runtime/rank_runtime.h"
 #include "runtime/tokenizer.h"
@@ -22,10 +23,7 @@
 namespace {
 
 using namespace moe;
-
-// Exit codes: 0 done, 1 runtime failure, 2 bad input (flags, files, requests).
-constexpr int kExitFailure = 1;
-constexpr int kExitBadInput = 2;
+using launcher::kExitBadInput;  // exit codes: launcher/rank_main.h
 
 struct Options {
   launcher::RunOptions run_opts;
@@ -218,18 +216,4 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  moe::comm::MpiContext mpi(&argc, &argv);
-  try {
-    return run(argc, argv, mpi);
-  } catch (const moe::InputError& e) {
-    spdlog::error("{}", e.what());
-    if (mpi.world_size() > 1) moe::comm::MpiContext::abort(kExitBadInput);
-    return kExitBadInput;
-  } catch (const std::exception& e) {
-    // A failure on one rank mid-run: the others wait in a collective, so end them all.
-    spdlog::error("fatal: {}", e.what());
-    if (mpi.world_size() > 1) moe::comm::MpiContext::abort(kExitFailure);
-    return kExitFailure;
-  }
-}
+int main(int argc, char** argv) { return moe::launcher::rank_main(argc, argv, run); }
