@@ -13,9 +13,11 @@ namespace moe::test {
 
 namespace {
 std::unique_ptr<comm::Communicator> g_world;
+const comm::MpiContext* g_mpi = nullptr;
 }
 
 comm::Communicator& world() { return *g_world; }
+const comm::MpiContext& mpi() { return *g_mpi; }
 
 std::string data_dir(const std::string& name) { return std::string(MOE_TEST_DATA) + "/" + name; }
 
@@ -78,6 +80,7 @@ float max_abs_diff(const float* a, const float* b, size_t n) {
 // prints progress, but every rank's failures are printed and fail its exit code.
 int main(int argc, char** argv) {
   moe::comm::MpiContext mpi(&argc, &argv);
+  moe::test::g_mpi = &mpi;
   moe::test::g_world = mpi.make_communicator();
   ::testing::InitGoogleTest(&argc, argv);
   spdlog::set_level(spdlog::level::warn);  // the tests speak through GoogleTest

@@ -10,10 +10,13 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
+#include "comm/mpi_context.h"
 
 namespace moe::test {
 
 comm::Communicator& world();
+// The test main's MPI context: world and node-local rank and size.
+const comm::MpiContext& mpi();
 
 // tests/data/<name>
 std::string data_dir(const std::string& name);
