@@ -1,12 +1,13 @@
-#pragma once
 // CUDA_CHECK, CUBLAS_CHECK, NCCL_CHECK, MPI_CHECK: each throws moe::Error carrying file:line,
-// the call as text and the library's error name. Include only the ones whose library the
-// translation unit already uses, by defining nothing: each macro is guarded by its header.
+// the call as text and the library's error name. Each macro is defined once its library's header
+// has been included: include this after them. NOTES: no #pragma once on purpose, and each
+// section guarded by its own macro instead, so that including this again after a further
+// library header (another header may have included it first) defines that library's macro too.
 #include <string>
 
 #include "common/error.h"
 
-#if defined(__CUDACC__) || defined(CUDART_VERSION)
+#if (defined(__CUDACC__) || defined(CUDART_VERSION)) && !defined(CUDA_CHECK)
 #include <cuda_runtime.h>
 #define CUDA_CHECK(call)                                                                  \
   do {                                                                                    \
@@ -19,7 +20,7 @@
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 #endif
 
-#if defined(CUBLAS_VERSION) || defined(CUBLAS_VER_MAJOR)
+#if (defined(CUBLAS_VERSION) || defined(CUBLAS_VER_MAJOR)) && !defined(CUBLAS_CHECK)
 #define CUBLAS_CHECK(call)                                                                  \
   do {                                                                                      \
     cublasStatus_t st_ = (call);                                                            \
@@ -29,7 +30,7 @@
   } while (0)
 #endif
 
-#if defined(NCCL_MAJOR)
+#if defined(NCCL_MAJOR) && !defined(NCCL_CHECK)
 #define NCCL_CHECK(call)                                                                  \
   do {                                                                                    \
     ncclResult_t r_ = (call);                                                             \
@@ -39,7 +40,7 @@
   } while (0)
 #endif
 
-#if defined(MPI_VERSION)
+#if defined(MPI_VERSION) && !defined(MPI_CHECK)
 #define MPI_CHECK(call)                                                     \
   do {                                                                      \
     int rc_ = (call);                                                       \

@@ -3,6 +3,7 @@
 // reference; the CUDA backend (kernels/cuda) fills in the same calls. Memory handed to an op
 // belongs to the backend that runs it; the model moves data across with upload / download.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -48,8 +49,20 @@ class Ops {
  public:
   virtual ~Ops() = default;
   virtual std::string name() const = 0;
+  // The precision numbers are held at: kF32, or kBF16 (weights, the inputs of every linear and
+  // the KV cache rounded to bf16; arithmetic, accumulation and activations stay fp32). cuda
+  // stores bf16 for kBF16; cpu keeps fp32 storage and rounds the values, so that the CPU
+  // reference can reproduce the GPU's numerics.
+  virtual DType precision() const = 0;
   // The dtype weights are stored in on this backend.
   virtual DType weight_dtype() const = 0;
+  // The dtype of the KV cache's elements (KvStoreParams::cache_dtype).
+  virtual DType kv_dtype() const = 0;
+  // Free and total bytes of the backend's memory; {0, 0} where it does not say (cpu).
+  struct MemoryInfo {
+    size_t free = 0, total = 0;
+  };
+  virtual MemoryInfo memory_info() const = 0;
 
   // Zero-initialised memory.
   virtual Buffer alloc(size_t bytes) = 0;
@@ -58,8 +71,16 @@ class Ops {
   virtual void download(void* host, const void* src, size_t bytes) = 0;
   // fp32 host values into a weight of weight_dtype(), converted on the way.
   virtual Weight upload_weight(Buffer& storage, const float* host, int64_t rows, int64_t cols) = 0;
+  // A synthetic weight made where it is stored (kernels/random_fill.h: element i is
+  // offset + scale * u(seed, i), rounded to precision()): the same values on every backend.
+  virtual Weight random_weight(Buffer& storage, int64_t rows, int64_t cols, uint64_t seed,
+                               float scale, float offset) = 0;
   // Waits until every op issued so far has finished (cuda: the stream; cpu: nothing).
   virtual void synchronize() = 0;
+  // Sizes linear's own scratch for inputs of up to `elems` = M * K values, so that no later
+  // linear allocates (cuda: the bf16 copy of x; cpu at kBF16: the rounded copy). A larger
+  // input still works: the scratch grows then, at the cost of an allocation and a sync.
+  virtual void reserve_linear_input(int64_t elems) = 0;
 
   virtual void embedding(const EmbeddingParams& p) = 0;
   virtual void rmsnorm(const RmsNormParams& p) = 0;
@@ -74,7 +95,7 @@ class Ops {
   virtual void add(const AddParams& p) = 0;
 };
 
-// The CPU reference backend (always built).
-std::unique_ptr<Ops> make_cpu_ops();
+// The CPU reference backend (always built), at precision kF32 or kBF16 (see Ops::precision).
+std::unique_ptr<Ops> make_cpu_ops(DType precision = DType::kF32);
 
 }  // namespace moe::kernels

@@ -50,28 +50,31 @@ struct RopeParams {
   int T = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
 };
 
-// Writes this step's k and v rows into the cache at (slot, position).
+// Writes this step's k and v rows into the cache at (slot, position), converted to the cache's
+// dtype (rounded to nearest even for bf16).
 struct KvStoreParams {
   const float* k = nullptr;       // [T, kv_dim]
   const float* v = nullptr;       // [T, kv_dim]
-  float* k_cache = nullptr;       // [slots, max_len, kv_dim]
-  float* v_cache = nullptr;       // [slots, max_len, kv_dim]
+  void* k_cache = nullptr;        // [slots, max_len, kv_dim] of cache_dtype
+  void* v_cache = nullptr;        // [slots, max_len, kv_dim] of cache_dtype
   const int32_t* slot = nullptr;  // [T]
   const int32_t* pos = nullptr;   // [T], each < max_len
   int T = 0, kv_dim = 0, max_len = 0;
+  DType cache_dtype = DType::kF32;  // kF32 on every backend; kBF16 on cuda
 };
 
 // Causal grouped-query attention of each token over its own sequence's cache: token t at
 // position p sees cache positions (p - sliding_window, p] (all of [0, p] when the window is 0).
 struct AttentionParams {
   const float* q = nullptr;        // [T, n_heads * head_dim]
-  const float* k_cache = nullptr;  // [slots, max_len, n_kv_heads * head_dim]
-  const float* v_cache = nullptr;  // [slots, max_len, n_kv_heads * head_dim]
+  const void* k_cache = nullptr;   // [slots, max_len, n_kv_heads * head_dim] of cache_dtype
+  const void* v_cache = nullptr;   // [slots, max_len, n_kv_heads * head_dim] of cache_dtype
   const int32_t* slot = nullptr;   // [T]
   const int32_t* pos = nullptr;    // [T]
   float* out = nullptr;            // [T, n_heads * head_dim]
   int T = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, max_len = 0, sliding_window = 0;
   float scale = 1.0f;
+  DType cache_dtype = DType::kF32;  // as KvStoreParams; scores and sums are fp32 either way
 };
 
 // fp32 softmax over the router logits, top-k, renormalised over the k chosen.

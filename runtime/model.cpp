@@ -1,5 +1,6 @@
 #include "runtime/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
@@ -7,9 +8,12 @@
 namespace moe::runtime {
 
 Model::Model(const ModelConfig& cfg, ModelWeights weights, const Placement& placement,
-             kernels::Ops& ops, comm::Communicator& comm, KvCache& cache, LoadStats* stats)
+             kernels::Ops& ops, comm::Communicator& comm, KvCache& cache, LoadStats* stats,
+             ModelLimits limits)
     : cfg_(cfg), w_(std::move(weights)), ops_(ops), cache_(cache),
       moe_(cfg, placement, ops, comm, stats) {
+  MOE_CHECK(limits.max_tokens >= 1 && limits.max_logit_rows >= 1,
+            "model limits must be >= 1 token and logit row");
   MOE_CHECK(cfg.head_dim <= 1024, "head_dim above 1024 is not supported");
   // inv_freq[i] = theta^(-2i/d), formed in fp32 as transformers does.
   const int half = cfg.head_dim / 2;
@@ -18,6 +22,10 @@ Model::Model(const ModelConfig& cfg, ModelWeights weights, const Placement& plac
     inv[i] = 1.0f / std::pow(float(cfg.rope_theta), float(2 * i) / float(cfg.head_dim));
   inv_freq_ = ops_.alloc(half * sizeof(float));
   ops_.upload(inv_freq_.data(), inv.data(), half * sizeof(float));
+
+  reserve(limits.max_tokens);
+  reserve_logits(std::min(limits.max_logit_rows, limits.max_tokens));
+  moe_.reserve_for(limits.max_tokens);
 }
 
 void Model::reserve(int T) {
@@ -35,8 +43,16 @@ void Model::reserve(int T) {
   v_ = ops_.alloc(size_t(n) * cfg_.kv_dim() * f);
   attn_ = ops_.alloc(size_t(n) * cfg_.q_dim() * f);
   moe_out_ = ops_.alloc(size_t(n) * cfg_.hidden_size * f);
-  logits_ = ops_.alloc(size_t(n) * cfg_.vocab_size * f);
+  // The largest linear input: h [T, H] (q, k, v, router) or attn [T, q_dim] (o_proj).
+  ops_.reserve_linear_input(int64_t(n) * std::max(cfg_.hidden_size, cfg_.q_dim()));
   capacity_ = n;
+}
+
+void Model::reserve_logits(int L) {
+  if (L <= logit_capacity_) return;
+  const int n = std::max(L, 1);
+  logits_ = ops_.alloc(size_t(n) * cfg_.vocab_size * sizeof(float));
+  logit_capacity_ = n;
 }
 
 void Model::forward(const StepBatch& b, std::vector<float>& logits) {
@@ -70,11 +86,11 @@ void Model::forward(const StepBatch& b, std::vector<float>& logits) {
     ops_.rope({q_.as<float>(), k_.as<float>(), pos, inv_freq_.as<float>(), T,
                cfg_.num_attention_heads, cfg_.num_key_value_heads, cfg_.head_dim});
     ops_.kv_store({k_.as<float>(), v_.as<float>(), cache_.k(l), cache_.v(l), slot, pos, T,
-                   cfg_.kv_dim(), cache_.max_len()});
+                   cfg_.kv_dim(), cache_.max_len(), cache_.dtype()});
     ops_.attention({q_.as<float>(), cache_.k(l), cache_.v(l), slot, pos, attn_.as<float>(), T,
                     cfg_.num_attention_heads, cfg_.num_key_value_heads, cfg_.head_dim,
                     cache_.max_len(), cfg_.sliding_window,
-                    1.0f / std::sqrt(float(cfg_.head_dim))});
+                    1.0f / std::sqrt(float(cfg_.head_dim)), cache_.dtype()});
     ops_.linear({attn_.as<float>(), lw.wo, x, T, /*accumulate=*/true});  // x += o_proj(attn)
     // the MoE block, across ranks
     ops_.rmsnorm({x, lw.moe_norm, h, T, H, eps});
@@ -84,6 +100,7 @@ void Model::forward(const StepBatch& b, std::vector<float>& logits) {
 
   // Final norm and lm_head only for the rows whose logits are wanted.
   const int L = int(b.logit_rows.size());
+  reserve_logits(L);
   ops_.upload(rows_.data(), b.logit_rows.data(), L * sizeof(int32_t));
   ops_.gather_rows({x, rows_.as<int32_t>(), h, L, H});
   ops_.rmsnorm({h, w_.final_norm, h, L, H, eps});

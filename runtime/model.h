@@ -27,10 +27,17 @@ struct StepBatch {
   void clear() { tokens.clear(); slot.clear(); pos.clear(); logit_rows.clear(); }
 };
 
+// What one step may hold, so the workspace is allocated once, at construction.
+struct ModelLimits {
+  int max_tokens = 512;     // tokens of one step on any rank (the engine's token budget)
+  int max_logit_rows = 64;  // rows whose logits one step wants (at most one per sequence)
+};
+
 class Model {
  public:
   Model(const ModelConfig& cfg, ModelWeights weights, const Placement& placement,
-        kernels::Ops& ops, comm::Communicator& comm, KvCache& cache, LoadStats* stats);
+        kernels::Ops& ops, comm::Communicator& comm, KvCache& cache, LoadStats* stats,
+        ModelLimits limits = {});
 
   // Runs one step. logits (host) receives [logit_rows.size(), vocab] fp32.
   void forward(const StepBatch& batch, std::vector<float>& logits);
@@ -41,14 +48,17 @@ class Model {
   void reset_times() { moe_.reset_times(); }
 
  private:
+  // Grow the step's buffers to T tokens and L logit rows. Done once for the limits at
+  // construction; a larger step (a caller past its limits) grows them then.
   void reserve(int T);
+  void reserve_logits(int L);
 
   const ModelConfig& cfg_;
   ModelWeights w_;
   kernels::Ops& ops_;
   KvCache& cache_;
   MoeLayer moe_;
-  int capacity_ = -1;
+  int capacity_ = -1, logit_capacity_ = -1;
 
   kernels::Buffer inv_freq_;  // [head_dim / 2]
   kernels::Buffer tokens_, slot_, pos_, rows_;  // [T] int32
@@ -59,7 +69,7 @@ class Model {
   kernels::Buffer v_;     // [T, kv_dim]
   kernels::Buffer attn_;  // [T, q_dim]
   kernels::Buffer moe_out_;  // [T, H]
-  kernels::Buffer logits_;   // [T, vocab]
+  kernels::Buffer logits_;   // [L, vocab]
 };
 
 }  // namespace moe::runtime

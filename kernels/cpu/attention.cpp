@@ -2,11 +2,15 @@
 #include <cmath>
 #include <vector>
 
+#include "common/error.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace moe::kernels::cpu {
 
 void attention(const AttentionParams& p) {
+  MOE_CHECK(p.cache_dtype == DType::kF32, "cpu attention needs an fp32 cache");
+  const auto* k_cache = static_cast<const float*>(p.k_cache);
+  const auto* v_cache = static_cast<const float*>(p.v_cache);
   const int group = p.n_heads / p.n_kv_heads;  // query heads sharing one kv head
   const int kv_dim = p.n_kv_heads * p.head_dim;
   std::vector<float> score;
@@ -16,8 +20,8 @@ void attention(const AttentionParams& p) {
     const int lo = p.sliding_window > 0 ? std::max(0, pos - p.sliding_window + 1) : 0;
     const int n = pos - lo + 1;
     score.resize(n);
-    const float* kbase = p.k_cache + int64_t(p.slot[t]) * p.max_len * kv_dim;
-    const float* vbase = p.v_cache + int64_t(p.slot[t]) * p.max_len * kv_dim;
+    const float* kbase = k_cache + int64_t(p.slot[t]) * p.max_len * kv_dim;
+    const float* vbase = v_cache + int64_t(p.slot[t]) * p.max_len * kv_dim;
     for (int h = 0; h < p.n_heads; ++h) {
       const int kvh = h / group;
       const float* q = p.q + (int64_t(t) * p.n_heads + h) * p.head_dim;

@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/elem.cuh"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -22,6 +23,9 @@ namespace {
 // token at the same position would have. Sequences of different lengths only give blocks of
 // different lengths.
 //
+// The cache is float or __nv_bfloat16 (Cache); a bf16 cache halves the bytes a decode step
+// reads, and every element is widened to fp32 on load, so the arithmetic is the same.
+//
 // Limits: head_dim <= 256 (8 floats a lane; checked). n_heads % n_kv_heads == 0 (checked).
 // Each query head of a GQA group re-reads its kv head's rows (L2 serves the repeats). A decode
 // step with few tokens launches only T * n_heads blocks, each walking its whole window alone;
@@ -30,11 +34,11 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kMaxHeadDim = 256;
 
-template <int kPerLane>
+template <int kPerLane, class Cache>
 __global__ void __launch_bounds__(kThreads)
     attention_kernel(const float* __restrict__ q,        // [T, n_heads * head_dim]
-                     const float* __restrict__ k_cache,  // [slots, max_len, kv_dim]
-                     const float* __restrict__ v_cache,  // [slots, max_len, kv_dim]
+                     const Cache* __restrict__ k_cache,  // [slots, max_len, kv_dim]
+                     const Cache* __restrict__ v_cache,  // [slots, max_len, kv_dim]
                      const int32_t* __restrict__ slot,   // [T]
                      const int32_t* __restrict__ pos,    // [T]
                      float* __restrict__ out,            // [T, n_heads * head_dim]
@@ -69,16 +73,16 @@ __global__ void __launch_bounds__(kThreads)
     acc[r] = 0.0f;
   }
 
-  const float* kb = k_cache + int64_t(s) * max_len * kv_dim + int64_t(kvh) * head_dim;
-  const float* vb = v_cache + int64_t(s) * max_len * kv_dim + int64_t(kvh) * head_dim;
+  const Cache* kb = k_cache + int64_t(s) * max_len * kv_dim + int64_t(kvh) * head_dim;
+  const Cache* vb = v_cache + int64_t(s) * max_len * kv_dim + int64_t(kvh) * head_dim;
   float m = -INFINITY, l = 0.0f;
   for (int j = lo + warp; j <= p; j += kWarps) {
-    const float* kr = kb + int64_t(j) * kv_dim;
+    const Cache* kr = kb + int64_t(j) * kv_dim;
     float dot = 0.0f;
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) {
       const int d = r * 32 + lane;
-      if (d < head_dim) dot += qr[r] * kr[d];
+      if (d < head_dim) dot += qr[r] * load_f32(kr + d);
     }
     for (int off = 16; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
     const float score = dot * scale;  // scaled after the dot, as the CPU op
@@ -87,11 +91,11 @@ __global__ void __launch_bounds__(kThreads)
     const float m_new = fmaxf(m, score);
     const float corr = expf(m - m_new), w = expf(score - m_new);
     l = l * corr + w;
-    const float* vr = vb + int64_t(j) * kv_dim;
+    const Cache* vr = vb + int64_t(j) * kv_dim;
 #pragma unroll
     for (int r = 0; r < kPerLane; ++r) {
       const int d = r * 32 + lane;
-      if (d < head_dim) acc[r] = acc[r] * corr + w * vr[d];
+      if (d < head_dim) acc[r] = acc[r] * corr + w * load_f32(vr + d);
     }
     m = m_new;
   }
@@ -140,19 +144,24 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
   // The fewest registers a lane needs for its share of head_dim (a power of two, so four
   // instantiations cover 1..256); small heads leave no idle unrolled work behind.
   const int blocks = p.T * p.n_heads;
-  auto launch = [&](auto kernel) {
-    kernel<<<blocks, kThreads, 0, stream>>>(p.q, p.k_cache, p.v_cache, p.slot, p.pos, p.out,
-                                            p.n_heads, p.n_kv_heads, p.head_dim, p.max_len,
-                                            p.sliding_window, p.scale);
-  };
-  if (p.head_dim <= 32)
-    launch(attention_kernel<1>);
-  else if (p.head_dim <= 64)
-    launch(attention_kernel<2>);
-  else if (p.head_dim <= 128)
-    launch(attention_kernel<4>);
-  else
-    launch(attention_kernel<8>);
+  dispatch_f32_bf16(p.cache_dtype, "cuda attention cache", [&](auto zero) {
+    using Cache = decltype(zero);
+    const auto* kc = static_cast<const Cache*>(p.k_cache);
+    const auto* vc = static_cast<const Cache*>(p.v_cache);
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks, kThreads, 0, stream>>>(p.q, kc, vc, p.slot, p.pos, p.out, p.n_heads,
+                                              p.n_kv_heads, p.head_dim, p.max_len,
+                                              p.sliding_window, p.scale);
+    };
+    if (p.head_dim <= 32)
+      launch(attention_kernel<1, Cache>);
+    else if (p.head_dim <= 64)
+      launch(attention_kernel<2, Cache>);
+    else if (p.head_dim <= 128)
+      launch(attention_kernel<4, Cache>);
+    else
+      launch(attention_kernel<8, Cache>);
+  });
   CUDA_CHECK_LAUNCH();
 }
 

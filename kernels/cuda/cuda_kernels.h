@@ -1,8 +1,9 @@
 #pragma once
 // The CUDA version of the ops the CPU reference has in kernels/cpu/cpu_kernels.h, for the same
-// Params structs. Pointers are device memory; weights are bf16 (__nv_bfloat16, DType::kBF16),
-// activations fp32. Each launcher checks its preconditions (throwing moe::Error), enqueues its
-// kernel on `stream` and checks the launch; none synchronises.
+// Params structs. Pointers are device memory; weights and the KV cache are bf16
+// (__nv_bfloat16, DType::kBF16) or fp32 as their dtype fields say, activations fp32. Each
+// launcher checks its preconditions (throwing moe::Error), enqueues its kernel on `stream` and
+// checks the launch; none synchronises.
 #include <cuda_runtime.h>
 
 #include "kernels/params.h"
@@ -18,7 +19,6 @@ void rmsnorm(const RmsNormParams& p, cudaStream_t stream);
 void topk_router(const TopKRouterParams& p, cudaStream_t stream);
 void silu_mul(const SiluMulParams& p, cudaStream_t stream);
 
-// To come (issue 4), same Params as the CPU ops:
 void rope(const RopeParams& p, cudaStream_t stream);
 void kv_store(const KvStoreParams& p, cudaStream_t stream);
 // Prefill and decode alike: each token attends over its own slot's cache positions.
@@ -26,6 +26,10 @@ void attention(const AttentionParams& p, cudaStream_t stream);
 void gather_rows(const GatherRowsParams& p, cudaStream_t stream);
 void weighted_combine(const WeightedCombineParams& p, cudaStream_t stream);
 void add(const AddParams& p, cudaStream_t stream);
+// out[i] = offset + scale * u(seed, i) (kernels/random_fill.h) as `dtype` (F32 or BF16): the
+// synthetic weights, made on the device.
+void random_fill(void* out, DType dtype, int64_t n, uint64_t seed, float scale, float offset,
+                 cudaStream_t stream);
 // out[i] = bf16(in[i]): activations enter the cuBLAS GEMMs in bf16 beside bf16 weights.
 void cast_f32_to_bf16(const float* in, void* out /* __nv_bfloat16 */, int64_t n,
                       cudaStream_t stream);

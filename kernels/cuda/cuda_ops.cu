@@ -1,6 +1,6 @@
 // Binds the CUDA kernels to the Ops interface: the CUDA twin of kernels/cpu/cpu_ops.cpp. Every
-// op goes onto one non-blocking stream; linear is a cuBLAS GEMM with bf16 inputs and fp32
-// accumulation and output.
+// op goes onto one non-blocking stream; linear is a cuBLAS GEMM with fp32 accumulation and
+// output, from bf16 inputs (precision kBF16) or fp32 ones (kF32).
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 
@@ -25,7 +25,9 @@ std::string mib(size_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
 class CudaOps final : public Ops {
  public:
-  explicit CudaOps(int device) : device_(device) {
+  CudaOps(int device, DType precision) : device_(device), precision_(precision) {
+    MOE_CHECK(precision == DType::kF32 || precision == DType::kBF16,
+              std::string("cuda precision ") + dtype_name(precision) + " (expected F32 or BF16)");
     int n = 0;
     CUDA_CHECK(cudaGetDeviceCount(&n));
     MOE_CHECK(device >= 0 && device < n, "cuda device " + std::to_string(device) +
@@ -53,7 +55,15 @@ class CudaOps final : public Ops {
   CudaOps& operator=(const CudaOps&) = delete;
 
   std::string name() const override { return "cuda"; }
-  DType weight_dtype() const override { return DType::kBF16; }
+  DType precision() const override { return precision_; }
+  DType weight_dtype() const override { return precision_; }
+  DType kv_dtype() const override { return precision_; }
+  MemoryInfo memory_info() const override {
+    MemoryInfo m;
+    CUDA_CHECK(cudaMemGetInfo(&m.free, &m.total));
+    return m;
+  }
+  cudaStream_t stream() const { return stream_; }
 
   Buffer alloc(size_t bytes) override {
     if (bytes == 0) return Buffer();
@@ -91,6 +101,11 @@ class CudaOps final : public Ops {
   Weight upload_weight(Buffer& storage, const float* host, int64_t rows, int64_t cols) override {
     MOE_CHECK(rows >= 0 && cols >= 0, "weight shape must be non-negative");
     const size_t n = size_t(rows) * size_t(cols);
+    if (precision_ == DType::kF32) {
+      storage = alloc(n * sizeof(float));
+      upload(storage.data(), host, n * sizeof(float));
+      return Weight{storage.data(), DType::kF32, rows, cols};
+    }
     std::vector<uint16_t> bf16(n);  // [rows, cols] bf16 bits, rounded to nearest even
     for (size_t i = 0; i < n; ++i) bf16[i] = f32_to_bf16(host[i]);
     storage = alloc(n * sizeof(uint16_t));
@@ -98,7 +113,20 @@ class CudaOps final : public Ops {
     return Weight{storage.data(), DType::kBF16, rows, cols};
   }
 
+  Weight random_weight(Buffer& storage, int64_t rows, int64_t cols, uint64_t seed, float scale,
+                       float offset) override {
+    MOE_CHECK(rows >= 0 && cols >= 0, "weight shape must be non-negative");
+    const int64_t n = rows * cols;
+    storage = alloc(size_t(n) * dtype_size(precision_));
+    cuda::random_fill(storage.data(), precision_, n, seed, scale, offset, stream_);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return Weight{storage.data(), precision_, rows, cols};
+  }
+
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void reserve_linear_input(int64_t elems) override {
+    if (precision_ == DType::kBF16 && elems > 0) scratch(size_t(elems) * sizeof(uint16_t));
+  }
 
   void embedding(const EmbeddingParams& p) override { cuda::embedding(p, stream_); }
   void rmsnorm(const RmsNormParams& p) override { cuda::rmsnorm(p, stream_); }
@@ -139,13 +167,16 @@ class CudaOps final : public Ops {
   }
 
   int device_ = 0;
+  DType precision_ = DType::kBF16;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Buffer scratch_;  // [M, K] bf16 copy of linear's x
 };
 
 void CudaOps::linear(const LinearParams& p) {
-  MOE_CHECK(p.w.dtype == DType::kBF16, "cuda linear weight must be bf16");
+  MOE_CHECK(p.w.dtype == DType::kBF16 || p.w.dtype == DType::kF32,
+            std::string("cuda linear weight dtype ") + dtype_name(p.w.dtype) +
+                " (expected BF16 or F32)");
   MOE_CHECK(p.M >= 0, "cuda linear needs M >= 0");
   MOE_CHECK(p.w.rows >= 0 && p.w.rows <= INT_MAX && p.w.cols >= 0 && p.w.cols <= INT_MAX,
             "cuda linear weight shape [" + std::to_string(p.w.rows) + ", " +
@@ -160,18 +191,24 @@ void CudaOps::linear(const LinearParams& p) {
   }
   MOE_CHECK(p.w.data, "cuda linear given a null weight");
 
-  // bf16 activations beside bf16 weights: the tensor-core GEMM path takes both inputs in one
-  // type, and fp32 accumulation keeps the result close to the CPU's fp32 GEMM.
-  const int64_t nx = int64_t(M) * K;
-  void* x_bf16 = scratch(size_t(nx) * sizeof(uint16_t));  // [M, K] bf16
-  cuda::cast_f32_to_bf16(p.x, x_bf16, nx, stream_);
-
   // out[M, N] = x[M, K] @ W[N, K]^T, all row-major. cuBLAS is column-major, and a row-major
   // [R, C] matrix is the same memory as a column-major [C, R] one, so cuBLAS sees
   //   W   as A = [K, N] (lda = K),  x as B = [K, M] (ldb = K),  out as C = [N, M] (ldc = N),
   // and out^T = W x^T becomes C = op(A) op(B) with op(A) = A^T ([N, K]) and op(B) = B: m = N,
   // n = M, k = K. C written column-major [N, M] is exactly out row-major [M, N].
   const float alpha = 1.0f, beta = p.accumulate ? 1.0f : 0.0f;
+  if (p.w.dtype == DType::kF32) {
+    // fp32 inputs, CUBLAS_COMPUTE_32F under the default math mode: true fp32 FMAs, no TF32.
+    CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
+                              CUDA_R_32F, K, p.x, CUDA_R_32F, K, &beta, p.out, CUDA_R_32F, N,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  // bf16 activations beside bf16 weights: the tensor-core GEMM path takes both inputs in one
+  // type, and fp32 accumulation keeps the result close to the CPU's fp32 GEMM.
+  const int64_t nx = int64_t(M) * K;
+  void* x_bf16 = scratch(size_t(nx) * sizeof(uint16_t));  // [M, K] bf16
+  cuda::cast_f32_to_bf16(p.x, x_bf16, nx, stream_);
   CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
                             CUDA_R_16BF, K, x_bf16, CUDA_R_16BF, K, &beta, p.out, CUDA_R_32F, N,
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -179,6 +216,14 @@ void CudaOps::linear(const LinearParams& p) {
 
 }  // namespace
 
-std::unique_ptr<Ops> make_cuda_ops(int device) { return std::make_unique<CudaOps>(device); }
+std::unique_ptr<Ops> make_cuda_ops(int device, DType precision) {
+  return std::make_unique<CudaOps>(device, precision);
+}
+
+CUstream_st* cuda_stream(Ops& ops) {
+  auto* c = dynamic_cast<CudaOps*>(&ops);
+  MOE_CHECK(c, "cuda_stream() of the " + ops.name() + " backend");
+  return c->stream();
+}
 
 }  // namespace moe::kernels

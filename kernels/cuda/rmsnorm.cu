@@ -3,6 +3,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/elem.cuh"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -26,9 +27,10 @@ __device__ float block_sum(float v) {
   return s;
 }
 
+template <class W>  // the weight's element: float or __nv_bfloat16
 __global__ void __launch_bounds__(kThreads)
-    rmsnorm_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, float* out,
-                   int hidden, float eps) {
+    rmsnorm_kernel(const float* __restrict__ x, const W* __restrict__ w, float* out, int hidden,
+                   float eps) {
   // `out` may alias `x`: every thread reads its elements of the row before the reduction's
   // barrier and writes only those same elements after it, so no __restrict__ on either.
   const float* xr = x + int64_t(blockIdx.x) * hidden;
@@ -40,19 +42,21 @@ __global__ void __launch_bounds__(kThreads)
   // may be 2 ulp off), then w * (x * inv).
   const float inv = 1.0f / sqrtf(ss / float(hidden) + eps);
   for (int i = threadIdx.x; i < hidden; i += kThreads)
-    yr[i] = __bfloat162float(w[i]) * (xr[i] * inv);
+    yr[i] = load_f32(w + i) * (xr[i] * inv);
 }
 
 }  // namespace
 
 void rmsnorm(const RmsNormParams& p, cudaStream_t stream) {
-  MOE_CHECK(p.weight.dtype == DType::kBF16, "cuda rmsnorm weight must be bf16");
   MOE_CHECK(p.T >= 0 && p.hidden > 0, "cuda rmsnorm needs T >= 0 and hidden > 0");
   MOE_CHECK(p.weight.rows * p.weight.cols >= p.hidden, "cuda rmsnorm weight smaller than hidden");
   if (p.T == 0) return;
   MOE_CHECK(p.x && p.out && p.weight.data, "cuda rmsnorm given a null pointer");
-  rmsnorm_kernel<<<p.T, kThreads, 0, stream>>>(
-      p.x, static_cast<const __nv_bfloat16*>(p.weight.data), p.out, p.hidden, p.eps);
+  dispatch_f32_bf16(p.weight.dtype, "cuda rmsnorm weight", [&](auto zero) {
+    using W = decltype(zero);
+    rmsnorm_kernel<W><<<p.T, kThreads, 0, stream>>>(p.x, static_cast<const W*>(p.weight.data),
+                                                    p.out, p.hidden, p.eps);
+  });
   CUDA_CHECK_LAUNCH();
 }
 

@@ -19,6 +19,7 @@
 #include "common/dtype.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/random_fill.h"
 #include "tests/support/test_env.h"
 
 namespace moe::kernels {
@@ -28,8 +29,10 @@ namespace {
 template <typename T>
 class DeviceBuffer {
  public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
+  // poison: every byte 0xff first (NaN as floats), so an element nothing wrote shows.
+  explicit DeviceBuffer(size_t n, bool poison = false) : n_(n) {
     CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)));
+    if (poison) CUDA_CHECK(cudaMemset(p_, 0xff, std::max<size_t>(n, 1) * sizeof(T)));
   }
   explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) {
     CUDA_CHECK(cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
@@ -646,6 +649,169 @@ TEST_F(CudaKernels, EmptyBatchIsANoOp) {
   EXPECT_NO_THROW(cuda::add(AddParams{}, stream_));
   EXPECT_NO_THROW(cuda::cast_f32_to_bf16(nullptr, nullptr, 0, stream_));
   sync();
+}
+
+// A bf16 cache: the device rounds each k, v value to nearest even on store. The CPU op stores
+// the same rounded values into an fp32 cache; the device's cache widened back must equal it
+// exactly, and every cell not written must keep its old bits.
+TEST_F(CudaKernels, KvStoreIntoBf16CacheRounds) {
+  constexpr int kSlots = 3, kMaxLen = 16, kKvDim = 96, kT = 9;
+  std::vector<int32_t> cells(kSlots * kMaxLen);
+  std::iota(cells.begin(), cells.end(), 0);
+  std::shuffle(cells.begin(), cells.end(), rng_);
+  std::vector<int32_t> slot(kT), pos(kT);
+  for (int t = 0; t < kT; ++t) {
+    slot[t] = cells[t] / kMaxLen;
+    pos[t] = cells[t] % kMaxLen;
+  }
+  auto k = random_floats(rng_, size_t(kT) * kKvDim), v = random_floats(rng_, size_t(kT) * kKvDim);
+  auto kc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
+  auto vc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
+  const auto kc_bits = round_to_bf16(kc), vc_bits = round_to_bf16(vc);  // kc, vc now widened
+
+  std::vector<float> k_rounded = k, v_rounded = v, want_k = kc, want_v = vc;
+  round_to_bf16(k_rounded);
+  round_to_bf16(v_rounded);
+  KvStoreParams cp;
+  cp.k = k_rounded.data();
+  cp.v = v_rounded.data();
+  cp.k_cache = want_k.data();
+  cp.v_cache = want_v.data();
+  cp.slot = slot.data();
+  cp.pos = pos.data();
+  cp.T = kT;
+  cp.kv_dim = kKvDim;
+  cp.max_len = kMaxLen;
+  cpu::kv_store(cp);
+
+  DeviceBuffer<float> dk(k), dv(v);
+  DeviceBuffer<uint16_t> dkc(kc_bits), dvc(vc_bits);
+  DeviceBuffer<int32_t> dslot(slot), dpos(pos);
+  KvStoreParams gp = cp;
+  gp.k = dk.get();
+  gp.v = dv.get();
+  gp.k_cache = dkc.get();
+  gp.v_cache = dvc.get();
+  gp.slot = dslot.get();
+  gp.pos = dpos.get();
+  gp.cache_dtype = DType::kBF16;
+  cuda::kv_store(gp, stream_);
+  sync();
+  const auto got_k = dkc.to_host(), got_v = dvc.to_host();
+  for (size_t i = 0; i < got_k.size(); ++i) {
+    ASSERT_EQ(bf16_to_f32(got_k[i]), want_k[i]) << "k_cache[" << i << "]";
+    ASSERT_EQ(bf16_to_f32(got_v[i]), want_v[i]) << "v_cache[" << i << "]";
+  }
+}
+
+// Attention over a bf16 cache equals attention over its fp32 widening: the kernel widens each
+// element on load and does the same fp32 arithmetic (tolerance as AttentionMatchesCpu).
+TEST_F(CudaKernels, AttentionOverBf16CacheMatchesCpu) {
+  constexpr int kSlots = 3, kMaxLen = 64, kHeads = 8, kKvHeads = 2, kHeadDim = 128;
+  constexpr int kKvDim = kKvHeads * kHeadDim, kQDim = kHeads * kHeadDim;
+  for (int window : {0, 5}) {
+    SCOPED_TRACE("window=" + std::to_string(window));
+    // A prefill chunk of slot 1 and decodes of slots 0 and 2.
+    std::vector<int32_t> slot = {0, 2}, pos = {40, 63};
+    for (int i = 0; i < 20; ++i) {
+      slot.push_back(1);
+      pos.push_back(10 + i);
+    }
+    const int T = int(slot.size());
+    const auto q = random_floats(rng_, size_t(T) * kQDim, 2.0f);
+    auto kc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
+    auto vc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
+    const auto kc_bits = round_to_bf16(kc), vc_bits = round_to_bf16(vc);
+
+    std::vector<float> want(size_t(T) * kQDim);
+    AttentionParams cp;
+    cp.q = q.data();
+    cp.k_cache = kc.data();
+    cp.v_cache = vc.data();
+    cp.slot = slot.data();
+    cp.pos = pos.data();
+    cp.out = want.data();
+    cp.T = T;
+    cp.n_heads = kHeads;
+    cp.n_kv_heads = kKvHeads;
+    cp.head_dim = kHeadDim;
+    cp.max_len = kMaxLen;
+    cp.sliding_window = window;
+    cp.scale = 1.0f / std::sqrt(float(kHeadDim));
+    cpu::attention(cp);
+
+    DeviceBuffer<float> dq(q), dout(want.size());
+    DeviceBuffer<uint16_t> dkc(kc_bits), dvc(vc_bits);
+    DeviceBuffer<int32_t> dslot(slot), dpos(pos);
+    AttentionParams gp = cp;
+    gp.q = dq.get();
+    gp.k_cache = dkc.get();
+    gp.v_cache = dvc.get();
+    gp.slot = dslot.get();
+    gp.pos = dpos.get();
+    gp.out = dout.get();
+    gp.cache_dtype = DType::kBF16;
+    cuda::attention(gp, stream_);
+    sync();
+    const auto got = dout.to_host();
+    EXPECT_TRUE(test::all_close(got.data(), want.data(), got.size(), 1e-5f, 1e-4f,
+                                "attention over a bf16 cache"));
+  }
+}
+
+// fp32 weights (precision f32) in the ops that read weights directly: a copy and the same
+// arithmetic as with bf16 weights.
+TEST_F(CudaKernels, EmbeddingAndRmsNormTakeF32Weights) {
+  constexpr int kVocab = 50, kH = 200, kT = 9;
+  const auto table = random_floats(rng_, size_t(kVocab) * kH);
+  auto w = random_floats(rng_, kH, 0.2f);
+  for (auto& x : w) x += 1.0f;
+  std::vector<int32_t> ids(kT);
+  std::uniform_int_distribution<int32_t> pick(0, kVocab - 1);
+  for (auto& id : ids) id = pick(rng_);
+
+  std::vector<float> want_e(size_t(kT) * kH), want_n(size_t(kT) * kH);
+  cpu::embedding({ids.data(), {table.data(), DType::kF32, kVocab, kH}, want_e.data(), kT});
+  cpu::rmsnorm({want_e.data(), {w.data(), DType::kF32, 1, kH}, want_n.data(), kT, kH, 1e-5f});
+
+  DeviceBuffer<float> dtable(table), dw(w), de(want_e.size()), dn(want_n.size());
+  DeviceBuffer<int32_t> dids(ids);
+  cuda::embedding({dids.get(), {dtable.get(), DType::kF32, kVocab, kH}, de.get(), kT}, stream_);
+  cuda::rmsnorm({de.get(), {dw.get(), DType::kF32, 1, kH}, dn.get(), kT, kH, 1e-5f}, stream_);
+  sync();
+  const auto got_e = de.to_host(), got_n = dn.to_host();
+  EXPECT_TRUE(test::all_close(got_e.data(), want_e.data(), got_e.size(), 0.0f, 0.0f,
+                              "embedding, fp32 table"));
+  EXPECT_TRUE(test::all_close(got_n.data(), want_n.data(), got_n.size(), 1e-5f, 1e-5f,
+                              "rmsnorm, fp32 weight"));
+  // Only F32 and BF16 are storage dtypes on the device.
+  EXPECT_ANY_THROW(cuda::embedding({dids.get(), {dtable.get(), DType::kF16, kVocab, kH}, de.get(),
+                                    kT}, stream_));
+}
+
+// Synthetic weights made on the device are the host's formula bit for bit, in both dtypes, over
+// more elements than the grid covers in one pass (the grid-stride loop).
+TEST_F(CudaKernels, RandomFillMatchesHost) {
+  const int64_t n = (int64_t(1) << 24) + 12345;  // > 65536 blocks x 256 threads
+  const uint64_t seed = 0x1234abcdull;
+  const float scale = 0.0346f, offset = 0.25f;
+  DeviceBuffer<float> f(size_t(n), true);
+  DeviceBuffer<uint16_t> b(size_t(n), true);
+  cuda::random_fill(f.get(), DType::kF32, n, seed, scale, offset, stream_);
+  cuda::random_fill(b.get(), DType::kBF16, n, seed, scale, offset, stream_);
+  sync();
+  const auto got_f = f.to_host();
+  const auto got_b = b.to_host();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float want = random_value(seed, uint64_t(i), scale, offset);
+    if (got_f[size_t(i)] != want || got_b[size_t(i)] != f32_to_bf16(want)) {
+      if (++bad <= 10)
+        ADD_FAILURE() << "element " << i << ": f32 " << got_f[size_t(i)] << " bf16 bits "
+                      << got_b[size_t(i)] << ", want " << want;
+    }
+  }
+  EXPECT_EQ(bad, 0);
 }
 
 }  // namespace

@@ -83,9 +83,63 @@ class CudaOpsVsCpu : public ::testing::Test {
   std::mt19937 rng_{1234};
 };
 
-TEST_F(CudaOpsVsCpu, NameAndWeightDtype) {
+TEST_F(CudaOpsVsCpu, NameAndDtypes) {
   EXPECT_EQ(gpu_->name(), "cuda");
+  EXPECT_EQ(gpu_->precision(), DType::kBF16);
   EXPECT_EQ(gpu_->weight_dtype(), DType::kBF16);
+  EXPECT_EQ(gpu_->kv_dtype(), DType::kBF16);
+  auto f32 = make_cuda_ops(0, DType::kF32);
+  EXPECT_EQ(f32->precision(), DType::kF32);
+  EXPECT_EQ(f32->weight_dtype(), DType::kF32);
+  EXPECT_EQ(f32->kv_dtype(), DType::kF32);
+  EXPECT_THROW(make_cuda_ops(0, DType::kF16), Error);
+  const Ops::MemoryInfo m = gpu_->memory_info();
+  EXPECT_GT(m.total, size_t(0));
+  EXPECT_LE(m.free, m.total);
+  EXPECT_NE(cuda_stream(*gpu_), nullptr);
+  EXPECT_THROW(cuda_stream(*cpu_), Error);
+}
+
+// Synthetic weights: the device makes exactly what the CPU backend at the same precision makes.
+TEST_F(CudaOpsVsCpu, RandomWeightMatchesCpu) {
+  for (DType prec : {DType::kBF16, DType::kF32}) {
+    auto gpu = make_cuda_ops(0, prec);
+    auto cpu = make_cpu_ops(prec);
+    Buffer gs, cs;
+    const Weight gw = gpu->random_weight(gs, 300, 77, 99, 0.0346f, 0.0f);
+    const Weight cw = cpu->random_weight(cs, 300, 77, 99, 0.0346f, 0.0f);
+    EXPECT_EQ(gw.dtype, prec);
+    const auto want = to_host<float>(*cpu, cs, 300 * 77);
+    std::vector<float> got(want.size());
+    if (prec == DType::kBF16) {
+      const auto bits = to_host<uint16_t>(*gpu, gs, want.size());
+      for (size_t i = 0; i < got.size(); ++i) got[i] = bf16_to_f32(bits[i]);
+    } else {
+      got = to_host<float>(*gpu, gs, want.size());
+    }
+    EXPECT_EQ(got, want) << dtype_name(prec);
+  }
+}
+
+// Precision f32: fp32 weights and fp32 cuBLAS GEMMs (no TF32), so only the order of the fp32
+// sums differs from the CPU: ~1e-6 relative at these sizes, and 1e-5 would catch TF32 (~1e-3).
+TEST_F(CudaOpsVsCpu, LinearAtF32MatchesCpuClosely) {
+  auto gpu = make_cuda_ops(0, DType::kF32);
+  for (int K : {48, 1024}) {
+    const int N = 96;
+    const auto w = random_floats(rng_, size_t(N) * K, 1.0f / std::sqrt(float(K)));
+    Buffer gs, cs;
+    const Weight gw = gpu->upload_weight(gs, w.data(), N, K);
+    const Weight cw = cpu_->upload_weight(cs, w.data(), N, K);
+    for (int M : {1, 33}) {
+      const auto x = random_floats(rng_, size_t(M) * K);
+      const auto y0 = random_floats(rng_, size_t(M) * N);
+      const auto want = run_linear(*cpu_, cw, x, y0, M, true);
+      const auto got = run_linear(*gpu, gw, x, y0, M, true);
+      EXPECT_TRUE(test::all_close(got.data(), want.data(), got.size(), 1e-5f, 1e-5f,
+                                  "f32 linear K=" + std::to_string(K) + " M=" + std::to_string(M)));
+    }
+  }
 }
 
 TEST_F(CudaOpsVsCpu, AllocIsZeroInitialised) {
@@ -197,12 +251,12 @@ TEST_F(CudaOpsVsCpu, LinearEdgeCases) {
   p.M = 0;
   EXPECT_NO_THROW(gpu_->linear(p));
   EXPECT_EQ(to_host<float>(*gpu_, out, kN), sentinel);
-  // An fp32 weight is the CPU's layout, not this backend's.
-  Buffer fp32(gpu_->alloc(w.size() * sizeof(float)));
+  // fp16 is no storage dtype of this backend.
+  Buffer f16(gpu_->alloc(w.size() * sizeof(uint16_t)));
   Buffer x = gpu_->alloc(kK * sizeof(float));
   p.x = x.as<float>();
   p.M = 1;
-  p.w = Weight{fp32.data(), DType::kF32, kN, kK};
+  p.w = Weight{f16.data(), DType::kF16, kN, kK};
   EXPECT_THROW(gpu_->linear(p), Error);
 }
 
@@ -294,6 +348,14 @@ TEST_F(CudaOpsVsCpu, FfnAndRouterChainMatchesCpu) {
   };
   const Result want = run(*cpu_);
   const Result got = run(*gpu_);
+  // The CPU at bf16 precision rounds each linear's input as the GPU does: then only the order
+  // of fp32 sums differs, and an input landing on the other side of a bf16 rounding boundary
+  // (one bf16 ulp, 2^-9 relative, times a weight ~1/16): 1e-3 holds.
+  const Result emulated = run(*make_cpu_ops(DType::kBF16));
+  EXPECT_TRUE(test::all_close(got.h.data(), emulated.h.data(), got.h.size(), 1e-3f, 1e-3f,
+                              "residual after the FFN vs the CPU at bf16"));
+  EXPECT_TRUE(test::all_close(got.logits.data(), emulated.logits.data(), got.logits.size(), 1e-3f,
+                              1e-3f, "router logits vs the CPU at bf16"));
   EXPECT_TRUE(test::all_close(got.h.data(), want.h.data(), got.h.size(), 1e-2f, 1e-2f,
                               "residual after the FFN"));
   EXPECT_TRUE(test::all_close(got.logits.data(), want.logits.data(), got.logits.size(), 1e-2f,
