@@ -124,7 +124,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
     } else {
       requests.push_back({0, launcher::parse_id_list(o.prompt_ids), o.max_new_tokens});
     }
-    rt = std::make_unique<runtime::RankRuntime>(o.run, *comm);
+    rt = std::make_unique<runtime::RankRuntime>(
+        o.run, *comm, runtime::LocalRank{mpi.local_rank(), mpi.local_size()});
     // Text prompts (JSONL "prompt") through the checkpoint's own tokenizer.model.
     bool any_text = false;
     for (const auto& r : requests) any_text |= r.prompt.empty() && !r.text.empty();

@@ -164,7 +164,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   runtime::RunConfig run;
   try {
     run = launcher::resolve_run_config(app, ro);
-    rt = std::make_unique<runtime::RankRuntime>(run, *comm);
+    rt = std::make_unique<runtime::RankRuntime>(
+        run, *comm, runtime::LocalRank{mpi.local_rank(), mpi.local_size()});
   } catch (const std::exception& e) {
     error = e.what();
   }

@@ -8,11 +8,16 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--checkpoint", r.checkpoint, "Hugging Face model folder (config.json + safetensors)");
   app.add_option("--placement", r.placement, "expert placement: contiguous, round_robin or explicit (map in --config)");
   app.add_option("--backend", r.backend, "compute backend: cpu or cuda");
-  app.add_option("--transport", r.transport, "all-to-all transport: mpi or nccl");
+  app.add_option("--transport", r.transport, "all-to-all transport: mpi or nccl (cuda, one GPU per rank)");
+  app.add_option("--dtype", r.dtype, "precision of weights, linear inputs and KV cache: auto (cpu f32, cuda bf16), f32 or bf16");
   app.add_option("--max-tokens-per-step", r.max_tokens_per_step, "token budget of one step on one rank");
-  app.add_option("--max-seqs", r.max_seqs, "sequences in flight per rank (KV cache slots)");
+  app.add_option("--max-seqs", r.max_seqs, "sequences in flight per rank, KV cache slots (0: 64 on cpu, as many as fit on cuda)");
   app.add_option("--max-seq-len", r.max_seq_len, "KV positions per sequence (0: the model's, at most 4096)");
+  app.add_option("--gpu-memory-utilization", r.gpu_memory_utilization, "cuda: share of the GPU's memory the job may use; the KV cache takes the rest of it");
   app.add_flag("--ignore-eos", r.ignore_eos, "keep generating past the end-of-sequence token");
+  app.add_flag("--synthetic", r.synthetic, "synthetic weights from --seed (the checkpoint folder needs only config.json)");
+  app.add_option("--seed", r.seed, "seed of the synthetic weights");
+  app.add_option("--num-layers", r.num_layers, "synthetic: keep only the first N layers (0: all of config.json's)");
 }
 
 runtime::RunConfig resolve_run_config(const CLI::App& app, const RunOptions& o) {
@@ -30,7 +35,12 @@ runtime::RunConfig resolve_run_config(const CLI::App& app, const RunOptions& o) 
   if (given("--max-tokens-per-step")) file.max_tokens_per_step = f.max_tokens_per_step;
   if (given("--max-seqs")) file.max_seqs = f.max_seqs;
   if (given("--max-seq-len")) file.max_seq_len = f.max_seq_len;
+  if (given("--dtype")) file.dtype = f.dtype;
+  if (given("--gpu-memory-utilization")) file.gpu_memory_utilization = f.gpu_memory_utilization;
   if (given("--ignore-eos")) file.ignore_eos = f.ignore_eos;
+  if (given("--synthetic")) file.synthetic = f.synthetic;
+  if (given("--seed")) file.seed = f.seed;
+  if (given("--num-layers")) file.num_layers = f.num_layers;
   return file;
 }
 

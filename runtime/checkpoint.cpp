@@ -40,7 +40,7 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-Checkpoint Checkpoint::open(const std::string& dir) {
+Checkpoint Checkpoint::open_config_only(const std::string& dir) {
   Checkpoint c;
   c.dir_ = dir;
   const fs::path root(dir);
@@ -63,6 +63,13 @@ Checkpoint Checkpoint::open(const std::string& dir) {
                      ", expected an object");
   }
 
+  return c;
+}
+
+Checkpoint Checkpoint::open(const std::string& dir) {
+  Checkpoint c = open_config_only(dir);
+  const fs::path root(dir);
+  std::error_code ec;
   const fs::path index = root / kIndexFile;
   const fs::path single = root / kSingleFile;
   if (fs::exists(index, ec)) {

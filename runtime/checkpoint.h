@@ -18,6 +18,9 @@ class Checkpoint {
  public:
   // Throws InputError when the folder, config.json or the weights are missing or malformed.
   static Checkpoint open(const std::string& dir);
+  // The folder's config.json only, with no weights (for synthetic weights): has() is false and
+  // get() throws for every tensor.
+  static Checkpoint open_config_only(const std::string& dir);
 
   const std::string& dir() const { return dir_; }
   const nlohmann::json& config_json() const { return config_; }

@@ -34,6 +34,33 @@ void MoeLayer::reserve(kernels::Buffer& buf, size_t bytes) {
   if (buf.bytes() < bytes) buf = ops_.alloc(std::max(bytes, buf.bytes() * 3 / 2));
 }
 
+void MoeLayer::reserve_for(int max_tokens) {
+  const int64_t E = cfg_.num_local_experts, k = cfg_.num_experts_per_tok;
+  const int64_t H = cfg_.hidden_size, I = cfg_.intermediate_size, N = comm_.size();
+  const int64_t T = std::max(max_tokens, 1);
+  const int64_t S = T * std::min(k, N);  // rows sent: one per (token, destination rank)
+  const int64_t R = N * S;               // rows received, if every rank sends all of its here
+  const int64_t G = N * T * k;           // (row, local expert) pairs: each routed choice once
+  const int64_t C = std::min<int64_t>(G, kExpertChunkRows);
+  const size_t f = sizeof(float);
+  reserve(logits_, size_t(T * E) * f);
+  reserve(expert_, size_t(T * k) * sizeof(int32_t));
+  reserve(weight_, size_t(T * k) * f);
+  reserve(send_x_, size_t(S * H) * f);
+  reserve(send_meta_, size_t(S * k) * sizeof(RouteSlot));
+  reserve(recv_x_, size_t(R * H) * f);
+  reserve(recv_meta_, size_t(R * k) * sizeof(RouteSlot));
+  reserve(grouped_x_, size_t(G * H) * f);
+  reserve(gate_up_, size_t(C * 2 * I) * f);
+  reserve(act_, size_t(C * I) * f);
+  reserve(grouped_y_, size_t(G * H) * f);
+  reserve(partial_, size_t(R * H) * f);
+  reserve(back_, size_t(S * H) * f);
+  reserve(index_, size_t(std::max({G, R * k, T * k, S})) * sizeof(int32_t));
+  reserve(cweight_, size_t(std::max(R * k, T * k)) * f + 4);
+  ops_.reserve_linear_input(std::max(T * H, C * std::max(H, I)));
+}
+
 void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, float* out) {
   const int E = cfg_.num_local_experts, k = cfg_.num_experts_per_tok;
   const int H = cfg_.hidden_size, I = cfg_.intermediate_size;
@@ -155,20 +182,14 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
 
   reserve(index_, size_t(std::max<int64_t>({G, R * k, int64_t(T) * k, 1})) * sizeof(int32_t));
   reserve(grouped_x_, size_t(G) * row_bytes);
-  reserve(gate_up_, size_t(G) * 2 * I * sizeof(float));
-  reserve(act_, size_t(G) * I * sizeof(float));
+  const int64_t chunk = std::min<int64_t>(G, kExpertChunkRows);
+  reserve(gate_up_, size_t(chunk) * 2 * I * sizeof(float));
+  reserve(act_, size_t(chunk) * I * sizeof(float));
   reserve(grouped_y_, size_t(G) * row_bytes);
   ops_.upload(index_.data(), h_group_row_.data(), size_t(G) * sizeof(int32_t));
   ops_.gather_rows({recv_x_.as<float>(), index_.as<int32_t>(), grouped_x_.as<float>(), int(G), H});
-  for (size_t i = 0; i < local.size(); ++i) {
-    const int64_t b = group_begin[i], n = group_begin[i + 1] - b;
-    if (n == 0) continue;
-    float* gu = gate_up_.as<float>() + b * 2 * I;
-    float* a = act_.as<float>() + b * I;
-    ops_.linear({grouped_x_.as<float>() + b * H, w.w13[i], gu, int(n)});
-    ops_.silu_mul({gu, a, int(n), I});
-    ops_.linear({a, w.w2[i], grouped_y_.as<float>() + b * H, int(n)});
-  }
+  run_expert_ffns(ops_, {&w.w13, &w.w2, group_begin.data(), grouped_x_.as<float>(),
+                         gate_up_.as<float>(), act_.as<float>(), grouped_y_.as<float>(), H, I});
 
   lap(&times_.experts);
   // ---- reduce per received row, in slot order ----------------------------------------------

@@ -16,6 +16,7 @@
 
 #include "comm/communicator.h"
 #include "kernels/ops.h"
+#include "runtime/expert_ffn.h"
 #include "runtime/load_stats.h"
 #include "runtime/model_config.h"
 #include "runtime/placement.h"
@@ -41,6 +42,11 @@ class MoeLayer {
  public:
   MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
            comm::Communicator& comm, LoadStats* stats);
+
+  // Sizes every workspace for steps of up to `max_tokens` tokens on any rank (the token budget,
+  // the same on every rank), for the worst routing: all N ranks sending all their rows here.
+  // After it no forward() allocates (a larger T still works, growing the workspace then).
+  void reserve_for(int max_tokens);
 
   // out[T, hidden] = the MoE block of `layer` on h[T, hidden] (backend memory). Every rank
   // calls it for every layer of every step, T = 0 included.
@@ -69,8 +75,8 @@ class MoeLayer {
   kernels::Buffer recv_x_;    // [R, H] rows received
   kernels::Buffer recv_meta_; // [R, k] RouteSlot
   kernels::Buffer grouped_x_; // [G, H] received rows, one per (row, local expert), by expert
-  kernels::Buffer gate_up_;   // [G, 2I]
-  kernels::Buffer act_;       // [G, I]
+  kernels::Buffer gate_up_;   // [min(G, kExpertChunkRows), 2I]
+  kernels::Buffer act_;       // [min(G, kExpertChunkRows), I]
   kernels::Buffer grouped_y_; // [G, H]
   kernels::Buffer partial_;   // [R, H] per received row, its experts' weighted sum
   kernels::Buffer back_;      // [S, H] partial rows returned to this rank

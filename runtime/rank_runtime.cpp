@@ -5,10 +5,16 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "runtime/checkpoint.h"
+#include "runtime/collective_step.h"
+#include "runtime/memory_plan.h"
 
 namespace moe::runtime {
 
 namespace {
+
+// Sequences in flight per rank on cpu when max_seqs is 0 (auto).
+constexpr int kDefaultSeqsCpu = 64;
+
 Placement make_placement(const RunConfig& run, const ModelConfig& cfg, int world) {
   if (run.placement != "explicit")
     return Placement::make(Placement::parse_kind(run.placement), cfg.num_hidden_layers,
@@ -25,39 +31,82 @@ Placement make_placement(const RunConfig& run, const ModelConfig& cfg, int world
                        std::to_string(cfg.num_local_experts));
   return Placement::from_map(map, world);
 }
+
 }  // namespace
 
-RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& comm) {
-  run.validate();
-  if (run.backend != "cpu")
-    throw InputError("config: backend '" + run.backend +
-                     "' is not built into this runtime yet (expected cpu)");
-  const Checkpoint ckpt = Checkpoint::open(run.checkpoint);
-  cfg_ = ModelConfig::from_json(ckpt.config_json(), ckpt.dir() + "/config.json");
-  placement_ = make_placement(run, cfg_, comm.size());
-  ops_ = kernels::make_cpu_ops();
-  auto weights = ModelWeights::load(ckpt, cfg_, placement_, comm.rank(), *ops_);
-  bytes_read_ = ckpt.bytes_read();
-  const int max_len = run.max_seq_len > 0 ? run.max_seq_len
-                                          : std::min(cfg_.max_position_embeddings, 4096);
-  cache_ = std::make_unique<KvCache>(*ops_, cfg_.num_hidden_layers, run.max_seqs, max_len,
-                                     cfg_.kv_dim());
-  stats_ = LoadStats(cfg_.num_hidden_layers, cfg_.num_local_experts, comm.size());
-  model_ = std::make_unique<Model>(cfg_, std::move(weights), placement_, *ops_, comm, *cache_,
-                                   &stats_);
+RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRank local) {
+  // NOTES: every phase that can fail on some ranks only ends in collective_step's agreement:
+  // the next phase has collectives (the backend's, the KV sizing's), which a rank that threw
+  // alone would leave the others waiting in.
+  std::unique_ptr<Checkpoint> ckpt;
+  collective_step(host, [&] {
+    run.validate();
+    ckpt = std::make_unique<Checkpoint>(run.synthetic ? Checkpoint::open_config_only(run.checkpoint)
+                                                      : Checkpoint::open(run.checkpoint));
+    cfg_ = ModelConfig::from_json(ckpt->config_json(), ckpt->dir() + "/config.json");
+    if (run.synthetic && run.num_layers > 0) cfg_.num_hidden_layers = run.num_layers;
+    placement_ = make_placement(run, cfg_, host.size());
+  });
+  backend_ = std::make_unique<Backend>(run, host, local);
+  kernels::Ops& ops = backend_->ops();
+
+  const auto device_memory = [&] {
+    const kernels::Ops::MemoryInfo m = ops.memory_info();
+    return DeviceMemory{m.free, m.total, backend_->device(), backend_->ranks_per_device()};
+  };
+  ModelWeights weights;
+  collective_step(host, [&] {
+    if (backend_->device() >= 0)
+      check_weights_fit(ModelWeights::footprint(cfg_, placement_, host.rank(), ops.weight_dtype()),
+                        device_memory(), host.rank());
+    weights = run.synthetic
+                  ? ModelWeights::synthesize(cfg_, placement_, host.rank(), ops, run.seed)
+                  : ModelWeights::load(*ckpt, cfg_, placement_, host.rank(), ops);
+  });
+  bytes_read_ = ckpt->bytes_read();
+
+  const int max_len =
+      run.max_seq_len > 0 ? run.max_seq_len : std::min(cfg_.max_position_embeddings, 4096);
+  const int max_slots = run.max_seqs > 0 ? run.max_seqs
+                        : backend_->device() >= 0 ? RunConfig::kMaxAutoSeqsCuda
+                                                  : kDefaultSeqsCpu;
+  cache_ = std::make_unique<KvCache>(ops, cfg_.num_hidden_layers, cfg_.kv_dim());
+  stats_ = LoadStats(cfg_.num_hidden_layers, cfg_.num_local_experts, host.size());
+  collective_step(host, [&] {
+    // The workspace for a full step, allocated now so no step allocates.
+    model_ = std::make_unique<Model>(
+        cfg_, std::move(weights), placement_, ops, backend_->comm(), *cache_, &stats_,
+        ModelLimits{run.max_tokens_per_step, std::min(run.max_tokens_per_step, max_slots)});
+  });
+  // Every rank has its weights and workspace in place (the agreement above is a barrier), so
+  // what each reads now is what is left for the KV caches; agreed again before any allocates.
+  int slots = run.max_seqs > 0 ? run.max_seqs : kDefaultSeqsCpu;
+  if (backend_->device() >= 0)
+    collective_step(host, [&] {
+      slots = kv_cache_slots(device_memory(), run.gpu_memory_utilization,
+                             KvCache::bytes_per_slot(cfg_.num_hidden_layers, max_len,
+                                                     cfg_.kv_dim(), ops.kv_dtype()),
+                             max_len, run.max_seqs, RunConfig::kMaxAutoSeqsCuda);
+    });
+  collective_step(host, [&] { cache_->allocate(slots, max_len); });
+
   EngineOptions eo;
   eo.max_tokens_per_step = run.max_tokens_per_step;
   eo.ignore_eos = run.ignore_eos;
-  const auto& j = ckpt.config_json();
+  const auto& j = ckpt->config_json();
   if (j.contains("eos_token_id") && j["eos_token_id"].is_number_integer())
     eo.eos_token_id = j["eos_token_id"].get<int>();
-  engine_ = std::make_unique<Engine>(*model_, *cache_, comm, eo);
-  spdlog::info("loaded {} on {} ranks: {} layers, {} experts (top-{}), {} local to this rank, "
-               "{:.1f} MB read, KV cache {} x {} positions ({:.1f} MB)",
-               run.checkpoint, comm.size(), cfg_.num_hidden_layers, cfg_.num_local_experts,
-               cfg_.num_experts_per_tok, placement_.local_experts(0, comm.rank()).size(),
-               bytes_read_ / 1e6, run.max_seqs, max_len, cache_->bytes() / 1e6);
+  engine_ = std::make_unique<Engine>(*model_, *cache_, backend_->comm(), eo);
+  spdlog::info("loaded {}{} on {} ranks, {}: {} layers, {} experts (top-{}), {} local to this "
+               "rank, {:.1f} MB read, KV cache {} x {} positions ({:.1f} MB, {})",
+               run.checkpoint, run.synthetic ? " (synthetic weights)" : "", host.size(),
+               backend_->describe(), cfg_.num_hidden_layers, cfg_.num_local_experts,
+               cfg_.num_experts_per_tok, placement_.local_experts(0, host.rank()).size(),
+               bytes_read_ / 1e6, slots, max_len, cache_->bytes() / 1e6,
+               dtype_name(cache_->dtype()));
 }
+
+RankRuntime::~RankRuntime() = default;
 
 int RankRuntime::max_context() const {
   return std::min(cache_->max_len(), cfg_.max_position_embeddings);

@@ -2,7 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <set>
+#include <algorithm>
+#include <vector>
 
 #include "common/error.h"
 
@@ -35,15 +36,17 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
     throw InputError(path + ": not valid YAML: " + e.what());
   }
   if (!root.IsMap()) throw InputError(path + ": expected a YAML mapping of fields at the top");
-  static const std::set<std::string> known = {
-      "checkpoint", "placement", "placement_map", "backend", "transport",
-      "max_tokens_per_step", "max_seqs", "max_seq_len", "ignore_eos"};
+  static const std::vector<std::string> known = {
+      "checkpoint", "placement", "placement_map", "backend", "transport", "dtype",
+      "max_tokens_per_step", "max_seqs", "max_seq_len", "gpu_memory_utilization",
+      "ignore_eos", "synthetic", "seed", "num_layers"};
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
-    if (!known.count(key))
-      throw InputError(path + ": unknown field '" + key +
-                       "' (expected one of checkpoint, placement, placement_map, backend, "
-                       "transport, max_tokens_per_step, max_seqs, max_seq_len, ignore_eos)");
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw InputError(path + ": unknown field '" + key + "' (expected one of " + list + ")");
+    }
   }
   RunConfig c;
   read(root, "checkpoint", c.checkpoint, path, "a folder path");
@@ -52,10 +55,15 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
        "a list per layer of a list per expert of rank lists, e.g. [[[0], [1], [0, 1]]]");
   read(root, "backend", c.backend, path, "cpu or cuda");
   read(root, "transport", c.transport, path, "mpi or nccl");
+  read(root, "dtype", c.dtype, path, "auto, f32 or bf16");
   read(root, "max_tokens_per_step", c.max_tokens_per_step, path, "an integer >= 1");
-  read(root, "max_seqs", c.max_seqs, path, "an integer >= 1");
+  read(root, "max_seqs", c.max_seqs, path, "an integer >= 0");
   read(root, "max_seq_len", c.max_seq_len, path, "an integer >= 0");
+  read(root, "gpu_memory_utilization", c.gpu_memory_utilization, path, "a number in (0, 1]");
   read(root, "ignore_eos", c.ignore_eos, path, "true or false");
+  read(root, "synthetic", c.synthetic, path, "true or false");
+  read(root, "seed", c.seed, path, "an integer >= 0");
+  read(root, "num_layers", c.num_layers, path, "an integer >= 0");
   // A relative checkpoint path is relative to the config file's folder.
   if (!c.checkpoint.empty() && c.checkpoint[0] != '/') {
     const auto slash = path.find_last_of('/');
@@ -80,10 +88,27 @@ void RunConfig::validate() const {
     bad("transport", "'" + transport + "'", "mpi or nccl");
   if (backend == "cpu" && transport == "nccl")
     bad("transport", "nccl with backend cpu", "mpi (NCCL moves device memory only)");
-  if (max_tokens_per_step < 1)
-    bad("max_tokens_per_step", std::to_string(max_tokens_per_step), "an integer >= 1");
-  if (max_seqs < 1) bad("max_seqs", std::to_string(max_seqs), "an integer >= 1");
-  if (max_seq_len < 0) bad("max_seq_len", std::to_string(max_seq_len), "an integer >= 0");
+  if (dtype != "auto" && dtype != "f32" && dtype != "bf16")
+    bad("dtype", "'" + dtype + "'", "auto, f32 or bf16");
+  const auto range = [&](const char* field, long long v, long long lo, long long hi) {
+    if (v < lo || v > hi)
+      bad(field, std::to_string(v),
+          "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  };
+  range("max_tokens_per_step", max_tokens_per_step, 1, kMaxTokensPerStep);
+  range("max_seqs", max_seqs, 0, kMaxSeqs);
+  range("max_seq_len", max_seq_len, 0, kMaxSeqLen);
+  range("num_layers", num_layers, 0, 1 << 16);
+  if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0))
+    bad("gpu_memory_utilization", std::to_string(gpu_memory_utilization), "a number in (0, 1]");
+  if (num_layers > 0 && !synthetic)
+    bad("num_layers", std::to_string(num_layers),
+        "0 unless synthetic is true (a checkpoint's layers are all read)");
+}
+
+std::string RunConfig::resolved_dtype() const {
+  if (dtype != "auto") return dtype;
+  return backend == "cuda" ? "bf16" : "f32";
 }
 
 }  // namespace moe::runtime

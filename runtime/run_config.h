@@ -1,6 +1,7 @@
 #pragma once
 // How a run is set up: which checkpoint, where the experts go, which backend and transport,
 // and the scheduler's limits. Loaded from YAML; command-line flags override fields after.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -13,11 +14,35 @@ struct RunConfig {
   // entry applies to every layer.
   std::vector<std::vector<std::vector<int>>> placement_map;
   std::string backend = "cpu";            // cpu | cuda
-  std::string transport = "mpi";          // mpi | nccl
+  std::string transport = "mpi";          // mpi | nccl (cuda only: one GPU per rank)
+  // Precision of weights, linear inputs and the KV cache (Ops::precision): auto (cpu f32, cuda
+  // bf16), f32, or bf16 (on cpu: the GPU's roundings reproduced, for checking).
+  std::string dtype = "auto";
   int max_tokens_per_step = 512;          // token budget of one step on one rank
-  int max_seqs = 64;                      // sequences in flight per rank (KV cache slots)
+  // Sequences in flight per rank (KV cache slots). 0: 64 on cpu; on cuda as many as fit in
+  // gpu_memory_utilization (at most 1024).
+  int max_seqs = 0;
   int max_seq_len = 0;                    // KV positions per sequence; 0 = min(model's, 4096)
+  // cuda: the share of the device's memory this job may use on it (weights, workspace, KV cache),
+  // as vLLM's --gpu-memory-utilization; the KV cache takes what is left of it.
+  double gpu_memory_utilization = 0.9;
   bool ignore_eos = false;
+  // Synthetic weights: the checkpoint folder needs only config.json; every tensor is made on
+  // the backend from `seed` and its name (the same values on every rank and backend), so
+  // Mixtral-sized layers can be run and measured without the download. num_layers > 0 keeps
+  // only the first layers (synthetic only).
+  bool synthetic = false;
+  uint64_t seed = 0;
+  int num_layers = 0;
+
+  // Largest values validate() accepts: far past any real run, short of overflowing sizes.
+  static constexpr int kMaxTokensPerStep = 1 << 20;
+  static constexpr int kMaxSeqs = 1 << 16;
+  static constexpr int kMaxSeqLen = 1 << 20;
+  static constexpr int kMaxAutoSeqsCuda = 1024;
+
+  // dtype with auto resolved for the backend: "f32" or "bf16".
+  std::string resolved_dtype() const;
 
   // Throws InputError naming the file, the field and what was expected.
   static RunConfig from_yaml_file(const std::string& path);

@@ -6,6 +6,7 @@
 
 #include "kernels/ops.h"
 #include "runtime/checkpoint.h"
+#include "runtime/memory_plan.h"
 #include "runtime/model_config.h"
 #include "runtime/placement.h"
 
@@ -35,6 +36,17 @@ struct ModelWeights {
   // does not fit `cfg` throws InputError naming it.
   static ModelWeights load(const Checkpoint& ckpt, const ModelConfig& cfg,
                            const Placement& placement, int rank, kernels::Ops& ops);
+  // The same tensors made on the backend from `seed` (Ops::random_weight; kernels/
+  // random_fill.h): each tensor's values depend only on the seed and its checkpoint name, so
+  // every rank holding a tensor holds the same one, and an N-rank run computes what a 1-rank
+  // run does. Matrices are uniform with the standard deviation 0.02 of transformers'
+  // initializer_range; norm weights are 1.
+  static ModelWeights synthesize(const ModelConfig& cfg, const Placement& placement, int rank,
+                                 kernels::Ops& ops, uint64_t seed);
+
+  // Bytes the weights `rank` holds take at `dtype`: shared tensors and the local experts.
+  static WeightBytes footprint(const ModelConfig& cfg, const Placement& placement, int rank,
+                               DType dtype);
 };
 
 }  // namespace moe::runtime

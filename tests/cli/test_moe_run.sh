@@ -29,8 +29,17 @@ expect 2 "token outside vocabulary" "outside the vocabulary" -- "$BIN/moe-run" -
 expect 2 "prompt beyond context" "exceeds the context" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --max-new-tokens 100000
 printf '{"id": 1, "prompt_ids": [1, 2]}\n{"id": 2, "prompt_ids": "oops"}\n' > "$TMP/bad.jsonl"
 expect 2 "malformed JSONL names file and line" "bad.jsonl:2" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/bad.jsonl"
-printf 'checkpoint: %s\nmax_seqs: 0\n' "$CKPT" > "$TMP/bad.yaml"
-expect 2 "config field out of range" "max_seqs" -- "$BIN/moe-run" --config "$TMP/bad.yaml" --prompt-ids 1,2
+printf 'checkpoint: %s\nmax_seqs: -1\n' "$CKPT" > "$TMP/bad.yaml"
+expect 2 "config field out of range" "max_seqs is -1, expected an integer in \\[0, 65536\\]" -- "$BIN/moe-run" --config "$TMP/bad.yaml" --prompt-ids 1,2
+expect 2 "bad dtype" "dtype is 'fp8', expected auto, f32 or bf16" -- "$BIN/moe-run" --checkpoint "$CKPT" --dtype fp8 --prompt-ids 1,2
+expect 2 "gpu_memory_utilization out of range" "gpu_memory_utilization is 1.5" -- "$BIN/moe-run" --checkpoint "$CKPT" --gpu-memory-utilization 1.5 --prompt-ids 1,2
+expect 2 "num_layers without synthetic" "num_layers is 1, expected 0 unless synthetic" -- "$BIN/moe-run" --checkpoint "$CKPT" --num-layers 1 --prompt-ids 1,2
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  echo "skip - cuda backend without a GPU (this machine has one)"
+else
+  expect 2 "cuda backend without a GPU" "backend is cuda, but .*(no CUDA device|no CUDA backend)" -- "$BIN/moe-run" --checkpoint "$CKPT" --backend cuda --prompt-ids 1,2
+  expect 2 "cuda backend without a GPU, 2 ranks" "backend is cuda" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --checkpoint "$CKPT" --backend cuda --prompt-ids 1,2
+fi
 printf 'checkpoint: %s\nplacment: contiguous\n' "$CKPT" > "$TMP/typo.yaml"
 expect 2 "config unknown field" "placment" -- "$BIN/moe-run" --config "$TMP/typo.yaml" --prompt-ids 1,2
 expect 2 "bad rank count error under mpirun" "outside the vocabulary" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,99999
@@ -59,6 +68,22 @@ expect 0 "explicit map, 2 ranks" "" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --con
 cp "$TMP/out" "$TMP/explicit_np2"
 expect 0 "contiguous override, 1 rank" "" -- "$BIN/moe-run" --config "$CONFIGS/tiny_c_explicit.yaml" --placement contiguous --prompt-ids 5,6,7,8 --no-stats-table
 if [ -s "$TMP/out" ] && cmp -s "$TMP/out" "$TMP/explicit_np2"; then ok "explicit np2 == np1"; else bad "explicit np2 differs from np1"; fi
+
+# Synthetic weights: a folder with config.json only; the same tokens at 1 and 2 ranks (each
+# tensor depends only on the seed and its name, not on which rank makes it), other tokens for
+# another seed, and the first layers only with --num-layers.
+mkdir -p "$TMP/synth" && cp "$CKPT/config.json" "$TMP/synth/"
+SYN=(--checkpoint "$TMP/synth" --synthetic --ignore-eos --prompt-ids 5,6,7,8 --max-new-tokens 12 --no-stats-table)
+expect 0 "synthetic, 1 rank" "synthetic weights" -- "$BIN/moe-run" "${SYN[@]}" --seed 7 --log-level info
+cp "$TMP/out" "$TMP/syn1"
+expect 0 "synthetic, 2 ranks" "" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" "${SYN[@]}" --seed 7
+if [ -s "$TMP/syn1" ] && cmp -s "$TMP/out" "$TMP/syn1"; then ok "synthetic np2 == np1"; else bad "synthetic np2 differs from np1"; fi
+expect 0 "synthetic, another seed" "" -- "$BIN/moe-run" "${SYN[@]}" --seed 8
+if ! cmp -s "$TMP/out" "$TMP/syn1"; then ok "another seed, other tokens"; else bad "seed 8 gave seed 7's tokens"; fi
+expect 0 "synthetic, first layer only" "1 layers" -- "$BIN/moe-run" "${SYN[@]}" --seed 7 --num-layers 1 --log-level info
+expect 2 "synthetic folder without config.json" "config.json: not found" -- "$BIN/moe-run" --checkpoint "$TMP" --synthetic --prompt-ids 1,2
+# The CPU backend reproducing the GPU's bf16 roundings runs end to end.
+expect 0 "dtype bf16 on cpu" "cpu \\(bf16\\)" -- "$BIN/moe-run" --checkpoint "$CKPT" --dtype bf16 --prompt-ids 5,6,7,8 --no-stats-table --log-level info
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,110 @@
+// The run config: YAML fields, validate()'s messages per field, and the defaults.
+#include "runtime/run_config.h"
+
+#include "common/error.h"
+#include "tests/support/files.h"
+#include "tests/support/test_env.h"
+
+namespace moe::test {
+namespace {
+
+runtime::RunConfig valid() {
+  runtime::RunConfig c;
+  c.checkpoint = "/some/model";
+  return c;
+}
+
+// The message validate() throws for `c`, or a failure.
+std::string refused(const runtime::RunConfig& c) {
+  return input_error([&] { c.validate(); });
+}
+
+TEST(RunConfig, DefaultsAreValid) {
+  EXPECT_NO_THROW(valid().validate());
+  EXPECT_EQ(valid().resolved_dtype(), "f32");
+  runtime::RunConfig c = valid();
+  c.backend = "cuda";
+  EXPECT_EQ(c.resolved_dtype(), "bf16");
+  c.dtype = "f32";
+  EXPECT_EQ(c.resolved_dtype(), "f32");
+}
+
+TEST(RunConfig, EachBadFieldIsNamedWithWhatIsAllowed) {
+  struct Case {
+    std::function<void(runtime::RunConfig&)> set;
+    std::vector<std::string> says;
+  };
+  const std::vector<Case> cases = {
+      {[](auto& c) { c.checkpoint.clear(); }, {"checkpoint is empty", "model folder"}},
+      {[](auto& c) { c.placement = "random"; }, {"placement is 'random'", "contiguous, round_robin"}},
+      {[](auto& c) { c.placement = "explicit"; }, {"placement_map is empty"}},
+      {[](auto& c) { c.backend = "tpu"; }, {"backend is 'tpu'", "cpu or cuda"}},
+      {[](auto& c) { c.transport = "ucx"; }, {"transport is 'ucx'", "mpi or nccl"}},
+      {[](auto& c) { c.transport = "nccl"; }, {"nccl with backend cpu", "expected mpi"}},
+      {[](auto& c) { c.dtype = "fp16"; }, {"dtype is 'fp16'", "auto, f32 or bf16"}},
+      {[](auto& c) { c.max_tokens_per_step = 0; }, {"max_tokens_per_step is 0", "[1, 1048576]"}},
+      {[](auto& c) { c.max_tokens_per_step = (1 << 20) + 1; }, {"max_tokens_per_step is 1048577"}},
+      {[](auto& c) { c.max_seqs = -1; }, {"max_seqs is -1", "[0, 65536]"}},
+      {[](auto& c) { c.max_seqs = 100000000; }, {"max_seqs is 100000000"}},
+      {[](auto& c) { c.max_seq_len = 3000000; }, {"max_seq_len is 3000000", "[0, 1048576]"}},
+      {[](auto& c) { c.gpu_memory_utilization = 0; }, {"gpu_memory_utilization is 0", "(0, 1]"}},
+      {[](auto& c) { c.gpu_memory_utilization = 1.01; }, {"gpu_memory_utilization is 1.01"}},
+      {[](auto& c) { c.num_layers = 4; }, {"num_layers is 4", "unless synthetic is true"}},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    runtime::RunConfig c = valid();
+    cases[i].set(c);
+    const std::string msg = refused(c);
+    for (const auto& s : cases[i].says) EXPECT_TRUE(mentions(msg, {s})) << "case " << i;
+  }
+}
+
+TEST(RunConfig, YamlReadsEveryField) {
+  TempDir dir;
+  write_text(dir.file("run.yaml"),
+             "checkpoint: model\nplacement: round_robin\nbackend: cuda\ntransport: nccl\n"
+             "dtype: f32\nmax_tokens_per_step: 100\nmax_seqs: 7\nmax_seq_len: 300\n"
+             "gpu_memory_utilization: 0.5\nignore_eos: true\nsynthetic: true\nseed: 42\n"
+             "num_layers: 3\n");
+  const auto c = runtime::RunConfig::from_yaml_file(dir.file("run.yaml"));
+  EXPECT_EQ(c.checkpoint, dir.str() + "/model");  // relative to the file's folder
+  EXPECT_EQ(c.placement, "round_robin");
+  EXPECT_EQ(c.backend, "cuda");
+  EXPECT_EQ(c.transport, "nccl");
+  EXPECT_EQ(c.dtype, "f32");
+  EXPECT_EQ(c.max_tokens_per_step, 100);
+  EXPECT_EQ(c.max_seqs, 7);
+  EXPECT_EQ(c.max_seq_len, 300);
+  EXPECT_DOUBLE_EQ(c.gpu_memory_utilization, 0.5);
+  EXPECT_TRUE(c.ignore_eos);
+  EXPECT_TRUE(c.synthetic);
+  EXPECT_EQ(c.seed, 42u);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_NO_THROW(c.validate());
+}
+
+TEST(RunConfig, YamlErrorsNameTheFileAndField) {
+  TempDir dir;
+  write_text(dir.file("a.yaml"), "checkpoint: m\nmax_seqs: many\n");
+  EXPECT_TRUE(mentions(input_error([&] { runtime::RunConfig::from_yaml_file(dir.file("a.yaml")); }),
+                       {"a.yaml", "field 'max_seqs'", "many", "an integer >= 0"}));
+  write_text(dir.file("b.yaml"), "checkpoint: m\nseeed: 3\n");
+  EXPECT_TRUE(mentions(input_error([&] { runtime::RunConfig::from_yaml_file(dir.file("b.yaml")); }),
+                       {"b.yaml", "unknown field 'seeed'", "seed"}));
+  write_text(dir.file("c.yaml"), "checkpoint: [unclosed\n");
+  EXPECT_TRUE(mentions(input_error([&] { runtime::RunConfig::from_yaml_file(dir.file("c.yaml")); }),
+                       {"c.yaml", "not valid YAML"}));
+  EXPECT_TRUE(mentions(input_error([&] { runtime::RunConfig::from_yaml_file(dir.file("none.yaml")); }),
+                       {"none.yaml", "cannot open"}));
+}
+
+TEST(RunConfig, ShippedConfigsAreValid) {
+  for (const char* name : {"tiny_a.yaml", "tiny_b.yaml", "tiny_c_explicit.yaml",
+                           "mixtral-8x7b.yaml", "synthetic-mixtral-8x7b.yaml"}) {
+    const std::string path = std::string(MOE_CONFIGS_DIR) + "/" + name;
+    EXPECT_NO_THROW(runtime::RunConfig::from_yaml_file(path).validate()) << path;
+  }
+}
+
+}  // namespace
+}  // namespace moe::test
