@@ -10,6 +10,7 @@
 
 #include "comm/mpi_communicator.h"
 #include "runtime/rank_runtime.h"
+#include "tests/support/reference_run.h"
 #include "tests/support/test_env.h"
 
 namespace moe::test {
@@ -18,58 +19,9 @@ namespace {
 constexpr float kAtolHf = 1e-4f, kRtolHf = 1e-4f;  // against transformers (issue 2)
 constexpr float kTolRanks = 1e-5f;                 // N ranks against 1 rank (issue 3)
 
+// The shared driver: tests/support/reference_run.h.
 runtime::RunConfig run_config(const Reference& ref, const std::string& placement = "contiguous") {
-  runtime::RunConfig rc;
-  rc.checkpoint = ref.checkpoint;
-  rc.placement = placement;
-  rc.max_seqs = 8;
-  rc.max_seq_len = 64;
-  return rc;
-}
-
-// Logits of every prompt position and of the 8 decode steps of the prompts this rank owns.
-struct PromptLogits {
-  std::vector<float> prefill, decode;
-};
-
-std::map<int, PromptLogits> run_reference_steps(const Reference& ref, runtime::RankRuntime& rt,
-                                                comm::Communicator& comm) {
-  const int P = int(ref.prompts.size()), N = comm.size(), me = comm.rank();
-  const int V = rt.model_config().vocab_size;
-  std::map<int, PromptLogits> out;
-  std::vector<float> logits;
-  for (int round = 0; round * N < P; ++round) {
-    const int i = round * N + me;
-    const bool mine = i < P;
-    const int slot = mine ? rt.cache().acquire() : -1;
-    runtime::StepBatch b;
-    if (mine) {
-      const auto& ids = ref.prompts[i].prompt_ids;
-      for (size_t t = 0; t < ids.size(); ++t) {
-        b.tokens.push_back(ids[t]);
-        b.slot.push_back(slot);
-        b.pos.push_back(int(t));
-        b.logit_rows.push_back(int(t));
-      }
-    }
-    rt.model().forward(b, logits);
-    if (mine) out[i].prefill = logits;
-    const int steps = int(ref.prompts[0].decode_ids.size());
-    for (int d = 0; d < steps; ++d) {
-      b.clear();
-      if (mine) {
-        const auto& p = ref.prompts[i];
-        b.tokens = {p.decode_ids[d]};
-        b.slot = {slot};
-        b.pos = {int(p.prompt_ids.size()) + d};
-        b.logit_rows = {0};
-      }
-      rt.model().forward(b, logits);
-      if (mine) out[i].decode.insert(out[i].decode.end(), logits.begin(), logits.begin() + V);
-    }
-    if (mine) rt.cache().release(slot);
-  }
-  return out;
+  return reference_run_config(ref, placement);
 }
 
 class ReferenceTest : public ::testing::TestWithParam<std::string> {};
@@ -91,12 +43,8 @@ TEST_P(ReferenceTest, LogitsMatchTransformers) {
     worst = std::max({worst, max_abs_diff(pl.prefill.data(), want.prefill_logits.data(), pl.prefill.size()),
                       max_abs_diff(pl.decode.data(), want.decode_logits.data(), pl.decode.size())});
     // The greedy decode ids the reference fed are what our logits choose too.
-    for (size_t d = 0; d < want.decode_ids.size(); ++d) {
-      const float* row = d == 0 ? pl.prefill.data() + pl.prefill.size() - V
-                                : pl.decode.data() + (d - 1) * V;
-      EXPECT_EQ(int(std::max_element(row, row + V) - row), want.decode_ids[d])
-          << GetParam() << " prompt" << i << " decode step " << d;
-    }
+    EXPECT_EQ(argmax_ids(pl, V, want.decode_ids.size()), want.decode_ids)
+        << GetParam() << " prompt" << i;
   }
   double w = worst;
   world().all_reduce(&w, 1, comm::Communicator::Op::kMax);
@@ -108,12 +56,7 @@ TEST_P(ReferenceTest, LogitsMatchTransformers) {
 TEST_P(ReferenceTest, GreedyTokensMatchGenerate) {
   const Reference ref = load_reference(GetParam());
   runtime::RankRuntime rt(run_config(ref), world());
-  const int N = world().size();
-  for (size_t i = 0; i < ref.prompts.size(); ++i)
-    if (int(i) % N == world().rank())
-      rt.engine().add({int64_t(i), ref.prompts[i].prompt_ids, 16});
-  std::map<int64_t, runtime::Result> results;
-  rt.engine().run([&](runtime::Result&& r) { results[r.id] = std::move(r); });
+  const auto results = generate_greedy(ref, rt, world());
   for (const auto& [id, r] : results) {
     const auto& want = ref.prompts[id];
     EXPECT_EQ(r.output, want.generated_ids) << GetParam() << " prompt" << id;

@@ -18,7 +18,7 @@ comm::Communicator& world();
 // The test main's MPI context: world and node-local rank and size.
 const comm::MpiContext& mpi();
 
-// tests/data/<name>
+// tests/data/<name>, or $MOE_TEST_DATA/<name> where that is set.
 std::string data_dir(const std::string& name);
 
 struct ReferencePrompt {
