@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# device_run.sh: run a command on the GPU box against the carried bundle (made here by
+# scripts/bundle_device.sh): the bundle's binaries, non-CUDA libraries and relocated Open MPI,
+# with the box's own CUDA runtime, cuBLAS and NCCL. Needs no MPI and no packages on the box.
+#
+# usage (from the repository root on the box, with build-device/moe-bundle.tar.xz carried there):
+#   bash scripts/device_run.sh env-check          # what resolves where; fails on anything missing
+#   bash scripts/device_run.sh print-env          # the exports, for: eval "$(bash scripts/device_run.sh print-env)"
+#   bash scripts/device_run.sh COMMAND [ARGS...]  # e.g. test_cuda_ops, or
+#   bash scripts/device_run.sh mpirun --allow-run-as-root --oversubscribe -np 2 test_comm_cuda
+#   bash scripts/device_run.sh -h | --help
+#
+# The bundle is unpacked once into build-device/bundle (again when the .tar.xz changes). Then:
+# PATH gets the bundle's bin/ first (our binaries, mpirun, orted); LD_LIBRARY_PATH the bundle's
+# lib/ first, its lib/gcc/ (libstdc++, libgcc_s) only where the box's libstdc++ is older, then the
+# box's CUDA libraries (/usr/local/cuda/lib64, and the folders holding libnccl.so.2 and cuBLAS,
+# python site-packages nvidia/nccl/lib and nvidia/cublas/lib included); OPAL_* / PMIX_* point
+# Open MPI and PMIx at their relocated plugins, help files and config; MOE_TEST_DATA is
+# <repo>/tests/data and MOE_SPM_SHIM the bundle's lib/libmoe_spm.so.
+# Environment it honours: MOE_BUNDLE (the .tar.xz), MOE_BUNDLE_DIR (where to unpack),
+# MOE_CUDA_LIB_DIRS (colon list searched before the defaults), MOE_BUNDLE_LIBSTDCXX=bundle|system,
+# and any OMPI_MCA_* you set (defaults, applied only when unset: pml ob1, btl self,vader,tcp,
+# plm isolated, btl_vader_single_copy_mechanism none).
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+die() { echo "device_run.sh: error: $*" >&2; exit 1; }
+
+[ $# -gt 0 ] || { usage >&2; exit 2; }
+case "$1" in -h|--help) usage; exit 0 ;; esac
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARBALL=${MOE_BUNDLE:-$REPO/build-device/moe-bundle.tar.xz}
+BD=${MOE_BUNDLE_DIR:-$REPO/build-device/bundle}
+
+# ---- unpack (once per bundle) ---------------------------------------------------------------
+digest() { if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1; else cksum "$1" | cut -d' ' -f1,2; fi; }
+if [ -f "$TARBALL" ]; then
+  sum=$(digest "$TARBALL")
+  if [ ! -f "$BD/.unpacked" ] || [ "$(cat "$BD/.unpacked")" != "$sum" ]; then
+    command -v xz >/dev/null || die "'xz' is needed to unpack $TARBALL"
+    parent=$(dirname "$BD"); mkdir -p "$parent"
+    tmp=$(mktemp -d "$parent/.bundle-unpack.XXXXXX")
+    tar -C "$tmp" -xJf "$TARBALL" || { rm -rf "$tmp"; die "could not unpack $TARBALL"; }
+    echo "$sum" > "$tmp/.unpacked"
+    rm -rf "$BD"; mv "$tmp" "$BD"
+    echo "device_run.sh: unpacked $TARBALL into $BD" >&2
+  fi
+elif [ ! -f "$BD/.unpacked" ]; then
+  die "no bundle: $TARBALL not found (and nothing unpacked in $BD). Build on the build machine,
+  run 'bash scripts/bundle_device.sh', and carry build-device/moe-bundle.tar.xz"
+fi
+for d in bin lib lib/openmpi; do [ -d "$BD/$d" ] || die "the bundle in $BD has no $d/: remake it with scripts/bundle_device.sh"; done
+[ -x "$BD/bin/orterun" ] || die "the bundle has no bin/orterun (Open MPI): remake it with scripts/bundle_device.sh"
+
+# ---- libstdc++: the newer of the bundle's and the box's -------------------------------------
+glibcxx_max() { [ -f "$1" ] && grep -ao 'GLIBCXX_3\.4\.[0-9]*' "$1" 2>/dev/null | sort -V -u | tail -1 || true; }
+SYS_STDCXX=$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}' || true)
+for f in /usr/lib/x86_64-linux-gnu/libstdc++.so.6 /lib/x86_64-linux-gnu/libstdc++.so.6 /usr/lib64/libstdc++.so.6; do
+  [ -n "$SYS_STDCXX" ] || { [ -e "$f" ] && SYS_STDCXX=$f; }
+done
+BUN_V=$(glibcxx_max "$BD/lib/gcc/libstdc++.so.6")
+SYS_V=$( [ -n "$SYS_STDCXX" ] && glibcxx_max "$(readlink -f "$SYS_STDCXX")" || true)
+case "${MOE_BUNDLE_LIBSTDCXX:-auto}" in
+  bundle) USE_GCC=1 ;;
+  system) USE_GCC=0 ;;
+  *) if [ -z "$SYS_V" ]; then USE_GCC=1
+     elif [ "$(printf '%s\n%s\n' "$SYS_V" "$BUN_V" | sort -V | tail -1)" = "$SYS_V" ]; then USE_GCC=0
+     else USE_GCC=1; fi ;;
+esac
+
+# ---- the box's CUDA libraries ----------------------------------------------------------------
+CUDA_DIRS=()
+add_dir() { local d; for d in "$@"; do
+  [ -d "$d" ] || continue; d=$(cd "$d" && pwd -P)
+  local x; for x in "${CUDA_DIRS[@]:-}"; do [ "$x" = "$d" ] && continue 2; done
+  CUDA_DIRS+=("$d"); done; }
+IFS=: read -r -a user_dirs <<<"${MOE_CUDA_LIB_DIRS:-}"
+add_dir "${user_dirs[@]:-}"
+add_dir "${CUDA_HOME:-/nonexistent}/lib64" /usr/local/cuda/lib64 /usr/local/cuda/lib \
+        /usr/local/cuda/targets/x86_64-linux/lib
+# site-packages of the box's pythons (PyTorch's pip wheels ship libnccl.so.2 and cuBLAS there)
+SITE=()
+for py in python3 /opt/torch/.venv/bin/python3; do
+  command -v "$py" >/dev/null 2>&1 || continue
+  while IFS= read -r s; do [ -n "$s" ] && SITE+=("$s"); done < <("$py" -c \
+    'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)
+done
+for s in /opt/*/.venv/lib/python3*/site-packages /usr/local/lib/python3*/dist-packages /usr/lib/python3/dist-packages; do
+  [ -d "$s" ] && SITE+=("$s")
+done
+for s in "${SITE[@]:-}"; do
+  [ -n "$s" ] && add_dir "$s/nvidia/nccl/lib" "$s/nvidia/cublas/lib" "$s/nvidia/cuda_runtime/lib"
+done
+# libnccl.so.2 known to the loader cache but in none of the folders above
+nccl_cache=$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 .*x86-64/ {print $NF; exit}' || true)
+[ -n "$nccl_cache" ] && add_dir "$(dirname "$nccl_cache")"
+
+# ---- the environment -------------------------------------------------------------------------
+LDP=$BD/lib
+[ "$USE_GCC" = 1 ] && LDP=$LDP:$BD/lib/gcc
+for d in "${CUDA_DIRS[@]:-}"; do [ -n "$d" ] && LDP=$LDP:$d; done
+export LD_LIBRARY_PATH=$LDP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export PATH=$BD/bin:$PATH
+# Open MPI, relocated (the Debian build's own paths are /usr/lib/x86_64-linux-gnu/openmpi/...)
+export OPAL_PREFIX=$BD OPAL_EXEC_PREFIX=$BD OPAL_BINDIR=$BD/bin OPAL_LIBDIR=$BD/lib \
+       OPAL_LIBEXECDIR=$BD/bin OPAL_PKGLIBDIR=$BD/lib/openmpi OPAL_DATAROOTDIR=$BD/share \
+       OPAL_DATADIR=$BD/share OPAL_PKGDATADIR=$BD/share/openmpi OPAL_SYSCONFDIR=$BD/etc/openmpi
+export OMPI_MCA_mca_base_component_path=$BD/lib/openmpi
+# PMIx (external library, with its own plugins and help files)
+export PMIX_PREFIX=$BD PMIX_EXEC_PREFIX=$BD PMIX_LIBDIR=$BD/lib PMIX_PKGLIBDIR=$BD/lib/pmix \
+       PMIX_DATADIR=$BD/share PMIX_PKGDATADIR=$BD/share/pmix PMIX_SYSCONFDIR=$BD/etc
+export PMIX_MCA_mca_base_component_path=$BD/lib/pmix
+# hwloc: no plugins (the box's, if any, are of another version)
+export HWLOC_PLUGINS_PATH=$BD/lib/hwloc
+# single node: shared memory + self (+ tcp), ob1, local launch without ssh; in containers the
+# CMA single-copy path is often refused, so it is off unless you ask for it.
+: "${OMPI_MCA_pml:=ob1}" "${OMPI_MCA_btl:=self,vader,tcp}" "${OMPI_MCA_plm:=isolated}"
+: "${OMPI_MCA_btl_vader_single_copy_mechanism:=none}"
+export OMPI_MCA_pml OMPI_MCA_btl OMPI_MCA_plm OMPI_MCA_btl_vader_single_copy_mechanism
+if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export MOE_TEST_DATA=$REPO/tests/data
+export MOE_SPM_SHIM=$BD/lib/libmoe_spm.so
+export MOE_BUNDLE_DIR=$BD
+
+# ---- env-check -------------------------------------------------------------------------------
+CUDA_RE='^lib(cuda|cudart|cublas|cublasLt|nccl|nvidia[-a-z]*|nvrtc[-a-z]*|nvJitLink)\.so'
+GLIBC_RE='^(ld-linux[^ ]*|lib(c|m|dl|pthread|rt|resolv|util|anl|nsl|mvec)\.so)'
+env_check() {
+  local problems=() b f line soname path where
+  echo "== bundle: $BD"
+  sed -n '2,6p' "$BD/MANIFEST.txt" 2>/dev/null | sed 's/^/   /'
+  if [ "$USE_GCC" = 1 ]; then
+    echo "== libstdc++: the bundle's (${BUN_V:-?}); the box's is ${SYS_V:-absent} (${SYS_STDCXX:-none})"
+  else
+    echo "== libstdc++: the box's ${SYS_STDCXX} (${SYS_V}); the bundle's is ${BUN_V:-?}"
+  fi
+  echo "== LD_LIBRARY_PATH:"; tr ':' '\n' <<<"$LD_LIBRARY_PATH" | sed 's/^/   /'
+
+  declare -A shown=()
+  for b in moe-run orterun orted ompi_info; do
+    [ -x "$BD/bin/$b" ] || problems+=("bin/$b is missing from the bundle")
+  done
+  echo "== shared libraries of the bundle's $(find "$BD/bin" -type f | wc -l) executables (ldd)"
+  for f in "$BD"/bin/*; do
+    [ -f "$f" ] && [ ! -L "$f" ] && head -c 4 "$f" | grep -q ELF || continue
+    b=$(basename "$f")
+    while IFS= read -r line; do
+      soname=$(awk '{print $1}' <<<"$line"); path=$(awk '{print $3}' <<<"$line")
+      [[ "$line" == *"=>"* ]] || continue
+      if [ "$path" = "not" ]; then
+        if [[ "$soname" =~ $CUDA_RE ]]; then
+          problems+=("$b: $soname not found: a CUDA library the box must provide; set MOE_CUDA_LIB_DIRS to the folder that holds it")
+        else
+          problems+=("$b: $soname not found: it should be in the bundle; remake it with scripts/bundle_device.sh")
+        fi
+        echo "   $b: $soname => NOT FOUND"; continue
+      fi
+      [ -n "${shown[$soname]:-}" ] && continue; shown[$soname]=1
+      [[ "$soname" =~ $GLIBC_RE ]] && continue
+      case "$path" in
+        "$BD"/lib/gcc/*) where="bundle (gcc)" ;;
+        "$BD"/*) where=bundle ;;
+        *) if [[ "$soname" =~ $CUDA_RE ]]; then where="box CUDA"; else where=box; fi ;;
+      esac
+      [ "$where" = bundle ] || printf '   %-28s %-13s %s\n' "$soname" "[$where]" "$path"
+    done < <(ldd "$f" 2>&1)
+  done
+  echo "   (${#shown[@]} libraries in all; those not listed, glibc aside, come from the bundle)"
+  # every plugin must load too (Open MPI skips a broken one silently)
+  local nplug=0 bad
+  for f in "$BD"/lib/openmpi/*.so "$BD"/lib/pmix/*.so; do
+    [ -e "$f" ] || continue; nplug=$((nplug + 1))
+    bad=$(ldd "$f" 2>&1 | awk '$3 == "not" {print $1}' | tr '\n' ' ')
+    [ -z "$bad" ] || problems+=("plugin $(basename "$f"): not found: $bad")
+  done
+  echo "== $nplug Open MPI / PMIx plugins checked"
+
+  echo "== mpirun"
+  if out=$(mpirun --version 2>&1); then echo "   $(head -1 <<<"$out") ($(command -v mpirun))"
+  else problems+=("mpirun --version failed: $(head -3 <<<"$out" | tr '\n' ' ')"); fi
+  local comps
+  comps=$(ompi_info --parsable 2>/dev/null | sed -n 's/^mca:\(btl\|pml\|plm\|odls\|pmix\|ess\):\([a-z0-9_]*\):version:"mca:.*/\1:\2/p' | sort -u | tr '\n' ' ' || true)
+  echo "   components: $comps"
+  for c in btl:self btl:vader btl:tcp pml:ob1 plm:isolated odls:default ess:hnp ess:singleton; do
+    grep -qw "$c" <<<"$comps" || problems+=("Open MPI component $c does not load (ompi_info): check OPAL_PREFIX=$OPAL_PREFIX")
+  done
+  if out=$(timeout 60 mpirun --oversubscribe -np 2 true 2>&1); then echo "   mpirun -np 2 true: ok"
+  else problems+=("mpirun -np 2 true failed: $(tail -5 <<<"$out" | tr '\n' ' ')"); fi
+
+  echo "== GPU"
+  if command -v nvidia-smi >/dev/null; then nvidia-smi -L 2>&1 | sed 's/^/   /' || true
+  else echo "   nvidia-smi: not present (no NVIDIA driver tools on this machine)"; fi
+
+  if [ "${#problems[@]}" -gt 0 ]; then
+    echo "== env-check: FAILED (${#problems[@]} problems)" >&2
+    printf '   - %s\n' "${problems[@]}" >&2
+    return 1
+  fi
+  echo "== env-check: OK"
+}
+
+case "$1" in
+  env-check) env_check ;;
+  print-env)
+    for v in PATH LD_LIBRARY_PATH OPAL_PREFIX OPAL_EXEC_PREFIX OPAL_BINDIR OPAL_LIBDIR OPAL_LIBEXECDIR \
+             OPAL_PKGLIBDIR OPAL_DATAROOTDIR OPAL_DATADIR OPAL_PKGDATADIR OPAL_SYSCONFDIR \
+             OMPI_MCA_mca_base_component_path PMIX_PREFIX PMIX_EXEC_PREFIX PMIX_LIBDIR PMIX_PKGLIBDIR \
+             PMIX_DATADIR PMIX_PKGDATADIR PMIX_SYSCONFDIR PMIX_MCA_mca_base_component_path \
+             HWLOC_PLUGINS_PATH OMPI_MCA_pml OMPI_MCA_btl OMPI_MCA_plm \
+             OMPI_MCA_btl_vader_single_copy_mechanism MOE_TEST_DATA MOE_SPM_SHIM MOE_BUNDLE_DIR \
+             OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM; do
+      [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
+    done ;;
+  *)
+    command -v "$1" >/dev/null 2>&1 || die "'$1': no such command in the bundle's bin/ or on PATH"
+    exec "$@" ;;
+esac

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# test_bundle.sh: proves the device bundle (scripts/bundle_device.sh + scripts/device_run.sh) works
+# on a machine WITHOUT Debian's Open MPI, PMIx and the other bundled libraries: it makes the bundle
+# from BUILD_DIR into a temp folder, then, in a private mount namespace (unshare, needs root), hides
+# /usr/lib/x86_64-linux-gnu/{openmpi,pmix2,hwloc}, /usr/share/openmpi, /etc/openmpi, /usr/bin/mpirun*,
+# /usr/bin/orte*, the build folder's bin/ and lib/, and every system library the bundle carries
+# (/dev/null bound over the file), and runs through device_run.sh:
+#   (a) env-check
+#   (b) mpirun -np 2 moe-run on the tiny model (CPU, 2 ranks): output identical to the unbundled run
+#   (c) test_comm_cuda alone: exit 0, its tests skipped with "no CUDA device" (or passed on a GPU)
+#   (d) test_tokenizer alone (the sentencepiece shim and library from the bundle)
+#
+# usage: bash tests/cli/test_bundle.sh BUILD_DIR REPO_ROOT
+#   e.g. bash tests/cli/test_bundle.sh build .
+# The bundle is compressed with xz -6 here (MOE_BUNDLE_XZ_OPTS overrides), to save time.
+# Prints "ok"/"FAIL" per check and exits 1 on any failure; prints "SKIP: <why>" and exits 0 where
+# it cannot run (not root, unshare refused, no system mpirun for the reference run); CTest maps
+# that through SKIP_REGULAR_EXPRESSION "SKIP:".
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+# ---- inside the private mount namespace ------------------------------------------------------
+if [ "${1:-}" = "--inside" ]; then
+  BUILD=$2; REPO=$3; TMP=$4
+  pass=0; fail=0
+  ok() { echo "ok   - $1"; pass=$((pass + 1)); }
+  bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
+  MPIFLAGS=(--oversubscribe); [ "$(id -u)" -eq 0 ] && MPIFLAGS+=(--allow-run-as-root)
+
+  # hide: empty tmpfs over folders, /dev/null over files
+  mkdir -p "$TMP/empty"; mount -t tmpfs -o ro,size=1m emptyfs "$TMP/empty"
+  hid_dirs=0; hid_files=0
+  hide_dir() { [ -d "$1" ] && mount --bind "$TMP/empty" "$1" && hid_dirs=$((hid_dirs + 1)) || true; }
+  hide_file() { local r; r=$(readlink -f "$1") || return 0
+                [ -f "$r" ] && mount --bind /dev/null "$r" && hid_files=$((hid_files + 1)) || true; }
+  libs=()   # the originals of the bundled libraries, read before anything is hidden
+  while IFS=$'\t' read -r dest src; do
+    case "$dest" in lib/*) case "$src" in /usr/*|/lib/*|/lib64/*) libs+=("$src") ;; esac ;; esac
+  done < <(grep -v '^#' "$TMP/bundle-manifest.txt" | grep $'\t')
+  for d in /usr/lib/x86_64-linux-gnu/openmpi /usr/lib/x86_64-linux-gnu/pmix2 /usr/lib/x86_64-linux-gnu/hwloc \
+           /usr/share/openmpi /etc/openmpi "$BUILD/bin" "$BUILD/lib"; do hide_dir "$d"; done
+  for f in /usr/bin/mpirun* /usr/bin/mpiexec* /usr/bin/orte* /usr/bin/ompi_info "$REPO/build/lib/libmoe_spm.so"; do
+    [ -e "$f" ] && hide_file "$f"
+  done
+  for f in "${libs[@]}"; do hide_file "$f"; done
+  echo "# hidden: $hid_dirs folders, $hid_files files (of ${#libs[@]} bundled files taken from system folders)"
+  if /usr/bin/mpirun --version >/dev/null 2>&1 || [ -s /usr/lib/x86_64-linux-gnu/libopen-pal.so.40 ] \
+     || [ -n "$(ls -A /usr/lib/x86_64-linux-gnu/openmpi 2>/dev/null)" ]; then
+    bad "the system Open MPI is still usable inside the namespace"
+  else
+    ok "the system Open MPI, PMIx and bundled libraries are hidden"
+  fi
+
+  export MOE_BUNDLE=$TMP/moe-bundle.tar.xz MOE_BUNDLE_DIR=$TMP/bundle
+  RUN=(bash "$REPO/scripts/device_run.sh")
+  cd "$REPO"
+
+  # (a)
+  if "${RUN[@]}" env-check >"$TMP/a.out" 2>&1 && grep -q "env-check: OK" "$TMP/a.out"; then
+    ok "(a) device_run.sh env-check"; grep -E '^== (libstdc|mpirun)' "$TMP/a.out" | sed 's/^== /# /'
+  else
+    bad "(a) device_run.sh env-check:"; sed 's/^/    /' "$TMP/a.out"
+  fi
+  # (b)
+  if "${RUN[@]}" mpirun "${MPIFLAGS[@]}" -np 2 moe-run --config configs/tiny_a.yaml \
+       --input configs/prompts/tiny_a.jsonl --output "$TMP/bundled.jsonl" >"$TMP/b.out" 2>&1; then
+    if cmp -s "$TMP/ref.jsonl" "$TMP/bundled.jsonl"; then
+      ok "(b) mpirun -np 2 moe-run through the bundle: output identical to the unbundled run ($(wc -l < "$TMP/bundled.jsonl") lines)"
+    else
+      bad "(b) mpirun -np 2 moe-run through the bundle: output differs from the unbundled run"
+      diff "$TMP/ref.jsonl" "$TMP/bundled.jsonl" | head -5 | sed 's/^/    /'
+    fi
+  else
+    bad "(b) mpirun -np 2 moe-run through the bundle failed:"; tail -15 "$TMP/b.out" | sed 's/^/    /'
+  fi
+  # (c)
+  if [ -x "$TMP/bundle/bin/test_comm_cuda" ]; then
+    if "${RUN[@]}" test_comm_cuda >"$TMP/c.out" 2>&1 && ! grep -q '\[  FAILED  \]' "$TMP/c.out" \
+       && { grep -q "no CUDA device" "$TMP/c.out" || grep -q '\[  PASSED  \]' "$TMP/c.out"; }; then
+      if grep -q "no CUDA device" "$TMP/c.out"; then ok "(c) test_comm_cuda alone: exit 0, tests skipped (no CUDA device)"
+      else ok "(c) test_comm_cuda alone: exit 0, tests passed on the GPU"; fi
+    else
+      bad "(c) test_comm_cuda alone:"; tail -15 "$TMP/c.out" | sed 's/^/    /'
+    fi
+  else
+    echo "# (c) not run: this build has no test_comm_cuda (CUDA off)"
+  fi
+  # (d)
+  if [ -x "$TMP/bundle/bin/test_tokenizer" ]; then
+    if "${RUN[@]}" test_tokenizer >"$TMP/d.out" 2>&1; then
+      ok "(d) test_tokenizer alone: $(grep -E '^\[  PASSED  \]' "$TMP/d.out" | head -1)"
+    else
+      bad "(d) test_tokenizer alone:"; tail -15 "$TMP/d.out" | sed 's/^/    /'
+    fi
+  fi
+  echo "# inside: $pass passed, $fail failed"
+  [ "$fail" -eq 0 ]
+  exit $?
+fi
+
+# ---- outside ---------------------------------------------------------------------------------
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+[ $# -eq 2 ] || { usage >&2; exit 2; }
+BUILD=$(cd "$1" && pwd); REPO=$(cd "$2" && pwd)
+[ -x "$BUILD/bin/moe-run" ] || { echo "test_bundle.sh: no $BUILD/bin/moe-run: build first" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root for unshare --mount (uid $(id -u))"; exit 0; }
+command -v unshare >/dev/null || { echo "SKIP: no unshare on this machine"; exit 0; }
+unshare --mount --propagation private true 2>/dev/null || { echo "SKIP: unshare --mount is not permitted here"; exit 0; }
+command -v mpirun >/dev/null || { echo "SKIP: no system mpirun for the reference run"; exit 0; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/test_bundle.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+MPIFLAGS=(--oversubscribe --allow-run-as-root)
+
+echo "# making the bundle from $BUILD"
+if ! MOE_BUNDLE_XZ_OPTS=${MOE_BUNDLE_XZ_OPTS:--6 -T0} bash "$REPO/scripts/bundle_device.sh" -o "$TMP/moe-bundle.tar.xz" "$BUILD" >"$TMP/make.out" 2>&1; then
+  echo "FAIL - bundle_device.sh:"; sed 's/^/    /' "$TMP/make.out"; exit 1
+fi
+sed 's/^/# /' "$TMP/make.out"
+size=$(stat -c %s "$TMP/moe-bundle.tar.xz")
+if [ "$size" -lt $((64 * 1024 * 1024)) ]; then echo "ok   - bundle is $size bytes (< 64 MiB)"
+else echo "FAIL - bundle is $size bytes (>= 64 MiB)"; exit 1; fi
+tar -xJOf "$TMP/moe-bundle.tar.xz" ./MANIFEST.txt > "$TMP/bundle-manifest.txt"
+
+echo "# reference run, unbundled: mpirun -np 2 $BUILD/bin/moe-run"
+if ! (cd "$REPO" && mpirun "${MPIFLAGS[@]}" -np 2 "$BUILD/bin/moe-run" --config configs/tiny_a.yaml \
+        --input configs/prompts/tiny_a.jsonl --output "$TMP/ref.jsonl") >"$TMP/ref.out" 2>&1; then
+  echo "FAIL - the unbundled reference run failed:"; tail -15 "$TMP/ref.out" | sed 's/^/    /'; exit 1
+fi
+
+rc=0
+unshare --mount --propagation private bash "$0" --inside "$BUILD" "$REPO" "$TMP" || rc=$?
+if [ "$rc" -eq 0 ]; then echo "test_bundle.sh: all passed"; else echo "test_bundle.sh: FAILED"; fi
+exit "$rc"
