@@ -11,9 +11,14 @@ Placement Placement::make(Kind kind, int n_layers, int n_experts, int world_size
   if (world_size < 1) throw InputError("placement: world size must be >= 1");
   std::vector<std::vector<int>> layer(n_experts);
   if (world_size <= n_experts) {
-    const int block = (n_experts + world_size - 1) / world_size;
-    for (int e = 0; e < n_experts; ++e)
-      layer[e].push_back(kind == Kind::kRoundRobin ? e % world_size : e / block);
+    // Contiguous blocks as even as they can be: the first E % N ranks hold one expert more, so
+    // no rank is left without experts (8 over 6 ranks: 2, 2, 1, 1, 1, 1).
+    const int base = n_experts / world_size, extra = n_experts % world_size;
+    for (int r = 0; r < world_size; ++r) {
+      const int first = r * base + std::min(r, extra), count = base + (r < extra);
+      for (int e = first; e < first + count; ++e)
+        layer[e].push_back(kind == Kind::kRoundRobin ? e % world_size : r);
+    }
   } else {
     // More ranks than experts: every rank holds one expert, each expert has replicas.
     for (int r = 0; r < world_size; ++r) layer[r % n_experts].push_back(r);
@@ -58,6 +63,13 @@ std::vector<int> Placement::local_experts(int layer, int rank) const {
   for (int e = 0; e < n_experts(); ++e)
     if (holds(layer, e, rank)) out.push_back(e);
   return out;
+}
+
+int Placement::route(int layer, int expert, int src_rank) const {
+  const auto& r = ranks_of_[layer][expert];
+  // A replica on the source rank itself costs no exchange; otherwise the source rank picks one.
+  if (r.size() > 1 && std::find(r.begin(), r.end(), src_rank) != r.end()) return src_rank;
+  return r[size_t(src_rank) % r.size()];
 }
 
 bool Placement::holds(int layer, int expert, int rank) const {

@@ -19,11 +19,21 @@ TEST(PlacementTest, ContiguousBlocks) {
 }
 
 TEST(PlacementTest, ContiguousUnevenBlocks) {
-  // 6 experts over 4 ranks: blocks of 2, the last rank holds none.
-  const auto p = Placement::make(Placement::Kind::kContiguous, 1, 6, 4);
+  // 6 experts over 4 ranks: 2, 2, 1, 1; no rank is left without experts.
+  auto p = Placement::make(Placement::Kind::kContiguous, 1, 6, 4);
   EXPECT_EQ(p.local_experts(0, 0), (std::vector<int>{0, 1}));
-  EXPECT_EQ(p.local_experts(0, 2), (std::vector<int>{4, 5}));
-  EXPECT_TRUE(p.local_experts(0, 3).empty());
+  EXPECT_EQ(p.local_experts(0, 1), (std::vector<int>{2, 3}));
+  EXPECT_EQ(p.local_experts(0, 2), (std::vector<int>{4}));
+  EXPECT_EQ(p.local_experts(0, 3), (std::vector<int>{5}));
+  // Mixtral's 8 experts on 6 GPUs: 2, 2, 1, 1, 1, 1.
+  p = Placement::make(Placement::Kind::kContiguous, 1, 8, 6);
+  const std::vector<size_t> sizes = {2, 2, 1, 1, 1, 1};
+  int next = 0;
+  for (int r = 0; r < 6; ++r) {
+    const auto mine = p.local_experts(0, r);
+    ASSERT_EQ(mine.size(), sizes[size_t(r)]) << "rank " << r;
+    for (int e : mine) EXPECT_EQ(e, next++) << "rank " << r;  // consecutive, in rank order
+  }
 }
 
 TEST(PlacementTest, RoundRobin) {
@@ -32,13 +42,15 @@ TEST(PlacementTest, RoundRobin) {
 }
 
 TEST(PlacementTest, MoreRanksThanExpertsMakesReplicas) {
-  // 4 experts, 8 ranks: expert e on ranks e and e + 4; source ranks alternate between them.
+  // 4 experts, 8 ranks: expert e on ranks e and e + 4. A rank holding a replica keeps its tokens
+  // for it; the others alternate between the replicas by source rank.
   const auto p = Placement::make(Placement::Kind::kContiguous, 1, 4, 8);
   for (int e = 0; e < 4; ++e) {
     EXPECT_EQ(p.ranks_of(0, e), (std::vector<int>{e, e + 4}));
-    EXPECT_EQ(p.route(0, e, 0), e);
-    EXPECT_EQ(p.route(0, e, 1), e + 4);
-    EXPECT_EQ(p.route(0, e, 2), e);  // deterministic by source rank
+    for (int src = 0; src < 8; ++src) {
+      const int want = src % 4 == e ? src : (src % 2 == 0 ? e : e + 4);
+      EXPECT_EQ(p.route(0, e, src), want) << "expert " << e << " from rank " << src;
+    }
   }
   for (int r = 0; r < 8; ++r) EXPECT_EQ(p.local_experts(0, r), std::vector<int>{r % 4});
 }
