@@ -7,7 +7,9 @@
 // w2 = [0, (e+1)/silu(c), 0]^T, so y_e(x) = [0, (e+1) a, 0]. The layer must return, for each
 // token, [0, a * sum_s w_s (e_s + 1), 0] with (e_s, w_s) its own top-k routing. A row delivered
 // to the wrong rank, combined into the wrong token or run through the wrong expert changes the
-// stamp or the factor and fails. Placements: contiguous, round_robin, and (N > E) replicas.
+// stamp or the factor and fails; the rows sent per destination and computed per rank are
+// checked against Placement::route, which catches a row served by the wrong replica.
+// Placements: contiguous, round_robin, and (N > E) replicas.
 #include <cmath>
 #include <random>
 
@@ -84,8 +86,27 @@ TEST_P(MoeRoutingTest, StampedRowsComeBackToTheirTokens) {
                         kind + " E" + std::to_string(E) + " k" + std::to_string(k) + " rank " +
                             std::to_string(me)));
 
-  // Every routed choice was computed exactly once somewhere.
+  // Where the rows went, predicted from this rank's routing and the placement: one row per
+  // (token, destination rank), and each (token, slot) computed on the rank route() names. A row
+  // sent to another replica of the right expert gives the right values, so only this catches it.
+  std::vector<int64_t> want_rows(size_t(N), 0), want_computed(size_t(N), 0);
+  for (int t = 0; t < T; ++t) {
+    std::vector<bool> seen(size_t(N), false);
+    for (int s = 0; s < k; ++s) {
+      const int d = placement.route(0, ex[size_t(t) * k + s], me);
+      ++want_computed[size_t(d)];
+      if (!seen[size_t(d)]) ++want_rows[size_t(d)];
+      seen[size_t(d)] = true;
+    }
+  }
+  for (int d = 0; d < N; ++d)
+    EXPECT_EQ(stats.row_count(0, me, d), want_rows[size_t(d)]) << "rows " << me << " -> " << d;
+  comm.all_reduce(want_computed.data(), N, comm::Communicator::Op::kSum);
+
+  // Every routed choice was computed exactly once, where the placement says.
   stats.reduce(comm);
+  for (int r = 0; r < N; ++r)
+    EXPECT_EQ(stats.computed(0, r), want_computed[size_t(r)]) << "rows computed on rank " << r;
   int64_t routed = 0, computed = 0;
   for (int e = 0; e < E; ++e) routed += stats.token_count(0, e);
   for (int r = 0; r < N; ++r) computed += stats.computed(0, r);
