@@ -30,6 +30,15 @@ MoeLayer::MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::
   recv_displs_.assign(N, 0);
 }
 
+template <class Lap>
+void MoeLayer::before_exchange(Lap& lap, double* into) {
+  if (!timing_barriers_) return lap(into);
+  ops_.synchronize();
+  lap(into);
+  comm_.barrier();
+  lap(&times_.wait);
+}
+
 void MoeLayer::reserve(kernels::Buffer& buf, size_t bytes) {
   if (buf.bytes() < bytes) buf = ops_.alloc(std::max(bytes, buf.bytes() * 3 / 2));
 }
@@ -82,7 +91,8 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
 
   // ---- permute: one row per (token, destination rank) -----------------------------------
   // dest_of[t * k + s] = the rank serving slot s of token t.
-  std::vector<int32_t> dest_of(size_t(T) * k);
+  std::vector<int32_t>& dest_of = h_dest_of_;
+  dest_of.resize(size_t(T) * k);
   std::fill(send_counts_.begin(), send_counts_.end(), 0);
   for (int t = 0; t < T; ++t) {
     for (int s = 0; s < k; ++s) {
@@ -104,7 +114,8 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   h_home_index_.assign(size_t(T) * k, -1);
   h_ones_.assign(size_t(T) * k, 1.0f);
   {
-    std::vector<int64_t> next(send_displs_);  // next free row per destination
+    std::vector<int64_t>& next = h_next_row_;  // next free row per destination
+    next = send_displs_;
     for (int t = 0; t < T; ++t) {
       int n_dest = 0;
       for (int d = 0; d < N; ++d) {  // ascending rank: the combine order
@@ -132,7 +143,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   ops_.gather_rows({h, index_.as<int32_t>(), send_x_.as<float>(), int(S), H});
   ops_.upload(send_meta_.data(), h_send_meta_.data(), h_send_meta_.size() * sizeof(RouteSlot));
 
-  lap(&times_.permute);
+  before_exchange(lap, &times_.permute);
   // ---- exchange: counts, then rows and their slots ----------------------------------------
   comm_.all_to_all_counts(send_counts_.data(), recv_counts_.data());
   for (int d = 1; d < N; ++d) recv_displs_[d] = recv_displs_[d - 1] + recv_counts_[d - 1];
@@ -150,7 +161,8 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   h_recv_meta_.resize(size_t(R) * k);
   ops_.download(h_recv_meta_.data(), recv_meta_.data(), h_recv_meta_.size() * sizeof(RouteSlot));
   const auto& local = w.local_experts;
-  std::vector<int64_t> group_begin(local.size() + 1, 0);
+  std::vector<int64_t>& group_begin = h_group_begin_;
+  group_begin.assign(local.size() + 1, 0);
   h_group_row_.clear();
   h_slot_index_.assign(size_t(R) * k, -1);
   h_slot_weight_.assign(size_t(R) * k, 0.0f);
@@ -188,6 +200,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
   reserve(grouped_y_, size_t(G) * row_bytes);
   ops_.upload(index_.data(), h_group_row_.data(), size_t(G) * sizeof(int32_t));
   ops_.gather_rows({recv_x_.as<float>(), index_.as<int32_t>(), grouped_x_.as<float>(), int(G), H});
+  lap(&times_.permute);  // the receive side of the dispatch
   run_expert_ffns(ops_, {&w.w13, &w.w2, group_begin.data(), grouped_x_.as<float>(),
                          gate_up_.as<float>(), act_.as<float>(), grouped_y_.as<float>(), H, I});
 
@@ -202,7 +215,7 @@ void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, 
 
   // ---- exchange back, then combine at home -------------------------------------------------
   reserve(back_, size_t(S) * row_bytes);
-  lap(&times_.combine);
+  before_exchange(lap, &times_.combine);
   comm_.all_to_all_v(partial_.data(), recv_counts_.data(), recv_displs_.data(), back_.data(),
                      send_counts_.data(), send_displs_.data(), row_bytes);
   lap(&times_.exchange);

@@ -32,9 +32,14 @@ struct RouteSlot {
 };
 
 // Wall time spent in each phase, summed over calls (seconds). Host clocks: exact for the CPU
-// backend, whose ops are synchronous.
+// backend, whose ops are synchronous; on cuda a phase is charged when the host next waits, unless
+// timing barriers are on. permute counts both sides: the send-side plan and gather, and the
+// receive-side grouping by expert.
 struct MoePhaseTimes {
   double route = 0, permute = 0, exchange = 0, experts = 0, combine = 0;
+  // With timing barriers on: time spent waiting for the slowest rank before each exchange
+  // (otherwise that wait hides inside exchange).
+  double wait = 0;
   double dispatch_combine() const { return permute + exchange + combine; }
 };
 
@@ -54,10 +59,17 @@ class MoeLayer {
 
   const MoePhaseTimes& times() const { return times_; }
   void reset_times() { times_ = {}; }
+  // For measuring, not serving: before each exchange, wait for the backend's queued work and
+  // then for every rank (a barrier), charging the latter to MoePhaseTimes::wait, so each phase
+  // holds only its own work. Off by default: it adds a sync and a barrier per exchange.
+  void set_timing_barriers(bool on) { timing_barriers_ = on; }
 
  private:
   // Grows `buf` to at least `bytes` (the step never shrinks its workspace).
   void reserve(kernels::Buffer& buf, size_t bytes);
+  // Closes the phase timed into `into` before an exchange (see set_timing_barriers).
+  template <class Lap>
+  void before_exchange(Lap& lap, double* into);
 
   const ModelConfig& cfg_;
   const Placement& placement_;
@@ -65,6 +77,7 @@ class MoeLayer {
   comm::Communicator& comm_;
   LoadStats* stats_;
   MoePhaseTimes times_;
+  bool timing_barriers_ = false;
 
   // Backend workspace.
   kernels::Buffer logits_;    // [T, E] router logits
@@ -94,6 +107,9 @@ class MoeLayer {
   std::vector<int32_t> h_group_row_;    // [G] received row of each grouped row
   std::vector<int32_t> h_slot_index_;   // [R, k] grouped row of each (row, slot), -1 if none
   std::vector<float> h_slot_weight_;    // [R, k]
+  std::vector<int32_t> h_dest_of_;      // [T, k] destination rank of each routed slot
+  std::vector<int64_t> h_next_row_;     // [N] next free send row per destination
+  std::vector<int64_t> h_group_begin_;  // [local + 1] first grouped row of each local expert
   std::vector<int64_t> send_counts_, recv_counts_, send_displs_, recv_displs_;
 };
 
