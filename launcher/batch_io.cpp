@@ -1,6 +1,8 @@
 #include "launcher/batch_io.h"
 
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -11,6 +13,27 @@
 namespace moe::launcher {
 
 using nlohmann::json;
+
+namespace {
+
+// A JSON integer as T, refused (not wrapped) when it does not fit: 4294967297 must not become
+// token 1. `what` names the field in the error.
+template <class T>
+T checked_int(const json& v, const std::string& where, const std::string& what) {
+  if (!v.is_number_integer())
+    throw InputError(where + what + " holds " + v.dump() + ", expected an integer");
+  const bool fits = v.is_number_unsigned()
+                        ? v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
+                        : v.get<int64_t>() >= int64_t(std::numeric_limits<T>::min()) &&
+                              v.get<int64_t>() <= int64_t(std::numeric_limits<T>::max());
+  if (!fits)
+    throw InputError(where + what + " holds " + v.dump() + ", outside the range [" +
+                     std::to_string(std::numeric_limits<T>::min()) + ", " +
+                     std::to_string(std::numeric_limits<T>::max()) + "]");
+  return T(v.get<int64_t>());
+}
+
+}  // namespace
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path);
@@ -41,7 +64,7 @@ std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
     if (j.contains("id")) {
       if (!j["id"].is_number_integer())
         throw InputError(where + "\"id\" must be an integer");
-      r.id = j["id"].get<int64_t>();
+      r.id = checked_int<int64_t>(j["id"], where, "\"id\"");
     }
     if (!ids.insert(r.id).second)
       throw InputError(where + "id " + std::to_string(r.id) + " appears twice");
@@ -52,16 +75,13 @@ std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
     } else if (!j.contains("prompt_ids") || !j["prompt_ids"].is_array()) {
       throw InputError(where + "expected \"prompt_ids\": a list of token ids, or \"prompt\": text");
     }
-    for (const auto& v : j.value("prompt_ids", nlohmann::json::array())) {
-      if (!v.is_number_integer())
-        throw InputError(where + "\"prompt_ids\" holds " + v.dump() + ", expected integers");
-      r.prompt.push_back(v.get<int32_t>());
-    }
+    for (const auto& v : j.value("prompt_ids", nlohmann::json::array()))
+      r.prompt.push_back(checked_int<int32_t>(v, where, "\"prompt_ids\""));
     r.max_new_tokens = default_max_new;
     if (j.contains("max_new_tokens")) {
       if (!j["max_new_tokens"].is_number_integer())
         throw InputError(where + "\"max_new_tokens\" must be an integer");
-      r.max_new_tokens = j["max_new_tokens"].get<int>();
+      r.max_new_tokens = checked_int<int>(j["max_new_tokens"], where, "\"max_new_tokens\"");
     }
     out.push_back(std::move(r));
   }
@@ -74,12 +94,21 @@ std::vector<int32_t> parse_id_list(const std::string& s) {
   std::string tok;
   while (std::getline(ss, tok, ',')) {
     size_t used = 0;
-    long v = 0;
+    long long v = 0;
+    bool range = false;
     try {
-      v = std::stol(tok, &used);
+      v = std::stoll(tok, &used);
+    } catch (const std::out_of_range&) {
+      range = true;
     } catch (const std::exception&) {
       used = 0;
     }
+    // Refused, not wrapped: 4294967297 must not become token 1.
+    if (range || (used > 0 && (v < std::numeric_limits<int32_t>::min() ||
+                               v > std::numeric_limits<int32_t>::max())))
+      throw InputError("--prompt-ids: " + tok + " is outside the range of a token id [" +
+                       std::to_string(std::numeric_limits<int32_t>::min()) + ", " +
+                       std::to_string(std::numeric_limits<int32_t>::max()) + "]");
     if (used == 0 || tok.find_first_not_of(" ", used) != std::string::npos)
       throw InputError("--prompt-ids: '" + tok + "' is not an integer (expected e.g. 1,2,3)");
     ids.push_back(int32_t(v));

@@ -1,5 +1,6 @@
 // moe-bench-serving: requests/s through a running coordinator (start one with moe-launch), and
-// the engine's step time split into compute, exchange and scheduling over the same run.
+// each step's time split into compute, exchange and scheduling (the engine step) and control
+// (the worker loop around it: work broadcast before, report gather after) over the same run.
 //   build/bin/moe-launch --np 2 --config configs/tiny_a.yaml &
 //   build/bin/moe-bench-serving --server 127.0.0.1:50051 --requests 256 --concurrency 32
 // Each client thread sends Generate requests back to back; the figure is completed requests
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
   std::string server = "127.0.0.1:50051";
   int requests = 256, concurrency = 32, prompt_len = 16, max_new = 16, warmup = 32, vocab = 512;
   CLI::App app{"moe-bench-serving: Generate requests/s through moe-coordinator, with the step "
-               "time split into compute, exchange and scheduling"};
+               "time split into compute, exchange, scheduling and control"};
   app.option_defaults()->always_capture_default();
   app.add_option("--server", server, "coordinator address");
   app.add_option("--requests", requests, "timed requests");
@@ -117,8 +118,9 @@ int main(int argc, char** argv) {
   const double comp = s1.compute_seconds() - s0.compute_seconds();
   const double exch = s1.exchange_seconds() - s0.exchange_seconds();
   const double sched = s1.schedule_seconds() - s0.schedule_seconds();
+  const double ctrl = s1.control_seconds() - s0.control_seconds();
   const double step_wall = s1.step_seconds() - s0.step_seconds();
-  const double phases = comp + exch + sched;
+  const double phases = comp + exch + sched + ctrl;
   std::printf("%d ranks, %d requests (%d prompt + %d new tokens), %d concurrent clients\n",
               s1.ranks(), requests, prompt_len, max_new, concurrency);
   std::printf("%-40s %10.1f req/s   (%lld done, %lld failed, %.2f s)\n", "throughput",
@@ -135,8 +137,17 @@ int main(int argc, char** argv) {
                 100 * exch / phases);
     std::printf("%-40s %10.3f ms (%4.1f%%)\n", "  scheduling + step agreement per step",
                 sched / steps * 1e3, 100 * sched / phases);
+    std::printf("%-40s %10.3f ms (%4.1f%%)\n", "  control (work broadcast, report gather)",
+                ctrl / steps * 1e3, 100 * ctrl / phases);
+    std::printf("%-40s %10.3f ms\n", "  sum of the four per step", phases / steps * 1e3);
     std::printf("%-40s %10.1f %%\n", "bound: engine busy / wall (steps x step time)",
                 100 * step_wall / secs);
+    // The four phases are means over the ranks and add up to the loop's time per step; the
+    // slowest rank's step time above also holds its wait in the step agreement for the others'
+    // control phase, so it is not added to them. What the four leave of the wall time is the
+    // ranks waiting for work.
+    std::printf("%-40s %10.1f %%\n", "bound: loop busy / wall (steps x the four)",
+                100 * phases / secs);
   }
   return failed ? 1 : 0;
 }

@@ -148,15 +148,23 @@ runtime::FinishReason finish_from_name(const std::string& s, int64_t id) {
             "', expected length, eos, context or cancelled");
 }
 
+// The bar fills with the prompts completed; failed ones show as 'x' after them, so a failed
+// batch never looks done.
 void draw_progress(const moe::v1::BatchStatus& st) {
   const int64_t total = std::max<int64_t>(st.total(), 1);
   const int filled = int(std::min<int64_t>(kBarWidth, st.completed() * kBarWidth / total));
+  const int failed =  // rounded up: one failure shows
+      int(std::min<int64_t>(kBarWidth - filled, (st.failed() * kBarWidth + total - 1) / total));
   std::string bar(size_t(filled), '#');
-  bar.append(size_t(kBarWidth - filled), '.');
+  bar.append(size_t(failed), 'x');
+  bar.append(size_t(kBarWidth - filled - failed), '.');
+  std::string failures;
+  if (st.failed() > 0) failures = ", " + std::to_string(st.failed()) + " failed";
+  if (st.state() == moe::v1::BATCH_STATE_FAILED) failures += ": batch FAILED";
   // Trailing spaces wipe what a longer previous line left behind.
-  std::fprintf(stderr, "\r[%s] %lld/%lld prompts, %lld tokens, %.1f tokens/s    ", bar.c_str(),
-               (long long)st.completed(), (long long)st.total(), (long long)st.generated_tokens(),
-               st.tokens_per_second());
+  std::fprintf(stderr, "\r[%s] %lld/%lld prompts completed%s, %lld tokens, %.1f tokens/s    ",
+               bar.c_str(), (long long)st.completed(), (long long)st.total(), failures.c_str(),
+               (long long)st.generated_tokens(), st.tokens_per_second());
   std::fflush(stderr);
 }
 
@@ -269,7 +277,12 @@ std::string stats_table(const moe::v1::LoadStatsResponse& s, bool recent) {
   if (s.window_seconds() > 0) cell(" (%.1f s)", s.window_seconds());
   out += ", ";
   cell("%d experts, ", E);
-  cell("%d rank(s)\n\n", R);
+  cell("%d rank(s)\n", R);
+  if (!s.worker_attached())
+    out += "The worker job is gone" +
+           (s.worker_lost().empty() ? std::string() : " (" + s.worker_lost() + ")") +
+           ": these are the statistics it reported until then.\n";
+  out += "\n";
 
   out += "Tokens per expert (routed top-k choices), per layer; imbalance = max / mean\n";
   cell("%-7s", "layer");

@@ -31,6 +31,8 @@ int run(int argc, char** argv) {
   app.add_option("--rank-timeout-s", opt.rank_timeout_s, "seconds without a step report, with work in flight, before the worker job is declared dead");
   app.add_option("--drain-timeout-s", drain_timeout_s, "on SIGTERM/SIGINT, seconds to let in-flight work finish");
   app.add_option("--stats-window-s", opt.stats_window_s, "span of the recent-window load statistics");
+  app.add_option("--batch-retention-s", opt.batch_retention_s, "seconds a finished batch's results stay readable (GetBatch); NOT_FOUND after");
+  app.add_option("--max-finished-batches", opt.max_finished_batches, "finished batches kept at most; the oldest expire first past it");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
   try {
     app.parse(argc, argv);
@@ -39,9 +41,10 @@ int run(int argc, char** argv) {
   }
   set_log_name("coordinator");
   set_log_level(log_level);
-  if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 || opt.stats_window_s <= 0) {
+  if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 ||
+      opt.stats_window_s <= 0 || opt.batch_retention_s < 0 || opt.max_finished_batches < 0) {
     spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
-                  "--drain-timeout-s >= 0");
+                  "--drain-timeout-s, --batch-retention-s and --max-finished-batches >= 0");
     return 2;
   }
 
@@ -97,7 +100,10 @@ int run(int argc, char** argv) {
   // Watchdog and signals, in this thread.
   timespec tick{0, 100 * 1000 * 1000};
   int sig = 0;
-  while ((sig = sigtimedwait(&sigs, nullptr, &tick)) < 0) state.check_timeout();
+  while ((sig = sigtimedwait(&sigs, nullptr, &tick)) < 0) {
+    state.check_timeout();
+    state.expire_batches();
+  }
   spdlog::info("signal {}: draining ({} sequences in flight, up to {} s)", sig, state.in_flight(),
                drain_timeout_s);
   state.start_draining();

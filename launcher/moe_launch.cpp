@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,9 +37,9 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitBadInput = 2;
 
-// The coordinator drains for up to --drain-timeout-s (30 s by default) before it stops the
-// worker; this leaves it room to finish before we resort to SIGKILL.
-constexpr auto kStopTimeout = std::chrono::seconds(40);
+// The coordinator drains for up to --drain-timeout-s before it stops the worker; on top of
+// that this leaves it room to finish before we resort to SIGKILL.
+constexpr double kStopMarginS = 10;
 // Once the coordinator is gone, the worker job should follow within this; if not, mpirun gets
 // SIGTERM (which it forwards to the ranks) rather than waiting out kStopTimeout.
 constexpr auto kWorkerGrace = std::chrono::seconds(10);
@@ -54,6 +55,25 @@ struct Options {
   std::string mpirun_args;
   double startup_timeout_s = 120;
   std::string log_level = "info";
+  // moe-coordinator's limits, forwarded always (the defaults are the coordinator's own).
+  int max_queue = 4096;
+  double rank_timeout_s = 10;
+  double drain_timeout_s = 30;
+  double stats_window_s = 60;
+  double batch_retention_s = 600;
+  int max_finished_batches = 1000;
+};
+
+// moe-worker's overrides of --config, forwarded only when given (the config file decides
+// otherwise) as text: moe-worker checks them. {flag (moe-worker's own), type, help}.
+constexpr const char* kWorkerOverrides[][3] = {
+    {"--checkpoint", "TEXT", "Hugging Face model folder"},
+    {"--placement", "TEXT", "expert placement: contiguous, round_robin or explicit"},
+    {"--backend", "TEXT", "compute backend: cpu or cuda"},
+    {"--transport", "TEXT", "all-to-all transport: mpi or nccl"},
+    {"--max-tokens-per-step", "INT", "token budget of one step on one rank"},
+    {"--max-seqs", "INT", "sequences in flight per rank (KV cache slots)"},
+    {"--max-seq-len", "INT", "KV positions per sequence"},
 };
 
 struct Child {
@@ -137,7 +157,10 @@ int wait_signal(const sigset_t& sigs, std::chrono::milliseconds timeout) {
 // Stops both children. `ordered`: the coordinator first, so it can drain and then stop the
 // worker job it has attached; before the job is ready there is no such order to keep, and both
 // get SIGTERM at once. A second SIGINT/SIGTERM skips the patience.
-void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, bool ordered = true) {
+void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, double drain_timeout_s,
+              bool ordered = true) {
+  const auto stop_timeout = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(drain_timeout_s + kStopMarginS));
   reap(coord);
   reap(mpi);
   bool mpi_termed = false;
@@ -153,7 +176,7 @@ void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, bool ordered = tru
   }
   const auto start = Clock::now();
   auto coord_gone = coord.running ? Clock::time_point::max() : start;
-  while ((coord.running || mpi.running) && Clock::now() - start < kStopTimeout) {
+  while ((coord.running || mpi.running) && Clock::now() - start < stop_timeout) {
     if (!coord.running && coord_gone == Clock::time_point::max()) coord_gone = Clock::now();
     if (!coord.running && mpi.running && !mpi_termed && Clock::now() - coord_gone >= kWorkerGrace) {
       spdlog::info("{} still running without the coordinator: SIGTERM", mpi.name);
@@ -216,6 +239,22 @@ int run(int argc, char** argv) {
   app.add_option("--mpirun-args", o.mpirun_args, "extra arguments for mpirun, split on spaces, no quoting (default: none)");
   app.add_option("--startup-timeout-s", o.startup_timeout_s, "seconds to wait for the job to serve before giving up");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off (also passed to both children)");
+  // Passed on to moe-coordinator (docs/SERVING.md).
+  app.add_option("--max-queue", o.max_queue, "coordinator: sequences in flight before requests get RESOURCE_EXHAUSTED");
+  app.add_option("--rank-timeout-s", o.rank_timeout_s, "coordinator: seconds without a step report, with work in flight, before the worker job is declared dead");
+  app.add_option("--drain-timeout-s", o.drain_timeout_s, "coordinator: on SIGTERM/SIGINT, seconds to let in-flight work finish");
+  app.add_option("--stats-window-s", o.stats_window_s, "coordinator: span of the recent-window load statistics");
+  app.add_option("--batch-retention-s", o.batch_retention_s, "coordinator: seconds a finished batch's results stay readable");
+  app.add_option("--max-finished-batches", o.max_finished_batches, "coordinator: finished batches kept at most");
+  // Passed on to moe-worker when given.
+  std::vector<std::string> worker_values(std::size(kWorkerOverrides));
+  for (size_t i = 0; i < std::size(kWorkerOverrides); ++i)
+    app.add_option(kWorkerOverrides[i][0], worker_values[i],
+                   std::string("worker: ") + kWorkerOverrides[i][2])
+        ->type_name(kWorkerOverrides[i][1])
+        ->default_str("from --config");
+  std::string worker_args;
+  app.add_option("--worker-args", worker_args, "extra arguments for moe-worker, split on spaces, no quoting (default: none)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -231,6 +270,13 @@ int run(int argc, char** argv) {
   }
   if (o.startup_timeout_s <= 0) {
     spdlog::error("--startup-timeout-s is {}, expected > 0", o.startup_timeout_s);
+    return kExitBadInput;
+  }
+  // The coordinator checks its limits too, but a refusal here comes before anything starts.
+  if (o.max_queue < 1 || o.rank_timeout_s <= 0 || o.drain_timeout_s < 0 ||
+      o.stats_window_s <= 0 || o.batch_retention_s < 0 || o.max_finished_batches < 0) {
+    spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
+                  "--drain-timeout-s, --batch-retention-s and --max-finished-batches >= 0");
     return kExitBadInput;
   }
   if (access(o.config.c_str(), R_OK) != 0) {
@@ -262,9 +308,18 @@ int run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   const std::string level = o.log_level;
+  auto num = [](double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  };
   Child coord = spawn("moe-coordinator",
                       {coord_path, "--listen", o.listen, "--metrics-port",
-                       std::to_string(o.metrics_port), "--log-level", level},
+                       std::to_string(o.metrics_port), "--log-level", level, "--max-queue",
+                       std::to_string(o.max_queue), "--rank-timeout-s", num(o.rank_timeout_s),
+                       "--drain-timeout-s", num(o.drain_timeout_s), "--stats-window-s",
+                       num(o.stats_window_s), "--batch-retention-s", num(o.batch_retention_s),
+                       "--max-finished-batches", std::to_string(o.max_finished_batches)},
                       false);
   std::vector<std::string> margs{o.mpirun, "--oversubscribe"};
   // Open MPI refuses root without it; containers often run as root.
@@ -273,13 +328,19 @@ int run(int argc, char** argv) {
   for (auto a : {std::string("-np"), std::to_string(o.np), worker_path, std::string("--coordinator"),
                  o.listen, std::string("--config"), o.config, std::string("--log-level"), level})
     margs.push_back(a);
+  for (size_t i = 0; i < std::size(kWorkerOverrides); ++i)
+    if (app.count(kWorkerOverrides[i][0]) > 0) {
+      margs.push_back(kWorkerOverrides[i][0]);
+      margs.push_back(worker_values[i]);
+    }
+  for (auto& a : split_spaces(worker_args)) margs.push_back(a);
   Child mpi;
   mpi.name = "mpirun (moe-worker)";
   try {
     mpi = spawn("mpirun (moe-worker)", margs, true);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    stop_all(coord, mpi, sigs, false);
+    stop_all(coord, mpi, sigs, o.drain_timeout_s, false);
     return kExitFailure;
   }
 
@@ -290,7 +351,7 @@ int run(int argc, char** argv) {
       Child* other = c == &coord ? &mpi : &coord;
       spdlog::error("{} {} on its own; stopping {}", c->name, describe_status(c->status),
                     other->name);
-      stop_all(coord, mpi, sigs);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s);
       return false;
     }
     return true;
@@ -309,13 +370,13 @@ int run(int argc, char** argv) {
     if (Clock::now() >= deadline) {
       spdlog::error("the job did not become ready in {} s (last answer from {}: {}); stopping it",
                     o.startup_timeout_s, o.listen, last);
-      stop_all(coord, mpi, sigs, false);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s, false);
       return kExitFailure;
     }
     const int s = wait_signal(sigs, kPollInterval);
     if (s == SIGINT || s == SIGTERM) {
       spdlog::info("{} during start-up: stopping", strsignal(s));
-      stop_all(coord, mpi, sigs, false);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s, false);
       return kExitOk;
     }
   }
@@ -327,7 +388,7 @@ int run(int argc, char** argv) {
     const int s = wait_signal(sigs, std::chrono::milliseconds(1000));
     if (s == SIGINT || s == SIGTERM) {
       spdlog::info("{}: stopping the job", strsignal(s));
-      stop_all(coord, mpi, sigs);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s);
       for (const Child* c : {&coord, &mpi})
         spdlog::info("{} {}", c->name, describe_status(c->status));
       return kExitOk;

@@ -1,6 +1,7 @@
 #include "runtime/worker_loop.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +13,14 @@ namespace moe::runtime {
 namespace {
 
 using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// How long an idle rank 0 waits in poll() for work before the ranks check in again.
+constexpr int kIdleWaitMs = 20;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 std::string broadcast_text(comm::Communicator& comm, std::string s) {
   int64_t n = int64_t(s.size());
@@ -25,6 +34,7 @@ std::string control_to_text(const Control& c) {
   json j;
   j["shutdown"] = c.shutdown;
   j["cancels"] = c.cancels;
+  j["waited_s"] = c.waited_s;
   json w = json::array();
   for (const auto& a : c.work)
     w.push_back({{"id", a.request.id}, {"rank", a.rank}, {"prompt", a.request.prompt},
@@ -38,6 +48,7 @@ Control control_from_text(const std::string& s) {
   Control c;
   c.shutdown = j["shutdown"].get<bool>();
   c.cancels = j["cancels"].get<std::vector<int64_t>>();
+  c.waited_s = j["waited_s"].get<double>();
   for (const auto& w : j["work"]) {
     WorkAssignment a;
     a.request.id = w["id"].get<int64_t>();
@@ -59,19 +70,27 @@ WorkerLoop::WorkerLoop(RankRuntime& rt, comm::Communicator& comm, Controller* co
 
 Control WorkerLoop::exchange_control(bool idle) {
   std::string text;
-  if (comm_.rank() == 0) text = control_to_text(controller_->poll(idle ? 20 : 0));
+  if (comm_.rank() == 0) {
+    const auto t0 = Clock::now();
+    Control c = controller_->poll(idle ? kIdleWaitMs : 0);
+    // Only an idle poll waits; the other ranks wait as long in the broadcast below.
+    c.waited_s = idle ? seconds_since(t0) : 0;
+    text = control_to_text(c);
+  }
   return control_from_text(broadcast_text(comm_, text));
 }
 
-StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine) {
+StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, double control_s) {
   const int N = comm_.size();
   StepReport rep;
-  const StepTiming& t = rt_.engine().last_timing();
-  double times[3] = {t.compute(), t.exchange, t.schedule};
-  comm_.all_reduce(times, 3, comm::Communicator::Op::kSum);
+  // The engine keeps its last step's timing: a report without a step must not repeat it.
+  const StepTiming t = ran ? rt_.engine().last_timing() : StepTiming{};
+  double times[4] = {t.compute(), t.exchange, t.schedule, control_s};
+  comm_.all_reduce(times, 4, comm::Communicator::Op::kSum);
   rep.compute_s = times[0] / N;
   rep.exchange_s = times[1] / N;
   rep.schedule_s = times[2] / N;
+  rep.control_s = times[3] / N;
   rep.step_s = t.total;
   comm_.all_reduce(&rep.step_s, 1, comm::Communicator::Op::kMax);
   rep.step = rt_.engine().steps();
@@ -114,9 +133,11 @@ void WorkerLoop::run() {
     made.push_back({id, tok, fin ? finish_reason_name(*fin) : ""});
   });
   bool idle = true;
+  double control = 0;  // this rank's loop time towards the next step, waiting for work excluded
   for (;;) {
+    const auto t0 = Clock::now();
     const Control c = exchange_control(idle);
-    for (int64_t id : c.cancels) rt_.engine().cancel(id);
+    // Work before cancellations (see Control).
     for (const auto& a : c.work) {
       if (a.rank != comm_.rank()) continue;
       try {
@@ -127,18 +148,27 @@ void WorkerLoop::run() {
         made.push_back({a.request.id, -1, std::string("error: ") + e.what()});
       }
     }
+    for (int64_t id : c.cancels) rt_.engine().cancel(id);
     if (c.shutdown) break;
+    control += seconds_since(t0) - c.waited_s;
     const bool ran = rt_.engine().step();
     idle = !ran;
     if (!ran) {
-      // The report is a collective: all ranks agree whether one is due (a refused sequence
-      // on some rank still has to reach the coordinator).
-      int64_t pending = made.empty() ? 0 : 1;
+      // The report is a collective: all ranks agree whether one is due. A refused sequence on
+      // some rank still has to reach the coordinator, and after cancellations the outstanding
+      // tokens per rank it places new sequences by have changed (every rank saw c.cancels).
+      int64_t pending = made.empty() && c.cancels.empty() ? 0 : 1;
       comm_.all_reduce(&pending, 1, comm::Communicator::Op::kMax);
-      if (!pending) continue;
+      if (!pending) {
+        control = 0;  // the ranks are idle: no step to charge it to
+        continue;
+      }
     }
-    StepReport rep = gather_report(made);
+    const auto t1 = Clock::now();
+    StepReport rep = gather_report(made, ran, ran ? control : 0);
     if (comm_.rank() == 0) controller_->publish(rep);
+    // The gather and publication are charged to the next step (this report is out already).
+    control = (ran ? 0 : control) + seconds_since(t1);
   }
   spdlog::info("worker loop: shutdown after {} steps", rt_.engine().steps());
 }

@@ -18,10 +18,14 @@ struct WorkAssignment {
   int rank = 0;  // which rank runs it
 };
 
+// What rank 0 broadcasts before every step. Work is applied before cancellations: a client
+// that gives up before its sequence reached the rank sends a cancel that can arrive in the same
+// Control as the work.
 struct Control {
   std::vector<WorkAssignment> work;
   std::vector<int64_t> cancels;
   bool shutdown = false;
+  double waited_s = 0;  // set by the loop: rank 0's wait for work in poll(), not control time
 };
 
 struct TokenEvent {
@@ -32,10 +36,15 @@ struct TokenEvent {
 
 // One step's report over all ranks: counts summed; the step's wall time is the slowest rank's,
 // and its split into phases is the mean over ranks (the phases of different ranks overlap).
+// control_s is the loop's own time around the step (the broadcast of the Control before it,
+// the gather and publication of the previous report), waiting for work excluded: step_s +
+// control_s is what one step costs the loop. A report sent without a step (a refused sequence,
+// applied cancellations) has zero timings and repeats the step count.
 struct StepReport {
-  int64_t step = 0;
+  int64_t step = 0;                              // engine steps so far
   double step_s = 0;                             // slowest rank
   double compute_s = 0, exchange_s = 0, schedule_s = 0;  // mean over ranks
+  double control_s = 0;                                  // mean over ranks
   LoadStats delta;                      // counts made in this step, all ranks
   std::vector<int64_t> outstanding;     // [ranks] tokens still owed per rank
   std::vector<TokenEvent> tokens;       // from every rank
@@ -60,7 +69,9 @@ class WorkerLoop {
 
  private:
   Control exchange_control(bool idle);
-  StepReport gather_report(std::vector<TokenEvent>& mine);
+  // `ran`: a step ran since the last report (else the timings are zero); `control_s`: this
+  // rank's loop time for it.
+  StepReport gather_report(std::vector<TokenEvent>& mine, bool ran, double control_s);
 
   RankRuntime& rt_;
   comm::Communicator& comm_;

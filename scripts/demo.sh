@@ -14,11 +14,17 @@ build/bin/moe-launch --np 2 --config configs/tiny_a.yaml --listen "$ADDR" --metr
   >"$log.ready" 2>"$log" &
 launch=$!
 trap 'kill -TERM $launch 2>/dev/null || true; wait $launch 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  grep -q '^ready: ' "$log.ready" 2>/dev/null && break
-  kill -0 $launch 2>/dev/null || { echo "moe-launch failed:"; cat "$log"; exit 1; }
+ready=
+for _ in $(seq 1 600); do  # 60 s
+  grep -q '^ready: ' "$log.ready" 2>/dev/null && { ready=1; break; }
+  kill -0 $launch 2>/dev/null || { echo "moe-launch failed:" >&2; cat "$log" >&2; exit 1; }
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "the serving job was not ready after 60 s; moe-launch's log ($log):" >&2
+  cat "$log" >&2
+  exit 1
+fi
 echo "== serving on $ADDR: coordinator + 2 ranks (experts split over them), log in $log"
 echo "== batch: configs/prompts/tiny_a.jsonl"
 build/bin/moe-cli --server "$ADDR" batch --input configs/prompts/tiny_a.jsonl --output "$out"

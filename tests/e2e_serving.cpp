@@ -13,16 +13,23 @@
 
 #include <fcntl.h>
 
+#include <dirent.h>
+#include <google/protobuf/unknown_field_set.h>
+#include <grpcpp/generic/generic_stub.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
 
 extern char** environ;
@@ -35,7 +42,66 @@ const std::string kBin = MOE_BIN_DIR;
 const std::string kConfigs = MOE_CONFIGS_DIR;
 const std::string kData = MOE_TEST_DATA;
 
+// /proc/<pid>/stat: the state letter and the parent pid, or {0, -1} once it is gone.
+std::pair<char, pid_t> proc_stat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return {0, -1};
+  // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+  std::istringstream rest(line.substr(line.rfind(')') + 1));
+  char state = 0;
+  pid_t ppid = -1;
+  rest >> state >> ppid;
+  return {state, ppid};
+}
+
+// Every live descendant of `root` (children, grandchildren, ...), found by parent pid in /proc.
+std::vector<pid_t> descendants(pid_t root) {
+  std::multimap<pid_t, pid_t> children;  // parent -> child
+  if (DIR* d = opendir("/proc")) {
+    while (dirent* e = readdir(d)) {
+      const pid_t p = pid_t(std::atoi(e->d_name));
+      if (p > 0) children.emplace(proc_stat(p).second, p);
+    }
+    closedir(d);
+  }
+  std::vector<pid_t> out, todo = {root};
+  while (!todo.empty()) {
+    const pid_t p = todo.back();
+    todo.pop_back();
+    for (auto [it, end] = children.equal_range(p); it != end; ++it) {
+      out.push_back(it->second);
+      todo.push_back(it->second);
+    }
+  }
+  return out;
+}
+
+// The MPI rank of a process (OMPI_COMM_WORLD_RANK in its environment), or -1.
+int mpi_rank_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ");
+  const std::string key = "OMPI_COMM_WORLD_RANK=";
+  for (std::string var; std::getline(in, var, '\0');)
+    if (var.rfind(key, 0) == 0) return std::atoi(var.c_str() + key.size());
+  return -1;
+}
+
+// Sends SIGSTOP and waits until every process in `pids` shows as stopped, so that nothing runs
+// once this returns. False if one did not stop within 10 s.
+bool freeze(const std::vector<pid_t>& pids) {
+  for (pid_t p : pids) ::kill(p, SIGSTOP);
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  for (pid_t p : pids)
+    for (char st; (st = proc_stat(p).first) != 0 && st != 'T' && st != 't' && st != 'Z';) {
+      if (Clock::now() > until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  return true;
+}
+
 // A child process in its own process group, killed with its group when the test ends.
+// NOTES: Open MPI puts every rank in a process group of its own, so signalling mpirun's group
+// does not reach the ranks: pause/resume/stop also signal mpirun's descendants one by one.
 class Child {
  public:
   Child(std::vector<std::string> argv, const std::string& log) {
@@ -62,12 +128,33 @@ class Child {
   }
   ~Child() { stop(SIGKILL, 0); }
   pid_t pid() const { return pid_; }
-  // Freezes / thaws the whole process group (mpirun and its ranks).
-  void pause() { ::kill(-pid_, SIGSTOP); }
-  void resume() { ::kill(-pid_, SIGCONT); }
+  // Freezes / thaws the child and every descendant (for mpirun: its ranks). pause() returns
+  // once all of them are stopped.
+  bool pause() {
+    std::vector<pid_t> all = descendants(pid_);
+    all.insert(all.begin(), pid_);
+    return freeze(all);
+  }
+  void resume() {
+    for (pid_t p : descendants(pid_)) ::kill(p, SIGCONT);
+    ::kill(-pid_, SIGCONT);
+  }
+  // The pid of MPI rank `rank` among the descendants, or -1.
+  pid_t rank_pid(int rank) const {
+    for (pid_t p : descendants(pid_))
+      if (mpi_rank_of(p) == rank) return p;
+    return -1;
+  }
   // Sends `sig` to the group; waits up to `secs` for the exit. Returns the wait status, or -1.
-  int stop(int sig, double secs) {
+  // Frozen descendants are thawed first so that they can act on it, and SIGKILL reaches each
+  // descendant by pid (they are not in the group, and once mpirun is gone no longer its own).
+  int stop(int sig, double secs) { return stop(sig, secs, descendants(pid_)); }
+  int stop(int sig, double secs, const std::vector<pid_t>& kids) {
     if (pid_ <= 0) return status_;
+    if (sig != 0) {
+      for (pid_t p : kids) ::kill(p, sig == SIGKILL ? SIGKILL : SIGCONT);
+      ::kill(-pid_, SIGCONT);
+    }
     ::kill(-pid_, sig);
     const auto until = Clock::now() + std::chrono::duration<double>(secs);
     do {
@@ -79,7 +166,7 @@ class Child {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     } while (Clock::now() < until);
-    if (sig != SIGKILL) return stop(SIGKILL, 5);
+    if (sig != SIGKILL) return stop(SIGKILL, 5, kids);
     return -1;
   }
 
@@ -128,9 +215,12 @@ class ServingTest : public ::testing::Test {
     const std::string tag = ::testing::UnitTest::GetInstance()->current_test_info()->name();
     coord_log_ = "/tmp/moe_e2e_" + tag + "_coordinator.log";
     worker_log_ = "/tmp/moe_e2e_" + tag + "_worker.log";
-    std::vector<std::string> c = {kBin + "/moe-coordinator", "--listen", addr_, "--metrics-port",
-                                  "0", "--rank-timeout-s", "3", "--drain-timeout-s", "10"};
-    c.insert(c.end(), job.coordinator_args.begin(), job.coordinator_args.end());
+    std::vector<std::string> c = {kBin + "/moe-coordinator", "--listen", addr_, "--rank-timeout-s",
+                                  "3", "--drain-timeout-s", "10"};
+    const auto& ca = job.coordinator_args;
+    if (std::find(ca.begin(), ca.end(), "--metrics-port") == ca.end())
+      c.insert(c.end(), {"--metrics-port", "0"});
+    c.insert(c.end(), ca.begin(), ca.end());
     coordinator_ = std::make_unique<Child>(c, coord_log_);
     std::vector<std::string> w = {"mpirun", "--oversubscribe"};
     if (geteuid() == 0) w.push_back("--allow-run-as-root");
@@ -177,6 +267,34 @@ class ServingTest : public ::testing::Test {
     moe::v1::BatchStatus out;
     EXPECT_TRUE(stub_->GetBatch(ctx_for<int>(10).get(), g, &out).ok());
     return out;
+  }
+
+  moe::v1::LoadStatsResponse stats(bool recent = false) {
+    moe::v1::LoadStatsResponse r;
+    moe::v1::LoadStatsRequest req;
+    req.set_recent_window(recent);
+    const auto st = stub_->GetLoadStats(ctx_for<int>(10).get(), req, &r);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return r;
+  }
+
+  // Polls the statistics until `done` holds; false if it does not within `secs`.
+  template <class Pred>
+  bool stats_until(Pred done, double secs = 20) {
+    const auto until = Clock::now() + std::chrono::duration<double>(secs);
+    for (; Clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(20)))
+      if (done(stats())) return true;
+    return false;
+  }
+
+  // The standard health check of the whole server ("" service).
+  grpc::health::v1::HealthCheckResponse::ServingStatus health() {
+    auto h = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials()));
+    grpc::health::v1::HealthCheckResponse r;
+    const auto st = h->Check(ctx_for<int>(5).get(), {}, &r);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return r.status();
   }
 
   int port_ = 0;
@@ -442,7 +560,10 @@ TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
   EXPECT_NE(st.error_message().find("--max-queue"), std::string::npos) << st.error_message();
 
-  // Four long sequences fill the queue...
+  // Four long sequences fill the queue... The worker job is frozen first, so that they are
+  // still in flight whatever the speed of the machine: the tiny model makes 250 tokens in
+  // well under a second.
+  ASSERT_TRUE(workers_->pause());
   moe::v1::SubmitBatchRequest four;
   four.set_ignore_eos(true);
   for (int i = 0; i < 4; ++i) {
@@ -452,9 +573,7 @@ TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
     it->set_max_new_tokens(250);
   }
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), four, &sub).ok());
-  // ...so one more is refused while they run. The worker job is paused meanwhile: the tiny
-  // model could otherwise finish them before the next request arrives.
-  workers_->pause();
+  // ...so one more is refused while they run.
   moe::v1::GenerateRequest more;
   more.add_prompt_ids(5);
   more.set_max_new_tokens(2);
@@ -487,46 +606,66 @@ TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
   EXPECT_GE(n, 1);
 }
 
-// A client that cancels frees its sequence: with one KV slot per rank and a queue bound of
-// one, the next request can only run if both the coordinator and the rank let go of it.
+// Rows the model processed (prompt and generated tokens), from the whole-run statistics:
+// tiny_a routes every token to its top 2 experts.
+int64_t rows_processed(const moe::v1::LoadStatsResponse& ls) {
+  constexpr int kTopK = 2;
+  int64_t routed = 0;
+  if (ls.layers_size() > 0)
+    for (auto v : ls.layers(0).tokens_per_expert()) routed += v;
+  return routed / kTopK;
+}
+
+// A client that cancels frees its sequence, in the coordinator and on its rank. One rank with
+// one KV slot, a queue bound of one. The job is frozen before the sequence reaches it, so the
+// cancel reaches the rank together with its work or one step after it (the order the worker
+// must handle). While still frozen, a second request is admitted: the coordinator let go. Once
+// thawed, the second request runs, and the rows computed over the whole run show the first
+// sequence took at most one step: a rank that kept it would have made its 255 tokens first.
 TEST_F(ServingTest, CancelledClientFreesItsSequence) {
   start({1, {"--max-queue", "1"}, {"--max-seqs", "1"}});
+  ASSERT_TRUE(workers_->pause());
   moe::v1::GenerateRequest long_req;
   long_req.add_prompt_ids(5);
-  long_req.set_max_new_tokens(250);
+  long_req.set_max_new_tokens(255);  // the whole context of 256
   long_req.set_ignore_eos(true);
   {
     auto ctx = ctx_for<int>(30);
     auto reader = stub_->Generate(ctx.get(), long_req);
-    moe::v1::GenerateResponse r;
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&r));
-    workers_->pause();  // so the sequence cannot finish before the cancel reaches it
+    ASSERT_TRUE(stats_until([](const auto& ls) { return ls.in_flight() == 1; }))
+        << "the long request was not admitted";
     ctx->TryCancel();
+    moe::v1::GenerateResponse r;
     while (reader->Read(&r)) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the coordinator's 100 ms poll
-    workers_->resume();
   }
+  ASSERT_TRUE(stats_until([](const auto& ls) { return ls.in_flight() == 0; }))
+      << "the coordinator did not release the cancelled sequence";
+
   moe::v1::GenerateRequest next;
   next.add_prompt_ids(6);
   next.set_max_new_tokens(3);
   next.set_ignore_eos(true);
-  // The coordinator notices the cancel within its 100 ms polling; retry briefly until then.
-  grpc::Status st;
+  auto ctx = ctx_for<int>(60);
+  auto reader = stub_->Generate(ctx.get(), next);  // admitted while the ranks are frozen
+  ASSERT_TRUE(stats_until([](const auto& ls) { return ls.in_flight() == 1; }))
+      << "the next request was not admitted after the cancel";
+  workers_->resume();
+  moe::v1::GenerateResponse r;
   int n = 0;
-  for (int attempt = 0; attempt < 20; ++attempt) {
-    auto ctx = ctx_for<int>(20);
-    auto reader = stub_->Generate(ctx.get(), next);
-    moe::v1::GenerateResponse r;
-    n = 0;
-    while (reader->Read(&r)) ++n;
-    st = reader->Finish();
-    if (st.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  while (reader->Read(&r)) ++n;
+  const auto st = reader->Finish();
   EXPECT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(n, 3);
+  // The cancelled sequence: at most its prompt's step; the next one: its prompt and 2 decodes.
+  const auto ls = stats();
+  EXPECT_LE(rows_processed(ls), 1 + 3)
+      << "the rank kept running the cancelled sequence (255 tokens asked for)";
+  EXPECT_GE(rows_processed(ls), 3);
+  EXPECT_EQ(ls.in_flight(), 0);
+  ASSERT_EQ(ls.outstanding_tokens_per_rank_size(), 1);
+  EXPECT_EQ(ls.outstanding_tokens_per_rank(0), 0);
 }
 
 // Killing one worker rank mid-batch fails the batch and the streams in flight with
@@ -554,12 +693,9 @@ TEST_F(ServingTest, KilledRankFailsTheBatchWithinTheBound) {
   moe::v1::SubmitBatchResponse sub;
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
 
-  // Kill one rank of the job (not mpirun itself): a moe-worker child of mpirun.
-  const std::string cmd = "pgrep -f -n -P " + std::to_string(workers_->pid()) + " moe-worker";
-  FILE* p = popen(cmd.c_str(), "r");
-  int victim = 0;
-  ASSERT_EQ(fscanf(p, "%d", &victim), 1) << cmd;
-  pclose(p);
+  // Kill one rank of the job (not mpirun itself).
+  const pid_t victim = workers_->rank_pid(1);
+  ASSERT_GT(victim, 0) << "no rank 1 among mpirun's descendants";
   const auto killed_at = Clock::now();
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
 
@@ -575,6 +711,9 @@ TEST_F(ServingTest, KilledRankFailsTheBatchWithinTheBound) {
   EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_FAILED);
   EXPECT_NE(bs.error().find("worker job"), std::string::npos) << bs.error();
   EXPECT_LT(secs, 10.0) << "the failure must be reported within the rank timeout and margin";
+  // The progress tells what completed and what failed, not 64/64.
+  EXPECT_GT(bs.failed(), 0);
+  EXPECT_EQ(bs.completed() + bs.failed(), 64);
 
   moe::v1::GenerateResponse r;
   while (stream->Read(&r)) {
@@ -588,6 +727,333 @@ TEST_F(ServingTest, KilledRankFailsTheBatchWithinTheBound) {
   while (again->Read(&r)) {
   }
   EXPECT_EQ(again->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  // What was gathered stays readable, and says the job is gone.
+  const auto ls = stats();
+  EXPECT_FALSE(ls.worker_attached());
+  EXPECT_NE(ls.worker_lost(), "");
+  EXPECT_GT(rows_processed(ls), 0);
+}
+
+// A rank that stops answering (frozen, not dead: its sockets stay open) is caught by the
+// watchdog: within --rank-timeout-s (3 s here) plus a margin the streams and the batch in
+// flight fail with UNAVAILABLE, health goes NOT_SERVING, and the statistics gathered so far
+// still answer. Rank 1 frozen: rank 0 waits in a collective, its link open and silent. Rank 0
+// frozen: nothing reads the link either, and the batch is sent into it all the same.
+void hung_rank_fails_in_time(ServingTest* t, int rank, int batch_items, int prompt_len) {
+  EXPECT_EQ(t->health(), grpc::health::v1::HealthCheckResponse::SERVING);
+  moe::v1::GenerateRequest g;
+  g.add_prompt_ids(9);
+  g.set_max_new_tokens(250);
+  g.set_ignore_eos(true);
+  auto gctx = ctx_for<int>(60);
+  auto stream = t->stub_->Generate(gctx.get(), g);
+  moe::v1::GenerateResponse first;
+  ASSERT_TRUE(stream->Read(&first));
+
+  const pid_t victim = t->workers_->rank_pid(rank);
+  ASSERT_GT(victim, 0) << "no rank " << rank << " among mpirun's descendants";
+  ASSERT_TRUE(freeze({victim}));
+  const auto frozen_at = Clock::now();
+  moe::v1::SubmitBatchRequest req;
+  req.set_ignore_eos(true);
+  for (int i = 0; i < batch_items; ++i) {
+    auto* it = req.add_items();
+    it->set_id(i);
+    for (int j = 0; j < prompt_len; ++j) it->add_prompt_ids(5 + (i + j) % 500);
+    it->set_max_new_tokens(250 - prompt_len);
+  }
+  moe::v1::SubmitBatchResponse sub;
+  auto st = t->stub_->SubmitBatch(ctx_for<int>(20).get(), req, &sub);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+
+  moe::v1::GenerateResponse r;
+  while (stream->Read(&r)) {
+  }
+  st = stream->Finish();
+  const double secs = std::chrono::duration<double>(Clock::now() - frozen_at).count();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_NE(st.error_message().find("--rank-timeout-s"), std::string::npos) << st.error_message();
+  EXPECT_LT(secs, 3 + 10.0) << "the failure must come within the rank timeout plus a margin";
+
+  moe::v1::GetBatchRequest gb;
+  gb.set_batch_id(sub.batch_id());
+  moe::v1::BatchStatus bs;
+  ASSERT_TRUE(t->stub_->GetBatch(ctx_for<int>(10).get(), gb, &bs).ok());
+  EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_FAILED);
+  EXPECT_EQ(bs.error_code(), int(grpc::StatusCode::UNAVAILABLE));
+  EXPECT_EQ(bs.completed() + bs.failed(), batch_items);
+
+  EXPECT_EQ(t->health(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  const auto ls = t->stats();
+  EXPECT_FALSE(ls.worker_attached());
+  EXPECT_NE(ls.worker_lost().find("no step report"), std::string::npos) << ls.worker_lost();
+  EXPECT_GT(ls.generated_tokens(), 0);
+  EXPECT_EQ(ls.in_flight(), 0);
+
+  auto ctx = ctx_for<int>(10);
+  auto again = t->stub_->Generate(ctx.get(), g);
+  while (again->Read(&r)) {
+  }
+  EXPECT_EQ(again->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(ServingTest, HungRankFailsRequestsWithinTheRankTimeout) {
+  start({2, {}, {"--max-tokens-per-step", "1"}});  // slow enough to be mid-run when it hangs
+  hung_rank_fails_in_time(this, 1, 16, 1);
+}
+
+TEST_F(ServingTest, HungRankZeroFailsRequestsWithinTheRankTimeout) {
+  start({2, {}, {"--max-tokens-per-step", "1"}});
+  hung_rank_fails_in_time(this, 0, 1000, 32);
+}
+
+// The recent window holds the steps of the last --stats-window-s only, also when no report
+// has come since (an idle job sends none), and says what span it covers; the whole-run
+// totals keep everything.
+TEST_F(ServingTest, RecentWindowForgetsIdleTimeWholeRunDoesNot) {
+  constexpr double kWindow = 2;
+  start({2, {"--stats-window-s", "2"}, {}});
+  moe::v1::GenerateRequest g;
+  g.add_prompt_ids(9);
+  g.set_max_new_tokens(200);
+  g.set_ignore_eos(true);
+  auto ctx = ctx_for<int>(30);
+  auto stream = stub_->Generate(ctx.get(), g);
+  moe::v1::GenerateResponse r;
+  ASSERT_TRUE(stream->Read(&r));
+  // Its steps are happening now: the window has them.
+  const auto busy = stats(true);
+  EXPECT_GT(rows_processed(busy), 0);
+  EXPECT_GT(busy.window_seconds(), 0);
+  EXPECT_LE(busy.window_seconds(), kWindow);
+  while (stream->Read(&r)) {
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+
+  std::this_thread::sleep_for(std::chrono::duration<double>(kWindow + 0.5));
+  const auto idle = stats(true);
+  EXPECT_EQ(rows_processed(idle), 0) << "steps older than the window are still counted";
+  EXPECT_DOUBLE_EQ(idle.window_seconds(), kWindow);
+  const auto whole = stats(false);
+  EXPECT_GE(rows_processed(whole), 200);
+  EXPECT_GT(whole.window_seconds(), kWindow);
+}
+
+// Fetches http://127.0.0.1:<port><path> (HTTP/1.0, so the server closes when done); "" on
+// failure.
+std::string http_get(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, req.data(), req.size()) == ssize_t(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+    }
+  }
+  close(fd);
+  return out;
+}
+
+// The value of the sample line `name` (labels included) in a Prometheus exposition, or -1.
+double metric_value(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  return -1;
+}
+
+// /metrics serves every family docs/SERVING.md lists, with values that agree with the RPCs;
+// server reflection lists the services.
+TEST_F(ServingTest, MetricsAndReflectionAreServed) {
+  const int mport = free_port();
+  start({2, {"--metrics-port", std::to_string(mport)}, {}});
+  moe::v1::GenerateRequest g;
+  g.add_prompt_ids(9);
+  g.set_max_new_tokens(8);
+  g.set_ignore_eos(true);
+  auto ctx = ctx_for<int>(30);
+  auto stream = stub_->Generate(ctx.get(), g);
+  moe::v1::GenerateResponse r;
+  while (stream->Read(&r)) {
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+
+  const std::string page = http_get(mport, "/metrics");
+  ASSERT_NE(page.find("200 OK"), std::string::npos) << page;
+  const std::string text = page.substr(page.find("\r\n\r\n") + 4);
+  for (const char* family :
+       {"moe_worker_attached", "moe_requests_total", "moe_requests_refused_total",
+        "moe_requests_failed_total", "moe_tokens_generated_total", "moe_queue_depth",
+        "moe_batches_retained", "moe_steps_total", "moe_step_seconds_total",
+        "moe_step_compute_seconds_total", "moe_step_exchange_seconds_total",
+        "moe_step_schedule_seconds_total", "moe_step_control_seconds_total",
+        "moe_expert_tokens_total", "moe_device_rows_total"}) {
+    EXPECT_NE(text.find(std::string("# TYPE ") + family + " "), std::string::npos) << family;
+    EXPECT_NE(text.find(std::string("# HELP ") + family + " "), std::string::npos) << family;
+  }
+  EXPECT_EQ(metric_value(text, "moe_worker_attached"), 1);
+  EXPECT_EQ(metric_value(text, "moe_requests_total"), 1);
+  EXPECT_EQ(metric_value(text, "moe_tokens_generated_total"), 8);
+  EXPECT_EQ(metric_value(text, "moe_queue_depth"), 0);
+  EXPECT_GT(metric_value(text, "moe_steps_total"), 0);
+  const auto ls = stats();
+  ASSERT_EQ(ls.layers_size(), 2);  // tiny_a
+  for (int l = 0; l < 2; ++l) {
+    for (int e = 0; e < 8; ++e)
+      EXPECT_EQ(metric_value(text, "moe_expert_tokens_total{layer=\"" + std::to_string(l) +
+                                       "\",expert=\"" + std::to_string(e) + "\"}"),
+                ls.layers(l).tokens_per_expert(e))
+          << "layer " << l << " expert " << e;
+    for (int k = 0; k < 2; ++k)
+      EXPECT_EQ(metric_value(text, "moe_device_rows_total{layer=\"" + std::to_string(l) +
+                                       "\",rank=\"" + std::to_string(k) + "\"}"),
+                ls.layers(l).rows_computed_per_rank(k))
+          << "layer " << l << " rank " << k;
+  }
+
+  // Reflection, spoken by hand (the reflection protos are not compiled here): a
+  // ServerReflectionRequest with list_services (field 7) set to "", and the service names out
+  // of list_services_response (field 6) -> service (1) -> name (1).
+  grpc::GenericStub generic(grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials()));
+  grpc::CompletionQueue cq;
+  auto rctx = ctx_for<int>(10);
+  auto call = generic.PrepareCall(
+      rctx.get(), "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  auto next = [&](intptr_t want) {
+    return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(next(1));
+  const std::string wire("\x3a\x00", 2);
+  grpc::Slice slice(wire);
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(next(2));
+  grpc::ByteBuffer reply;
+  call->Read(&reply, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(next(3));
+  call->WritesDone(reinterpret_cast<void*>(4));
+  ASSERT_TRUE(next(4));
+  grpc::Status fin;
+  call->Finish(&fin, reinterpret_cast<void*>(5));
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  EXPECT_TRUE(fin.ok()) << fin.error_message();
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(reply.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  google::protobuf::UnknownFieldSet response;
+  ASSERT_TRUE(response.ParseFromString(bytes));
+  std::set<std::string> services;
+  for (int i = 0; i < response.field_count(); ++i) {
+    const auto& f = response.field(i);
+    if (f.number() != 6 || f.type() != google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED)
+      continue;
+    google::protobuf::UnknownFieldSet list;
+    ASSERT_TRUE(list.ParseFromString(f.length_delimited()));
+    for (int j = 0; j < list.field_count(); ++j) {
+      google::protobuf::UnknownFieldSet service;
+      ASSERT_TRUE(service.ParseFromString(list.field(j).length_delimited()));
+      for (int k = 0; k < service.field_count(); ++k)
+        if (service.field(k).number() == 1) services.insert(service.field(k).length_delimited());
+    }
+  }
+  for (const char* want : {"moe.v1.Inference", "moe.v1.WorkerLink", "grpc.health.v1.Health",
+                           "grpc.reflection.v1alpha.ServerReflection"})
+    EXPECT_EQ(services.count(want), 1u) << want << " not listed by reflection";
+}
+
+// A finished batch's sequences are freed at once; its results stay readable until
+// --batch-retention-s passes, then GetBatch says the batch expired (NOT_FOUND), which an id
+// never issued does not.
+TEST_F(ServingTest, FinishedBatchesExpireAfterTheRetention) {
+  start({2, {"--batch-retention-s", "1"}, {}});
+  moe::v1::SubmitBatchRequest req;
+  for (int i = 0; i < 3; ++i) {
+    auto* it = req.add_items();
+    it->set_id(i);
+    it->add_prompt_ids(5 + i);
+    it->set_max_new_tokens(2);
+  }
+  moe::v1::SubmitBatchResponse sub;
+  ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
+  moe::v1::GetBatchRequest gb;
+  gb.set_batch_id(sub.batch_id());
+  auto wctx = ctx_for<int>(60);
+  auto watch = stub_->WatchBatch(wctx.get(), gb);
+  moe::v1::BatchStatus bs;
+  while (watch->Read(&bs)) {
+  }
+  ASSERT_TRUE(watch->Finish().ok());
+  ASSERT_EQ(bs.state(), moe::v1::BATCH_STATE_DONE);
+  EXPECT_EQ(stats().in_flight(), 0);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto st = stub_->GetBatch(ctx_for<int>(10).get(), gb, &bs);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(st.error_message().find("expired"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("--batch-retention-s"), std::string::npos)
+      << st.error_message();
+  gb.set_batch_id("batch-99");
+  st = stub_->GetBatch(ctx_for<int>(10).get(), gb, &bs);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(st.error_message().find("expired"), std::string::npos) << st.error_message();
+}
+
+// Past --max-finished-batches, the oldest finished batch expires first; the newer ones stay.
+TEST_F(ServingTest, RetainedBatchesAreCapped) {
+  const int mport = free_port();
+  start({2, {"--max-finished-batches", "2", "--metrics-port", std::to_string(mport)}, {}});
+  moe::v1::SubmitBatchRequest req;
+  for (int i = 0; i < 2; ++i) {
+    auto* it = req.add_items();
+    it->set_id(i);
+    it->add_prompt_ids(5 + i);
+    it->set_max_new_tokens(2);
+  }
+  std::vector<std::string> ids;
+  for (int b = 0; b < 3; ++b) {
+    moe::v1::SubmitBatchResponse sub;
+    ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
+    ids.push_back(sub.batch_id());
+    moe::v1::GetBatchRequest gb;
+    gb.set_batch_id(sub.batch_id());
+    auto wctx = ctx_for<int>(60);
+    auto watch = stub_->WatchBatch(wctx.get(), gb);
+    moe::v1::BatchStatus bs;
+    while (watch->Read(&bs)) {
+    }
+    ASSERT_TRUE(watch->Finish().ok());
+    ASSERT_EQ(bs.state(), moe::v1::BATCH_STATE_DONE);
+  }
+  for (int b = 0; b < 3; ++b) {
+    moe::v1::GetBatchRequest gb;
+    gb.set_batch_id(ids[b]);
+    moe::v1::BatchStatus bs;
+    const auto st = stub_->GetBatch(ctx_for<int>(10).get(), gb, &bs);
+    if (b == 0) {
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << ids[b];
+      EXPECT_NE(st.error_message().find("--max-finished-batches"), std::string::npos)
+          << st.error_message();
+    } else {
+      ASSERT_TRUE(st.ok()) << ids[b] << ": " << st.error_message();
+      EXPECT_EQ(bs.results_size(), 2);
+    }
+  }
+  EXPECT_EQ(metric_value(http_get(mport, "/metrics"), "moe_batches_retained"), 2);
 }
 
 // SIGTERM drains: work in flight completes, new work is refused, the coordinator exits 0.

@@ -90,9 +90,12 @@ grpc::Status InferenceService::WatchBatch(grpc::ServerContext* ctx,
 grpc::Status InferenceService::GetLoadStats(grpc::ServerContext*,
                                             const moe::v1::LoadStatsRequest* req,
                                             moe::v1::LoadStatsResponse* out) {
-  if (!s_.attached())
-    return {grpc::StatusCode::UNAVAILABLE, "no worker job attached: no statistics yet"};
-  s_.load_stats(req->recent_window(), out);
+  // After the job is lost the statistics gathered so far still answer (worker_attached says
+  // it is gone, and the health service NOT_SERVING): they are what one reads to see why.
+  if (!s_.load_stats(req->recent_window(), out))
+    return {grpc::StatusCode::UNAVAILABLE,
+            "no worker job has attached yet: no statistics (start mpirun -np N moe-worker "
+            "--coordinator ...)"};
   return grpc::Status::OK;
 }
 

@@ -12,6 +12,21 @@ namespace moe::coordinator {
 namespace {
 grpc::Status invalid(const std::string& m) { return {grpc::StatusCode::INVALID_ARGUMENT, m}; }
 grpc::Status unavailable(const std::string& m) { return {grpc::StatusCode::UNAVAILABLE, m}; }
+Clock::duration seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+double since(Clock::time_point t, Clock::time_point now) {
+  return std::chrono::duration<double>(now - t).count();
+}
+const char kBatchPrefix[] = "batch-";
+// n of "batch-<n>", or INT64_MAX for anything else.
+int64_t batch_number(const std::string& id) {
+  const std::string digits = id.substr(std::min(id.size(), sizeof kBatchPrefix - 1));
+  if (id.rfind(kBatchPrefix, 0) != 0 || digits.empty() || digits.size() > 18 ||
+      digits.find_first_not_of("0123456789") != std::string::npos || digits[0] == '0')
+    return INT64_MAX;
+  return std::stoll(digits);
+}
 }  // namespace
 
 State::State(Options o) : opt_(o) {}
@@ -43,12 +58,16 @@ grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
   model_ = {h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers()};
   sink_ = std::move(sink);
   kick_ = std::move(kick);
+  lost_.clear();
   last_report_ = Clock::now();
+  if (!stats_since_) stats_since_ = last_report_;
+  last_step_ = 0;  // a new job counts its steps from 0
   outstanding_.assign(model_.world, 0);
   const size_t E = size_t(model_.layers) * model_.experts, R = size_t(model_.layers) * model_.world;
   if (tokens_.size() != E) tokens_.assign(E, 0);
   if (rows_computed_.size() != R) rows_computed_.assign(R, 0);
   if (rows_sent_.size() != R * model_.world) rows_sent_.assign(R * model_.world, 0);
+  window_.clear();  // deltas of another shape cannot be summed with the new job's
   spdlog::info("worker job attached: {} ranks, vocab {}, context {}, {} layers x {} experts, {}",
                model_.world, model_.vocab, model_.max_context, model_.layers, model_.experts,
                tokenizer_ ? "with a tokenizer (text prompts accepted)" : "no tokenizer (ids only)");
@@ -61,11 +80,27 @@ bool State::attached() const {
   return bool(sink_);
 }
 
-void State::mark_done_locked(Sequence& s) {
-  if (s.batch.empty()) return;
-  auto it = batches_.find(s.batch);
-  if (it == batches_.end()) return;
-  if (--it->second.remaining == 0) it->second.finished = Clock::now();
+void State::finished_locked(std::map<int64_t, Sequence>::iterator it) {
+  Sequence& s = it->second;
+  --in_flight_;
+  if (s.batch.empty()) return;  // a Generate handler reads it, then forgets it
+  if (auto b = batches_.find(s.batch); b != batches_.end()) {
+    Batch& B = b->second;
+    if (!s.error.ok()) {
+      ++B.failed;
+      if (B.error.ok()) B.error = s.error;
+    }
+    moe::v1::BatchResult& r = B.results[size_t(s.batch_index)];
+    *r.mutable_output_ids() = {s.output.begin(), s.output.end()};
+    r.set_finish_reason(s.finish);
+    if (s.text && tokenizer_) r.set_output_text(tokenizer_->decode(s.output));
+    if (--B.remaining == 0) {
+      B.finished = Clock::now();
+      finished_batches_.emplace_back(*B.finished, B.id);
+      expire_batches_locked(*B.finished);  // the cap on retained batches
+    }
+  }
+  seqs_.erase(it);
 }
 
 void State::on_step(const moe::v1::StepReport& st) {
@@ -73,12 +108,12 @@ void State::on_step(const moe::v1::StepReport& st) {
   last_report_ = Clock::now();
   for (const auto& t : st.tokens()) {
     auto it = seqs_.find(t.seq_id());
-    if (it == seqs_.end() || it->second.done()) continue;  // cancelled or forgotten
+    if (it == seqs_.end() || it->second.done()) continue;  // cancelled, finished or forgotten
     Sequence& s = it->second;
     if (t.finish_reason().rfind("error:", 0) == 0) {
       s.error = invalid(t.finish_reason().substr(7));
       ++failed_;
-      mark_done_locked(s);
+      finished_locked(it);
       continue;
     }
     s.output.push_back(t.token_id());
@@ -87,7 +122,7 @@ void State::on_step(const moe::v1::StepReport& st) {
       if (auto b = batches_.find(s.batch); b != batches_.end()) ++b->second.generated;
     if (!t.finish_reason().empty()) {
       s.finish = t.finish_reason();
-      mark_done_locked(s);
+      finished_locked(it);
     }
   }
   for (int r = 0; r < st.outstanding_per_rank_size() && r < int(outstanding_.size()); ++r)
@@ -103,24 +138,29 @@ void State::on_step(const moe::v1::StepReport& st) {
     for (size_t i = 0; i < d.rows_sent.size(); ++i) rows_sent_[i] += d.rows_sent[i];
     window_.push_back(std::move(d));
   }
-  const auto horizon = Clock::now() - std::chrono::duration_cast<Clock::duration>(
-                                          std::chrono::duration<double>(opt_.stats_window_s));
+  const auto horizon = Clock::now() - seconds(opt_.stats_window_s);
   while (!window_.empty() && window_.front().at < horizon) window_.pop_front();
-  ++steps_;
+  // A report without a step (a refused sequence, applied cancellations) repeats the count.
+  if (st.step() > last_step_) {
+    steps_ += st.step() - last_step_;
+    last_step_ = st.step();
+  }
   step_s_ += st.step_seconds();
   compute_s_ += st.compute_seconds();
   exchange_s_ += st.exchange_seconds();
   schedule_s_ += st.schedule_seconds();
+  control_s_ += st.control_seconds();
   cv_.notify_all();
 }
 
 void State::fail_locked(const std::string& why) {
-  for (auto& [id, s] : seqs_)
-    if (!s.done()) {
-      s.error = unavailable(why);
-      ++failed_;
-      mark_done_locked(s);
-    }
+  for (auto it = seqs_.begin(); it != seqs_.end();) {
+    auto cur = it++;  // finished_locked may erase cur
+    if (cur->second.done()) continue;
+    cur->second.error = unavailable(why);
+    ++failed_;
+    finished_locked(cur);
+  }
   std::fill(outstanding_.begin(), outstanding_.end(), 0);
   cv_.notify_all();
 }
@@ -132,6 +172,7 @@ void State::detach_locked(const std::string& why) {
   else
     spdlog::error("worker job lost: {}", why);
   sink_ = nullptr;
+  lost_ = why;
   if (kick_) kick_();
   kick_ = nullptr;
   fail_locked(why);
@@ -145,16 +186,29 @@ void State::detach(const std::string& why) {
 void State::check_timeout() {
   std::lock_guard lk(mu_);
   if (!sink_) return;
-  bool busy = false;
-  for (const auto& [id, s] : seqs_) busy |= !s.done();
-  const double quiet = std::chrono::duration<double>(Clock::now() - last_report_).count();
-  if (busy && quiet > opt_.rank_timeout_s) {
+  const double quiet = since(last_report_, Clock::now());
+  if (in_flight_ > 0 && quiet > opt_.rank_timeout_s) {
     char msg[200];
     std::snprintf(msg, sizeof msg,
                   "no step report from the worker job for %.1f s (--rank-timeout-s %.1f): a rank "
                   "died or stopped answering",
                   quiet, opt_.rank_timeout_s);
     detach_locked(msg);
+  }
+}
+
+void State::expire_batches() {
+  std::lock_guard lk(mu_);
+  expire_batches_locked(Clock::now());
+}
+
+void State::expire_batches_locked(Clock::time_point now) {
+  const auto horizon = now - seconds(opt_.batch_retention_s);
+  while (!finished_batches_.empty() &&
+         (finished_batches_.front().first < horizon ||
+          finished_batches_.size() > size_t(opt_.max_finished_batches))) {
+    batches_.erase(finished_batches_.front().second);
+    finished_batches_.pop_front();
   }
 }
 
@@ -188,6 +242,12 @@ int State::pick_rank() const {
 grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const std::string& batch,
                           bool ignore_eos, std::vector<int64_t>* ids) {
   std::lock_guard lk(mu_);
+  return admit_locked(items, batch, ignore_eos, ids);
+}
+
+grpc::Status State::admit_locked(const std::vector<moe::v1::BatchItem>& items,
+                                 const std::string& batch, bool ignore_eos,
+                                 std::vector<int64_t>* ids) {
   if (draining_) return unavailable("the coordinator is shutting down and takes no new work");
   if (!sink_)
     return unavailable("no worker job attached (start mpirun -np N moe-worker --coordinator ...)");
@@ -211,8 +271,7 @@ grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const st
       return invalid(who + "duplicate id within the batch");
     }
   }
-  size_t busy = 0;
-  for (const auto& [id, s] : seqs_) busy += !s.done();
+  const size_t busy = size_t(in_flight_);
   if (busy + items.size() > size_t(opt_.max_queue)) {
     ++refused_;
     return {grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -230,6 +289,7 @@ grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const st
     s.prompt.assign(it.prompt_ids().begin(), it.prompt_ids().end());
     s.max_new = it.max_new_tokens();
     s.batch = batch;
+    if (!batch.empty()) s.batch_index = int64_t(i);
     outstanding_[s.rank] += int64_t(s.prompt.size()) + s.max_new;
     moe::v1::CoordinatorMessage m;
     auto* w = m.mutable_work();
@@ -240,6 +300,7 @@ grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const st
     w->set_ignore_eos(ignore_eos);
     ids->push_back(s.id);
     seqs_.emplace(s.id, std::move(s));
+    ++in_flight_;
     ++requests_;
     if (!sink_(m)) {
       detach_locked("the worker link broke while sending work");
@@ -250,29 +311,41 @@ grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const st
 }
 
 grpc::Status State::submit_batch(const moe::v1::SubmitBatchRequest& req, std::string* batch_id) {
-  std::string id;
-  {
-    std::lock_guard lk(mu_);
-    id = "batch-" + std::to_string(next_batch_++);
-  }
   std::vector<moe::v1::BatchItem> items(req.items().begin(), req.items().end());
-  {
-    std::lock_guard lk(mu_);
-    Batch b;
-    b.id = id;
-    b.started = Clock::now();
-    b.remaining = int64_t(items.size());
-    for (const auto& it : items) b.item_ids.push_back(it.id());
-    batches_.emplace(id, std::move(b));
-  }
-  std::vector<int64_t> ids;
-  grpc::Status st = admit(items, id, req.ignore_eos(), &ids);
+  // One lock throughout: no step report can touch the batch before it is complete, and a
+  // refused batch gives its number back.
   std::lock_guard lk(mu_);
+  const std::string id = kBatchPrefix + std::to_string(next_batch_++);
+  Batch b;
+  b.id = id;
+  b.started = Clock::now();
+  b.total = b.remaining = int64_t(items.size());
+  b.results.resize(items.size());
+  for (size_t i = 0; i < items.size(); ++i) b.results[i].set_id(items[i].id());
+  batches_.emplace(id, std::move(b));
+  std::vector<int64_t> ids;
+  grpc::Status st = admit_locked(items, id, req.ignore_eos(), &ids);
   if (!st.ok()) {
-    batches_.erase(id);
+    if (ids.empty()) {  // refused whole
+      batches_.erase(id);
+      --next_batch_;
+      return st;
+    }
+    // The link broke midway: the sequences sent have failed already; the items never sent
+    // fail with them, so that the batch finishes (and expires) like any other.
+    auto b = batches_.find(id);
+    const int64_t unsent = int64_t(items.size() - ids.size());
+    if (b != batches_.end() && unsent > 0) {
+      Batch& B = b->second;
+      B.failed += unsent;
+      if (B.error.ok()) B.error = st;
+      if ((B.remaining -= unsent) == 0) {
+        B.finished = Clock::now();
+        finished_batches_.emplace_back(*B.finished, B.id);
+      }
+    }
     return st;
   }
-  batches_[id].seqs = std::move(ids);
   *batch_id = id;
   return grpc::Status::OK;
 }
@@ -282,7 +355,7 @@ void State::cancel(int64_t id) {
   auto it = seqs_.find(id);
   if (it == seqs_.end() || it->second.done()) return;
   it->second.finish = "cancelled";
-  mark_done_locked(it->second);
+  finished_locked(it);  // Generate sequences only: `it` stays valid for the handler
   if (sink_) {
     moe::v1::CoordinatorMessage m;
     m.mutable_cancel()->set_seq_id(id);
@@ -325,37 +398,35 @@ void State::forget(int64_t id) {
 grpc::Status State::batch_status(const std::string& id, bool with_results,
                                  moe::v1::BatchStatus* out) {
   std::lock_guard lk(mu_);
+  expire_batches_locked(Clock::now());
   auto it = batches_.find(id);
-  if (it == batches_.end())
+  if (it == batches_.end()) {
+    if (batch_number(id) < next_batch_) {
+      char msg[300];
+      std::snprintf(msg, sizeof msg,
+                    "batch '%s' has expired: the results of a finished batch are kept for %g s "
+                    "(--batch-retention-s), and for at most %d finished batches "
+                    "(--max-finished-batches)",
+                    id.c_str(), opt_.batch_retention_s, opt_.max_finished_batches);
+      return {grpc::StatusCode::NOT_FOUND, msg};
+    }
     return {grpc::StatusCode::NOT_FOUND, "no batch '" + id + "' (ids come from SubmitBatch)"};
+  }
   const Batch& b = it->second;
   out->set_batch_id(b.id);
-  out->set_total(int64_t(b.seqs.size()));
-  out->set_completed(int64_t(b.seqs.size()) - b.remaining);
+  out->set_total(b.total);
+  out->set_failed(b.failed);
+  out->set_completed(b.total - b.remaining - b.failed);
   out->set_generated_tokens(b.generated);
-  const auto end = b.finished ? *b.finished : Clock::now();
-  const double secs = std::chrono::duration<double>(end - b.started).count();
+  const double secs = since(b.started, b.finished ? *b.finished : Clock::now());
   out->set_tokens_per_second(secs > 0 ? b.generated / secs : 0.0);
-  const grpc::Status* error = nullptr;
-  for (int64_t sid : b.seqs) {
-    const Sequence& s = seqs_.at(sid);
-    if (!s.error.ok() && !error) error = &s.error;
-  }
-  if (error) {
+  if (!b.error.ok()) {
     out->set_state(moe::v1::BATCH_STATE_FAILED);
-    out->set_error(error->error_message());
-    out->set_error_code(int(error->error_code()));
+    out->set_error(b.error.error_message());
+    out->set_error_code(int(b.error.error_code()));
   } else if (b.remaining == 0) {
     out->set_state(moe::v1::BATCH_STATE_DONE);
-    if (with_results)
-      for (size_t i = 0; i < b.seqs.size(); ++i) {
-        const Sequence& s = seqs_.at(b.seqs[i]);
-        auto* r = out->add_results();
-        r->set_id(b.item_ids[i]);
-        *r->mutable_output_ids() = {s.output.begin(), s.output.end()};
-        r->set_finish_reason(s.finish);
-        if (s.text && tokenizer_) r->set_output_text(tokenizer_->decode(s.output));
-      }
+    if (with_results) *out->mutable_results() = {b.results.begin(), b.results.end()};
   } else {
     out->set_state(moe::v1::BATCH_STATE_RUNNING);
   }
@@ -377,9 +448,7 @@ bool State::draining() const {
 
 size_t State::in_flight() const {
   std::lock_guard lk(mu_);
-  size_t n = 0;
-  for (const auto& [id, s] : seqs_) n += !s.done();
-  return n;
+  return size_t(in_flight_);
 }
 
 void State::fail_all(const std::string& why) {
@@ -397,18 +466,24 @@ void State::shutdown_worker() {
 
 // ---- statistics --------------------------------------------------------------------------------
 
-void State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
+bool State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
   std::lock_guard lk(mu_);
-  if (model_.layers == 0) return;
+  if (model_.layers == 0 || !stats_since_) return false;
   runtime::LoadStats ls(model_.layers, model_.experts, model_.world);
-  double span = 0;
+  const auto now = Clock::now();
+  const double age = since(*stats_since_, now);
+  double span = age;
   if (recent) {
-    for (const auto& d : window_) {
-      for (size_t i = 0; i < d.tokens.size(); ++i) ls.tokens[i] += d.tokens[i];
-      for (size_t i = 0; i < d.rows_computed.size(); ++i) ls.rows_computed[i] += d.rows_computed[i];
-      for (size_t i = 0; i < d.rows_sent.size(); ++i) ls.rows[i] += d.rows_sent[i];
+    // Filtered here too: the window is pruned only when a report arrives, and an idle job
+    // sends none.
+    const auto horizon = now - seconds(opt_.stats_window_s);
+    for (auto d = window_.rbegin(); d != window_.rend() && d->at >= horizon; ++d) {
+      for (size_t i = 0; i < d->tokens.size(); ++i) ls.tokens[i] += d->tokens[i];
+      for (size_t i = 0; i < d->rows_computed.size(); ++i)
+        ls.rows_computed[i] += d->rows_computed[i];
+      for (size_t i = 0; i < d->rows_sent.size(); ++i) ls.rows[i] += d->rows_sent[i];
     }
-    span = opt_.stats_window_s;
+    span = std::min(opt_.stats_window_s, age);
   } else {
     ls.tokens = tokens_;
     ls.rows_computed = rows_computed_;
@@ -434,7 +509,13 @@ void State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
   out->set_compute_seconds(compute_s_);
   out->set_exchange_seconds(exchange_s_);
   out->set_schedule_seconds(schedule_s_);
+  out->set_control_seconds(control_s_);
   out->set_generated_tokens(generated_);
+  out->set_in_flight(in_flight_);
+  *out->mutable_outstanding_tokens_per_rank() = {outstanding_.begin(), outstanding_.end()};
+  out->set_worker_attached(bool(sink_));
+  out->set_worker_lost(lost_);
+  return true;
 }
 
 std::string State::prometheus() const {
@@ -446,19 +527,23 @@ std::string State::prometheus() const {
                   type, name, v);
     o += buf;
   };
-  size_t busy = 0;
-  for (const auto& [id, s] : seqs_) busy += !s.done();
+  const double busy = double(in_flight_);
   metric("moe_worker_attached", "gauge", "1 while a worker job is attached", sink_ ? 1 : 0);
   metric("moe_requests_total", "counter", "sequences admitted", double(requests_));
   metric("moe_requests_refused_total", "counter", "requests refused (invalid or over the queue bound)", double(refused_));
   metric("moe_requests_failed_total", "counter", "admitted sequences that failed", double(failed_));
   metric("moe_tokens_generated_total", "counter", "tokens generated", double(generated_));
-  metric("moe_queue_depth", "gauge", "sequences admitted and not finished", double(busy));
+  metric("moe_queue_depth", "gauge", "sequences admitted and not finished", busy);
+  metric("moe_batches_retained", "gauge", "finished batches whose results are still kept",
+         double(finished_batches_.size()));
   metric("moe_steps_total", "counter", "engine steps run by the worker job", double(steps_));
   metric("moe_step_seconds_total", "counter", "engine step wall time (slowest rank)", step_s_);
   metric("moe_step_compute_seconds_total", "counter", "step time in compute (mean over ranks)", compute_s_);
   metric("moe_step_exchange_seconds_total", "counter", "step time in all-to-all exchanges (mean over ranks)", exchange_s_);
   metric("moe_step_schedule_seconds_total", "counter", "step time in scheduling and step agreement (mean over ranks)", schedule_s_);
+  metric("moe_step_control_seconds_total", "counter",
+         "worker loop time around the steps: work broadcast, report gather (mean over ranks)",
+         control_s_);
   o += "# HELP moe_expert_tokens_total routed (token, top-k slot) choices per layer and expert\n"
        "# TYPE moe_expert_tokens_total counter\n";
   for (int l = 0; l < model_.layers; ++l)

@@ -2,6 +2,10 @@
 // The coordinator's state: the sequences it admitted, the batches they belong to, the worker
 // job that runs them, and the load statistics it reported. One mutex guards all of it; waiters
 // (streaming handlers) sleep on one condition variable that every change notifies.
+// NOTES: nothing here may grow with the number of requests served. A batch's sequence is
+// erased as soon as it finishes (its output moves into the batch's results); a Generate
+// sequence when its handler returns; a finished batch after the retention time or past the
+// retention cap. Work under the lock is O(what changed), never a scan of all sequences.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -28,6 +32,8 @@ struct Options {
   int max_queue = 4096;
   double rank_timeout_s = 10;
   double stats_window_s = 60;
+  double batch_retention_s = 600;  // a finished batch's results are kept this long...
+  int max_finished_batches = 1000;  // ...and at most this many finished batches at once
 };
 
 struct Sequence {
@@ -39,16 +45,19 @@ struct Sequence {
   std::string finish;       // "" while running
   grpc::Status error;       // not OK when it failed
   std::string batch;        // "" for Generate
+  int64_t batch_index = -1; // its item's position in the batch (input order)
   bool text = false;        // the prompt came as text: outputs are decoded too
   bool done() const { return !finish.empty() || !error.ok(); }
 };
 
 struct Batch {
   std::string id;
-  int64_t remaining = 0;          // sequences not done
-  int64_t generated = 0;          // tokens made so far
-  std::vector<int64_t> seqs;      // coordinator ids, in input order
-  std::vector<int64_t> item_ids;  // the client's ids, in input order
+  int64_t total = 0;       // items
+  int64_t remaining = 0;   // items not done
+  int64_t failed = 0;      // items that ended in an error (not counted as completed)
+  int64_t generated = 0;   // tokens made so far
+  std::vector<moe::v1::BatchResult> results;  // [total], input order; filled as items finish
+  grpc::Status error;      // the first item's failure
   Clock::time_point started;
   std::optional<Clock::time_point> finished;
 };
@@ -78,6 +87,8 @@ class State {
   // Fails everything in flight and detaches when the job has sent no report for longer than
   // the rank timeout while work is in flight. Called periodically.
   void check_timeout();
+  // Drops finished batches past --batch-retention-s. Called periodically.
+  void expire_batches();
 
   // ---- requests ----
   // Validates and admits; returns the sequence ids or an error status, admitting nothing then.
@@ -92,7 +103,7 @@ class State {
   grpc::Status batch_status(const std::string& id, bool with_results, moe::v1::BatchStatus* out);
   // Waits until something changes or `deadline` passes.
   void wait_change(Clock::time_point deadline);
-  void forget(int64_t id);  // drop a finished Generate sequence
+  void forget(int64_t id);  // drop a Generate sequence once its handler is done with it
   // The worker's tokenizer, or null when its checkpoint has none.
   std::shared_ptr<const runtime::Tokenizer> tokenizer() const;
 
@@ -104,7 +115,9 @@ class State {
   void shutdown_worker();
 
   // ---- statistics ----
-  void load_stats(bool recent, moe::v1::LoadStatsResponse* out) const;
+  // False until a worker job has attached (there is nothing to count yet). After the job is
+  // lost the statistics gathered so far stay readable, with worker_attached false.
+  bool load_stats(bool recent, moe::v1::LoadStatsResponse* out) const;
   std::string prometheus() const;  // text exposition format
 
  private:
@@ -114,7 +127,12 @@ class State {
   };
   int pick_rank() const;  // least outstanding tokens
   void fail_locked(const std::string& why);
-  void mark_done_locked(Sequence& s);  // batch accounting, once per sequence
+  // Accounts a sequence that just became done, once: in-flight count, its batch's result; a
+  // batch's sequence is erased here (`it` is invalid afterwards).
+  void finished_locked(std::map<int64_t, Sequence>::iterator it);
+  void expire_batches_locked(Clock::time_point now);
+  grpc::Status admit_locked(const std::vector<moe::v1::BatchItem>& items,
+                            const std::string& batch, bool ignore_eos, std::vector<int64_t>* ids);
   void detach_locked(const std::string& why);
   grpc::Status validate_locked(const moe::v1::BatchItem& item, const std::string& who) const;
 
@@ -127,16 +145,23 @@ class State {
   std::shared_ptr<const runtime::Tokenizer> tokenizer_;
   Clock::time_point last_report_;
   bool draining_ = false;
+  std::string lost_;  // why the last worker job went away; "" while one is attached
+  // Batch ids are "batch-<n>" with n dense over admitted batches (a refused one gives its n
+  // back), so an absent id below next_batch_ is one that expired.
   int64_t next_id_ = 1, next_batch_ = 1;
-  std::map<int64_t, Sequence> seqs_;
+  int64_t in_flight_ = 0;             // sequences admitted and not done
+  std::map<int64_t, Sequence> seqs_;  // running ones, and Generate ones until forgotten
   std::map<std::string, Batch> batches_;
+  std::deque<std::pair<Clock::time_point, std::string>> finished_batches_;  // oldest first
   std::vector<int64_t> outstanding_;  // per rank, as the worker last reported plus admissions
 
   // statistics
+  std::optional<Clock::time_point> stats_since_;  // the first attach
   std::vector<int64_t> tokens_, rows_computed_, rows_sent_;  // whole run
-  std::deque<StepDelta> window_;
+  std::deque<StepDelta> window_;                 // step deltas of the last stats_window_s
+  int64_t last_step_ = 0;  // the attached job's step counter at its last report
   int64_t steps_ = 0, requests_ = 0, failed_ = 0, generated_ = 0, refused_ = 0;
-  double step_s_ = 0, compute_s_ = 0, exchange_s_ = 0, schedule_s_ = 0;
+  double step_s_ = 0, compute_s_ = 0, exchange_s_ = 0, schedule_s_ = 0, control_s_ = 0;
 };
 
 }  // namespace moe::coordinator

@@ -14,14 +14,37 @@ LAUNCH_PID=
 cleanup() { [ -n "$LAUNCH_PID" ] && kill -KILL "$LAUNCH_PID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 
+# Ids that do not fit a token id are refused before anything is sent, not wrapped.
+"$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 5,4294967297 >/dev/null 2>"$TMP/big"; rc=$?
+[ "$rc" -eq 2 ] && [ "$(wc -l < "$TMP/big")" -eq 1 ] && grep -q "4294967297 is outside the range" "$TMP/big" \
+  && ok "--prompt-ids beyond int32: exit 2, one line" || bad "--prompt-ids 4294967297: exit $rc $(cat "$TMP/big")"
+printf '{"id": 1, "prompt_ids": [5, 4294967297]}\n' > "$TMP/big.jsonl"
+"$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/big.jsonl" >/dev/null 2>"$TMP/bigj"; rc=$?
+[ "$rc" -eq 2 ] && [ "$(wc -l < "$TMP/bigj")" -eq 1 ] && grep -q "big.jsonl:1: \"prompt_ids\" holds 4294967297, outside the range" "$TMP/bigj" \
+  && ok "JSONL id beyond int32: exit 2, one line" || bad "JSONL 4294967297: exit $rc $(cat "$TMP/bigj")"
+
+# moe-launch passes the coordinator's limits and the worker's overrides on, and lists them.
+"$BIN/moe-launch" --help >"$TMP/lhelp" 2>&1
+missing=
+for f in --max-queue --rank-timeout-s --drain-timeout-s --stats-window-s --batch-retention-s --max-finished-batches --max-tokens-per-step --max-seqs --worker-args; do
+  grep -q -- "$f" "$TMP/lhelp" || missing="$missing $f"
+done
+[ -z "$missing" ] && grep -q -- "--rank-timeout-s FLOAT=10 " "$TMP/lhelp" && ok "moe-launch --help lists the forwarded flags with defaults" || bad "moe-launch --help lacks:$missing"
+
 "$BIN/moe-cli" --server "$ADDR" health >"$TMP/h0" 2>/dev/null; rc=$?
 [ "$rc" -eq 3 ] && grep -q NOT_SERVING "$TMP/h0" && ok "health before start: NOT_SERVING, exit 3" || bad "health before start: exit $rc"
 
 OMPI_MCA_mpi_yield_when_idle=1 "$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
-  --metrics-port 0 >"$TMP/launch.out" 2>"$TMP/launch.err" &
+  --metrics-port 0 --stats-window-s 30 --max-tokens-per-step 128 >"$TMP/launch.out" 2>"$TMP/launch.err" &
 LAUNCH_PID=$!
 for _ in $(seq 1 600); do grep -q "^ready: " "$TMP/launch.out" && break; sleep 0.1; done
 grep -q "^ready: $ADDR" "$TMP/launch.out" && ok "moe-launch prints ready" || { bad "moe-launch not ready: $(tail -5 "$TMP/launch.err")"; echo "$pass passed, $fail failed"; exit 1; }
+
+grep "started moe-coordinator" "$TMP/launch.err" | grep -q -- "--stats-window-s 30 " \
+  && grep "started mpirun" "$TMP/launch.err" | grep -q -- "--max-tokens-per-step 128" \
+  && ok "moe-launch forwards coordinator limits and worker overrides" || bad "forwarding: $(grep started "$TMP/launch.err")"
+"$BIN/moe-cli" --server "$ADDR" stats --recent >"$TMP/recent" 2>&1 && grep -q "over the recent window (" "$TMP/recent" \
+  && ok "stats --recent says the span it covers" || bad "stats --recent: $(head -2 "$TMP/recent")"
 
 "$BIN/moe-cli" --server "$ADDR" health >"$TMP/h1" 2>&1 && grep -q "^SERVING" "$TMP/h1" && ok "health: SERVING" || bad "health after start: $(cat "$TMP/h1")"
 
