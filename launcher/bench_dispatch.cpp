@@ -13,6 +13,7 @@
 
 #include "comm/mpi_context.h"
 #include "common/log.h"
+#include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
 #include "runtime/moe_layer.h"
 
@@ -45,12 +46,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--intermediate", intermediate, "expert FFN width (small: compute is not the figure)");
   app.add_option("--warmup", warmup, "untimed repetitions first");
   app.add_option("--repeats", repeats, "timed repetitions (the median is printed)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (comm->rank() == 0) app.exit(e);
-    return e.get_exit_code() == 0 ? 0 : 2;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv, comm->rank() == 0)) return *code;
 
   runtime::ModelConfig cfg;
   cfg.hidden_size = hidden;

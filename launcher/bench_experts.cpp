@@ -18,6 +18,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "launcher/bench_roofline.h"
+#include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
 #include "runtime/expert_ffn.h"
 
@@ -38,12 +39,7 @@ int run(int argc, char** argv, comm::MpiContext&) {
   app.add_option("--warmup", warmup, "untimed repetitions first");
   app.add_option("--repeats", repeats, "timed repetitions (the median is printed)");
   app.add_option("--device", device, "CUDA device");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return e.get_exit_code() == 0 ? 0 : launcher::kExitBadInput;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv, true)) return *code;
   if (experts < 1 || hidden < 1 || intermediate < 1 || rows.empty() || repeats < 1)
     throw InputError("--experts, --hidden, --intermediate, --repeats must be >= 1 and --rows "
                      "non-empty");

@@ -25,6 +25,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/bench_roofline.h"
+#include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
 #include "runtime/checkpoint.h"
 #include "runtime/kv_cache.h"
@@ -246,12 +247,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--warmup", o.warmup, "untimed steps first");
   app.add_option("--repeats", o.repeats, "timed steps (the median is printed)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return e.get_exit_code() == 0 ? 0 : launcher::kExitBadInput;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv, true)) return *code;
   set_log_level(log_level);
   if (mpi.world_size() != 1)
     throw InputError("moe-bench-model runs one rank on one GPU (got " +

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/batch_io.h"
+#include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
 #include "launcher/run_options.h"
 #include "runtime/rank_runtime.h"
@@ -80,19 +81,14 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
                "(run under mpirun -np N for N ranks)."};
   app.option_defaults()->always_capture_default();
   launcher::add_run_options(app, o.run_opts);
-  app.add_option("--prompt-ids", o.prompt_ids, "one prompt as comma-separated token ids, e.g. 1,2,3");
-  app.add_option("--input", o.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line");
+  app.add_option("--prompt-ids", o.prompt_ids, "one prompt as comma-separated token ids, e.g. 1,2,3 (give this or --input)");
+  app.add_option("--input", o.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line (give this or --prompt-ids)");
   app.add_option("--output", o.output, "JSONL results, in input order (default: stdout)");
   app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
-  app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON");
-  app.add_flag("--no-stats-table", o.quiet_table, "do not print the expert-load table");
+  app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON (default: not written)");
+  app.add_flag("--no-stats-table", o.quiet_table, "do not print the expert-load table (default: printed)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (rank == 0) app.exit(e);  // prints --help, or the one-line error
-    return e.get_exit_code() == 0 ? 0 : kExitBadInput;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv, rank == 0)) return *code;
   set_log_level(o.log_level);
 
   // ---- set-up: every rank reaches the same verdict, so a bad input ends all ranks cleanly ----

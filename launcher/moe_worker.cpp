@@ -14,6 +14,7 @@
 #include "comm/mpi_context.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
 #include "launcher/run_options.h"
 #include "moe/v1/worker.grpc.pb.h"
@@ -92,6 +93,7 @@ class GrpcController final : public runtime::Controller {
     s->set_compute_seconds(r.compute_s);
     s->set_exchange_seconds(r.exchange_s);
     s->set_schedule_seconds(r.schedule_s);
+    s->set_control_seconds(r.control_s);
     *s->mutable_tokens_per_expert() = {r.delta.tokens.begin(), r.delta.tokens.end()};
     *s->mutable_rows_computed() = {r.delta.rows_computed.begin(), r.delta.rows_computed.end()};
     *s->mutable_rows_sent() = {r.delta.rows.begin(), r.delta.rows.end()};
@@ -149,12 +151,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--coordinator", coordinator, "address of moe-coordinator");
   launcher::add_run_options(app, ro);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (rank == 0) app.exit(e);
-    return e.get_exit_code() == 0 ? 0 : 2;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv, rank == 0)) return *code;
   set_log_level(log_level);
 
   // Set-up errors are agreed by all ranks, so a bad config ends the job cleanly.

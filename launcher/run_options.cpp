@@ -4,8 +4,8 @@ namespace moe::launcher {
 
 void add_run_options(CLI::App& app, RunOptions& o) {
   runtime::RunConfig& r = o.flags;
-  app.add_option("--config", o.config, "YAML run config (fields as in configs/*.yaml); flags override it");
-  app.add_option("--checkpoint", r.checkpoint, "Hugging Face model folder (config.json + safetensors)");
+  app.add_option("--config", o.config, "YAML run config (fields as in configs/*.yaml); flags override it (default: none, flags only)");
+  app.add_option("--checkpoint", r.checkpoint, "Hugging Face model folder (config.json + safetensors); required unless --config names one");
   app.add_option("--placement", r.placement, "expert placement: contiguous, round_robin or explicit (map in --config)");
   app.add_option("--backend", r.backend, "compute backend: cpu or cuda");
   app.add_option("--transport", r.transport, "all-to-all transport: mpi or nccl (cuda, one GPU per rank)");
@@ -14,8 +14,8 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--max-seqs", r.max_seqs, "sequences in flight per rank, KV cache slots (0: 64 on cpu, as many as fit on cuda)");
   app.add_option("--max-seq-len", r.max_seq_len, "KV positions per sequence (0: the model's, at most 4096)");
   app.add_option("--gpu-memory-utilization", r.gpu_memory_utilization, "cuda: share of the GPU's memory the job may use; the KV cache takes the rest of it");
-  app.add_flag("--ignore-eos", r.ignore_eos, "keep generating past the end-of-sequence token");
-  app.add_flag("--synthetic", r.synthetic, "synthetic weights from --seed (the checkpoint folder needs only config.json)");
+  app.add_flag("--ignore-eos", r.ignore_eos, "keep generating past the end-of-sequence token (default: off)");
+  app.add_flag("--synthetic", r.synthetic, "synthetic weights from --seed; the checkpoint folder needs only config.json (default: off)");
   app.add_option("--seed", r.seed, "seed of the synthetic weights");
   app.add_option("--num-layers", r.num_layers, "synthetic: keep only the first N layers (0: all of config.json's)");
 }
