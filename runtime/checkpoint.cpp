@@ -145,8 +145,9 @@ std::vector<float> Checkpoint::read_f32(const std::string& name,
                                         const std::vector<int64_t>& expected) const {
   const TensorView t = get(name);
   if (t.shape != expected) {
-    throw InputError("tensor '" + name + "' in " + dir_ + " has shape " + t.shape_str() +
-                     ", expected " + shape_str(expected) + " from config.json");
+    throw InputError("tensor '" + name + "' in " + (fs::path(dir_) / where_.at(name)).string() +
+                     " has shape " + t.shape_str() + ", expected " + shape_str(expected) +
+                     " from config.json");
   }
   const size_t n = size_t(t.numel());
   std::vector<float> out(n);

@@ -16,7 +16,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "runtime/placement.h"
+#include "runtime/weights.h"
 #include "tests/support/files.h"
+#include "tests/support/test_env.h"
 
 namespace {
 
@@ -231,7 +234,7 @@ TEST(Checkpoint, ReadF32ShapeMismatch) {
               c.read_f32(kQ, {64, 64});
             }),
             "tensor 'model.layers.0.self_attn.q_proj.weight' in " + dir.str() +
-                " has shape [64, 32], expected [64, 64] from config.json");
+                "/model.safetensors has shape [64, 32], expected [64, 64] from config.json");
   EXPECT_TRUE(mentions(input_error([&] { c.read_f32(kQ, {64, 32, 1}); }), {"[64, 32, 1]"}));
   EXPECT_EQ(c.bytes_read(), 0u);
 }
@@ -240,6 +243,29 @@ TEST(Checkpoint, ReadF32ShapeMismatch) {
 
 namespace {
 // A shard name that leaves the model folder is refused, whether or not the file exists.
+// A real sharded checkpoint whose config.json does not fit its tensors: loading names the shard
+// file, the tensor, its shape and the shape config.json implies.
+TEST(Checkpoint, ConfigNotFittingTheTensorsNamesTheShard) {
+  TempDir dir;
+  const std::string src = moe::test::data_dir("tiny_b") + "/checkpoint";
+  for (const auto& e : fs::directory_iterator(src))
+    fs::copy_file(e.path(), dir.file(e.path().filename().string()));
+  json cfg = json::parse(std::ifstream(dir.file("config.json")));
+  cfg["intermediate_size"] = cfg["intermediate_size"].get<int>() + 1;
+  write_text(dir.file("config.json"), cfg.dump());
+  const Checkpoint c = Checkpoint::open(dir.str());
+  const auto mc = moe::runtime::ModelConfig::from_json(c.config_json(), dir.file("config.json"));
+  const auto p = moe::runtime::Placement::make(moe::runtime::Placement::Kind::kContiguous,
+                                               mc.num_hidden_layers, mc.num_local_experts, 1);
+  auto ops = moe::kernels::make_cpu_ops();
+  const std::string msg =
+      input_error([&] { moe::runtime::ModelWeights::load(c, mc, p, 0, *ops); });
+  const std::string shard = c.sharded() ? "model-0000" : "model.safetensors";
+  EXPECT_TRUE(mentions(msg, {"experts.0.w1.weight", dir.str() + "/" + shard, "has shape [",
+                             "expected [" + std::to_string(mc.intermediate_size) + ", ",
+                             "from config.json"}));
+}
+
 TEST(CheckpointPathTest, IndexShardOutsideFolderRefused) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("moe_ckpt_escape_" + std::to_string(::getpid()));

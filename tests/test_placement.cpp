@@ -78,10 +78,13 @@ TEST(PlacementTest, UnknownKind) {
   EXPECT_THROW(Placement::parse_kind("random"), InputError);
 }
 
-// Each of 4 ranks reads the shared tensors and only its 2 of 8 experts per layer: the bytes it
-// touched are exactly those, counted by the checkpoint.
-TEST(PlacementTest, RankReadsOnlyItsExperts) {
-  const std::string dir = data_dir("tiny_a") + "/checkpoint";
+// Each of 4 ranks reads the shared tensors and only its experts of each layer (2 of 8 in tiny_a,
+// 4 of 16 in the sharded tiny_b): the bytes it touched are exactly those, counted by the
+// checkpoint.
+class RankReadsOnlyItsExperts : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RankReadsOnlyItsExperts, BytesReadAreSharedPlusLocalExperts) {
+  const std::string dir = data_dir(GetParam()) + "/checkpoint";
   auto kops = kernels::make_cpu_ops();
   size_t shared = 0, per_expert = 0;
   {
@@ -100,14 +103,21 @@ TEST(PlacementTest, RankReadsOnlyItsExperts) {
   for (int r = 0; r < 4; ++r) {
     const auto ck = runtime::Checkpoint::open(dir);
     const auto w = runtime::ModelWeights::load(ck, cfg, p, r, *kops);
-    EXPECT_EQ(ck.bytes_read(), shared + size_t(cfg.num_hidden_layers) * 2 * per_expert)
+    const int mine = cfg.num_local_experts / 4;
+    EXPECT_EQ(ck.bytes_read(), shared + size_t(cfg.num_hidden_layers) * mine * per_expert)
         << "rank " << r;
-    EXPECT_EQ(w.layers[0].local_experts, (std::vector<int>{2 * r, 2 * r + 1}));
+    std::vector<int> want(static_cast<size_t>(mine));
+    for (int i = 0; i < mine; ++i) want[size_t(i)] = mine * r + i;
+    EXPECT_EQ(w.layers[0].local_experts, want);
     total += ck.bytes_read();
   }
   // Over all ranks: the shared part 4 times, every expert once.
   EXPECT_EQ(total, 4 * shared + size_t(cfg.num_hidden_layers) * cfg.num_local_experts * per_expert);
 }
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, RankReadsOnlyItsExperts,
+                         ::testing::Values("tiny_a", "tiny_b"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace moe::test
