@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "launcher/cli_parse.h"
 #include "moe/v1/inference.grpc.pb.h"
 
 namespace {
@@ -80,7 +81,7 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-len", prompt_len, "prompt tokens per request");
   app.add_option("--max-new-tokens", max_new, "new tokens per request (eos ignored)");
   app.add_option("--vocab", vocab, "token ids are drawn from [3, vocab)");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto code = moe::launcher::parse_command_line(app, argc, argv)) return *code;
   if (concurrency < 1 || requests < concurrency) {
     std::fprintf(stderr, "moe-bench-serving: need --concurrency >= 1 and --requests >= it\n");
     return 2;

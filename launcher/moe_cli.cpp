@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "launcher/cli_parse.h"
 #include "common/error.h"
 #include "launcher/batch_io.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -405,11 +406,7 @@ int run(int argc, char** argv) {
 
   auto* h = app.add_subcommand("health", "prints SERVING or NOT_SERVING; exit 0 only when SERVING");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? kExitOk : kExitBadInput;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
   if (const int n = g->parsed() ? gen.max_new_tokens : batch.max_new_tokens; n < 1) {
     std::fprintf(stderr, "moe-cli: --max-new-tokens is %d, expected >= 1\n", n);
     return kExitBadInput;

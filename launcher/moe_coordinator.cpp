@@ -10,6 +10,7 @@
 #include <atomic>
 #include <thread>
 
+#include "launcher/cli_parse.h"
 #include "common/log.h"
 #include "launcher/coordinator/services.h"
 
@@ -34,11 +35,7 @@ int run(int argc, char** argv) {
   app.add_option("--batch-retention-s", opt.batch_retention_s, "seconds a finished batch's results stay readable (GetBatch); NOT_FOUND after");
   app.add_option("--max-finished-batches", opt.max_finished_batches, "finished batches kept at most; the oldest expire first past it");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
   set_log_name("coordinator");
   set_log_level(log_level);
   if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 ||

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "launcher/cli_parse.h"
 #include "common/log.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -255,11 +256,7 @@ int run(int argc, char** argv) {
         ->default_str("from --config");
   std::string worker_args;
   app.add_option("--worker-args", worker_args, "extra arguments for moe-worker, split on spaces, no quoting (default: none)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? kExitOk : kExitBadInput;
-  }
+  if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
   auto logger = spdlog::stderr_color_mt("moe-launch");
   logger->set_pattern("[%H:%M:%S.%e] [launch] [%^%l%$] %v");
   spdlog::set_default_logger(logger);

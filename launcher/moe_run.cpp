@@ -81,8 +81,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
                "(run under mpirun -np N for N ranks)."};
   app.option_defaults()->always_capture_default();
   launcher::add_run_options(app, o.run_opts);
-  app.add_option("--prompt-ids", o.prompt_ids, "one prompt as comma-separated token ids, e.g. 1,2,3 (give this or --input)");
-  app.add_option("--input", o.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line (give this or --prompt-ids)");
+  app.add_option("--prompt-ids", o.prompt_ids, "one prompt as comma-separated token ids, e.g. 1,2,3 (no default: give this or --input)");
+  app.add_option("--input", o.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line (no default: give this or --prompt-ids)");
   app.add_option("--output", o.output, "JSONL results, in input order (default: stdout)");
   app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
   app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON (default: not written)");
@@ -102,6 +102,12 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       throw InputError("no checkpoint: give --checkpoint DIR or a --config with 'checkpoint'");
     if (o.prompt_ids.empty() == o.input.empty())
       throw InputError("give exactly one of --prompt-ids or --input");
+    // Rank 0 writes the results and statistics: find out now, not after generating, that it
+    // cannot (opened to append, so nothing is truncated yet).
+    if (rank == 0)
+      for (const std::string* path : {&o.output, &o.stats_json})
+        if (!path->empty() && !std::ofstream(*path, std::ios::app))
+          throw InputError(*path + ": cannot open for writing");
     if (!o.input.empty()) {
       // Rank 0 reads (other nodes may not see the file); every rank parses the same text.
       std::string text;

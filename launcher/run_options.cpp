@@ -5,7 +5,7 @@ namespace moe::launcher {
 void add_run_options(CLI::App& app, RunOptions& o) {
   runtime::RunConfig& r = o.flags;
   app.add_option("--config", o.config, "YAML run config (fields as in configs/*.yaml); flags override it (default: none, flags only)");
-  app.add_option("--checkpoint", r.checkpoint, "Hugging Face model folder (config.json + safetensors); required unless --config names one");
+  app.add_option("--checkpoint", r.checkpoint, "Hugging Face model folder (config.json + safetensors); no default: required unless --config names one");
   app.add_option("--placement", r.placement, "expert placement: contiguous, round_robin or explicit (map in --config)");
   app.add_option("--backend", r.backend, "compute backend: cpu or cuda");
   app.add_option("--transport", r.transport, "all-to-all transport: mpi or nccl (cuda, one GPU per rank)");

@@ -20,10 +20,25 @@ expect() {
   ok "$name"
 }
 
+# one_line NAME: the last command's stderr is exactly one line.
+one_line() {
+  local n; n=$(grep -c . "$TMP/err")
+  if [ "$n" -eq 1 ]; then ok "$1: one line"; else bad "$1: $n lines of stderr: $(cat "$TMP/err")"; fi
+}
+
 expect 0 "--help lists options with defaults" "" -- "$BIN/moe-run" --help
-grep -q -- "--max-tokens-per-step" "$TMP/out" && grep -q "512" "$TMP/out" && ok "--help shows --max-tokens-per-step 512" || bad "--help content"
-expect 2 "unknown flag" "bogus" -- "$BIN/moe-run" --bogus
+grep -q -- "--max-tokens-per-step INT=512" "$TMP/out" && ok "--help shows --max-tokens-per-step 512" || bad "--help content"
+# Every option line says its default: "=VALUE" after the option, or "default" in its text.
+nodefault=$(grep -E '^ +--' "$TMP/out" | grep -v -e '=' -e 'default' || true)
+[ -z "$nodefault" ] && ok "--help: every option has its default" || bad "--help lacks defaults: $nodefault"
+expect 2 "unknown flag" "moe-run: The following argument was not expected: --bogus \\(see --help\\)" -- "$BIN/moe-run" --bogus
+one_line "unknown flag"
+expect 2 "flag value of the wrong type" "max-new-tokens = abc" -- "$BIN/moe-run" --checkpoint "$CKPT" --max-new-tokens abc
+one_line "flag value of the wrong type"
 expect 2 "missing checkpoint folder" "no-such-dir" -- "$BIN/moe-run" --checkpoint "$TMP/no-such-dir" --prompt-ids 1,2
+one_line "missing checkpoint folder"
+expect 2 "unwritable --output, refused before generating" "no-such-dir/out.jsonl: cannot open for writing" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --output "$TMP/no-such-dir/out.jsonl" --log-level info
+if grep -q "tokens generated" "$TMP/err"; then bad "generated before refusing the output path"; else ok "nothing generated for an unwritable --output"; fi
 expect 2 "bad --prompt-ids" "not an integer" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,x,3
 expect 2 "token outside vocabulary" "outside the vocabulary" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,99999
 expect 2 "prompt beyond context" "exceeds the context" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --max-new-tokens 100000
