@@ -9,6 +9,10 @@
 namespace moe::kernels {
 
 constexpr int kMaxTopK = 16;
+// Largest model dimensions the CUDA kernels take (each launcher checks them; the runtime refuses
+// a model past them before loading it). The CPU kernels have no such limits.
+constexpr int kCudaMaxHeadDim = 256;  // attention: 8 floats of a head per lane
+constexpr int kCudaMaxExperts = 256;  // topk_router: 8 probabilities per lane
 
 // A weight matrix as the backend stores it.
 struct Weight {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "common/error.h"
+#include "kernels/params.h"
 
 namespace moe::runtime {
 
@@ -200,6 +201,21 @@ void ModelConfig::validate(const std::string& source) const {
   if (sliding_window < 0) {
     throw InputError(prefix(source) + "sliding_window is " + std::to_string(sliding_window) +
                      ", expected >= 0 (0 or null: no sliding window)");
+  }
+}
+
+void ModelConfig::check_supported(const std::string& backend, const std::string& source) const {
+  const auto limit = [&](const char* field, int v, int max, const std::string& why) {
+    if (v > max)
+      throw InputError(prefix(source) + field + " is " + std::to_string(v) + ", expected at most " +
+                       std::to_string(max) + " (" + why + ")");
+  };
+  limit("num_experts_per_tok", num_experts_per_tok, kernels::kMaxTopK, "the router's top-k limit");
+  limit("head_dim", head_dim, 1024, "the largest head this runtime supports");
+  if (backend == "cuda") {
+    limit("head_dim", head_dim, kernels::kCudaMaxHeadDim, "the CUDA attention kernel's limit");
+    limit("num_local_experts", num_local_experts, kernels::kCudaMaxExperts,
+          "the CUDA router kernel's limit");
   }
 }
 

@@ -30,6 +30,10 @@ struct ModelConfig {
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
   // Throws InputError naming the first field that is impossible, and what was expected.
   void validate(const std::string& source) const;
+  // Throws InputError naming the first field past what this runtime's `backend` ("cpu" or
+  // "cuda") supports: top-k at most kMaxTopK, head_dim at most 1024, and on cuda head_dim and
+  // the expert count at most the CUDA kernels' limits (kernels/params.h).
+  void check_supported(const std::string& backend, const std::string& source) const;
 
   int q_dim() const { return num_attention_heads * head_dim; }
   int kv_dim() const { return num_key_value_heads * head_dim; }

@@ -44,6 +44,7 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRa
     ckpt = std::make_unique<Checkpoint>(run.synthetic ? Checkpoint::open_config_only(run.checkpoint)
                                                       : Checkpoint::open(run.checkpoint));
     cfg_ = ModelConfig::from_json(ckpt->config_json(), ckpt->dir() + "/config.json");
+    cfg_.check_supported(run.backend, ckpt->dir() + "/config.json");
     if (run.synthetic && run.num_layers > 0) cfg_.num_hidden_layers = run.num_layers;
     placement_ = make_placement(run, cfg_, host.size());
   });

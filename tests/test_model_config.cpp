@@ -228,6 +228,28 @@ TEST(ModelConfig, NonPositiveEpsAndTheta) {
   EXPECT_TRUE(mentions(from_json_error(j), {kSource, "'rms_norm_eps'", "number"}));
 }
 
+TEST(ModelConfig, BeyondWhatABackendSupports) {
+  const ModelConfig mixtral = ModelConfig::from_json(mixtral_8x7b(), kSource);
+  EXPECT_NO_THROW(mixtral.check_supported("cpu", kSource));
+  EXPECT_NO_THROW(mixtral.check_supported("cuda", kSource));
+  ModelConfig c = mixtral;
+  c.head_dim = 512;  // fine on cpu, past the CUDA attention kernel
+  EXPECT_NO_THROW(c.check_supported("cpu", kSource));
+  EXPECT_TRUE(mentions(input_error([&] { c.check_supported("cuda", kSource); }),
+                       {kSource, "head_dim is 512", "at most 256", "CUDA attention"}));
+  c.head_dim = 2048;
+  EXPECT_TRUE(mentions(input_error([&] { c.check_supported("cpu", kSource); }),
+                       {"head_dim is 2048", "at most 1024"}));
+  c = mixtral;
+  c.num_local_experts = 300;
+  EXPECT_NO_THROW(c.check_supported("cpu", kSource));
+  EXPECT_TRUE(mentions(input_error([&] { c.check_supported("cuda", kSource); }),
+                       {"num_local_experts is 300", "at most 256", "CUDA router"}));
+  c.num_experts_per_tok = 17;
+  EXPECT_TRUE(mentions(input_error([&] { c.check_supported("cpu", kSource); }),
+                       {"num_experts_per_tok is 17", "at most 16"}));
+}
+
 TEST(ModelConfig, ValidateOnAHandBuiltConfig) {
   ModelConfig c = ModelConfig::from_json(minimal(), kSource);
   EXPECT_NO_THROW(c.validate(kSource));

@@ -32,7 +32,7 @@ namespace {
 // splitting long windows over several blocks (flash-decoding) is the next step if that shows.
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kMaxHeadDim = 256;
+constexpr int kMaxHeadDim = kCudaMaxHeadDim;
 
 template <int kPerLane, class Cache>
 __global__ void __launch_bounds__(kThreads)

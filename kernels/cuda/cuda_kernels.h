@@ -12,7 +12,7 @@ namespace moe::kernels::cuda {
 
 // Largest router width: one warp per token keeps n_experts / 32 probabilities per lane in
 // registers.
-constexpr int kMaxRouterExperts = 256;
+constexpr int kMaxRouterExperts = kCudaMaxExperts;
 
 void embedding(const EmbeddingParams& p, cudaStream_t stream);
 void rmsnorm(const RmsNormParams& p, cudaStream_t stream);
