@@ -56,6 +56,19 @@ double LoadStats::device_imbalance_overall() const {
   return max_over_mean(sum.data(), world);
 }
 
+LoadStats::RowTotals LoadStats::row_totals() const {
+  RowTotals t;
+  for (int l = 0; l < n_layers; ++l) {
+    for (int e = 0; e < n_experts; ++e) t.routed += token_count(l, e);
+    for (int src = 0; src < world; ++src)
+      for (int d = 0; d < world; ++d) {
+        t.sent += row_count(l, src, d);
+        if (d != src) t.remote += row_count(l, src, d);
+      }
+  }
+  return t;
+}
+
 std::string LoadStats::table(const Placement& placement) const {
   std::string out;
   char buf[64];
@@ -112,6 +125,17 @@ std::string LoadStats::table(const Placement& placement) const {
       out += "\n";
     }
   }
+  {
+    const RowTotals t = row_totals();
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "\nRows sent, all layers: %lld for %lld routed choices (a token whose experts "
+                  "share a rank crosses once: %lld rows saved); %lld to another rank, %lld stay "
+                  "on their own\n",
+                  (long long)t.sent, (long long)t.routed, (long long)(t.routed - t.sent),
+                  (long long)t.remote, (long long)(t.sent - t.remote));
+    out += line;
+  }
   out += "\nPlacement (layer 0): ";
   for (int e = 0; e < n_experts && e < placement.n_experts(); ++e) {
     out += "e" + std::to_string(e) + "->";
@@ -147,6 +171,10 @@ nlohmann::json LoadStats::to_json() const {
     L["device_imbalance"] = device_imbalance(l);
     layers.push_back(L);
   }
+  const RowTotals t = row_totals();
+  j["routed_choices"] = t.routed;  // token-expert pairs over all layers
+  j["rows_sent_total"] = t.sent;   // one per (token, destination rank): at most routed_choices
+  j["rows_sent_remote"] = t.remote;  // of those, to another rank than their own
   j["expert_imbalance"] = expert_imbalance_overall();
   j["device_imbalance"] = device_imbalance_overall();
   return j;

@@ -43,6 +43,13 @@ struct LoadStats {
   double expert_imbalance_overall() const;
   double device_imbalance_overall() const;
 
+  // Over all layers: routed (token, expert) choices; rows sent, one per (token, destination
+  // rank), so fewer than routed where a token's experts share a rank; rows sent to another rank.
+  struct RowTotals {
+    int64_t routed = 0, sent = 0, remote = 0;
+  };
+  RowTotals row_totals() const;
+
   std::string table(const Placement& placement) const;  // human-readable, for stdout
   nlohmann::json to_json() const;
 };

@@ -192,6 +192,14 @@ TEST(LoadStatsTest, TokenCrossesOncePerDestinationRank) {
     EXPECT_EQ(to_rank0, 45) << "layer " << l;
     EXPECT_EQ(stats.computed(l, 0), 90) << "layer " << l;
   }
+  // The summary the load table and --stats-json give: 90 rows saved over the 2 layers, and the
+  // rows of every rank but 0 cross to rank 0.
+  const auto t = stats.row_totals();
+  EXPECT_EQ(t.routed, 2 * 90);
+  EXPECT_EQ(t.sent, 2 * 45);
+  int64_t own = 0;
+  for (int l = 0; l < stats.n_layers; ++l) own += stats.row_count(l, 0, 0);
+  EXPECT_EQ(t.remote, t.sent - own);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, ReferenceTest,
