@@ -68,7 +68,7 @@ void StagedMpiCommunicator::PinnedBuffer::reserve(size_t bytes) {
 }
 
 StagedMpiCommunicator::StagedMpiCommunicator(Communicator& host, cudaStream_t stream)
-    : host_(host), stream_(stream) {
+    : DeviceCommunicator(host, stream) {
   CUDA_CHECK(cudaEventCreateWithFlags(&uploaded_, cudaEventDisableTiming));
   // Recorded once so the first exchange's wait has an event that has completed.
   CUDA_CHECK(cudaEventRecord(uploaded_, stream_));
@@ -81,19 +81,12 @@ StagedMpiCommunicator::~StagedMpiCommunicator() {
   }
 }
 
-void StagedMpiCommunicator::all_to_all_counts(const int64_t* send, int64_t* recv) {
-  host_.all_to_all_counts(send, recv);
-}
-
 void StagedMpiCommunicator::all_to_all_v(const void* send, const int64_t* send_counts,
                                          const int64_t* send_displs, void* recv,
                                          const int64_t* recv_counts, const int64_t* recv_displs,
                                          size_t elem_bytes) {
+  check_layout(send_counts, send_displs, recv_counts, recv_displs);
   const int n = size();
-  for (int p = 0; p < n; ++p)
-    MOE_CHECK(send_counts[p] >= 0 && send_displs[p] >= 0 && recv_counts[p] >= 0 &&
-                  recv_displs[p] >= 0,
-              "negative count or displacement for peer " + std::to_string(p));
   const int64_t send_rows = pack(send_counts, n, packed_send_displs_);
   const int64_t recv_rows = pack(recv_counts, n, packed_recv_displs_);
 
@@ -116,23 +109,5 @@ void StagedMpiCommunicator::all_to_all_v(const void* send, const int64_t* send_c
                 n, elem_bytes, cudaMemcpyHostToDevice, stream_);
   CUDA_CHECK(cudaEventRecord(uploaded_, stream_));
 }
-
-void StagedMpiCommunicator::all_reduce(int64_t* data, int n, Op op) {
-  host_.all_reduce(data, n, op);
-}
-
-void StagedMpiCommunicator::all_reduce(double* data, int n, Op op) {
-  host_.all_reduce(data, n, op);
-}
-
-void StagedMpiCommunicator::broadcast(void* data, size_t bytes, int root) {
-  host_.broadcast(data, bytes, root);
-}
-
-void StagedMpiCommunicator::all_gather(const void* send, void* recv, size_t bytes) {
-  host_.all_gather(send, recv, bytes);
-}
-
-void StagedMpiCommunicator::barrier() { host_.barrier(); }
 
 }  // namespace moe::comm
