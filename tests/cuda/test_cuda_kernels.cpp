@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -68,6 +69,33 @@ std::vector<uint16_t> round_to_bf16(std::vector<float>& w) {
   }
   return b;
 }
+
+// A KV cache (or any tensor) on the device as `dtype` (F32, or BF16 bits), made from `values`;
+// for BF16 `values` is rounded in place, so the host keeps exactly what the device holds.
+class DeviceCache {
+ public:
+  DeviceCache(std::vector<float>& values, DType dtype) : dtype_(dtype) {
+    if (dtype == DType::kBF16) {
+      bits_ = std::make_unique<DeviceBuffer<uint16_t>>(round_to_bf16(values));
+    } else {
+      f32_ = std::make_unique<DeviceBuffer<float>>(values);
+    }
+  }
+  void* get() const { return f32_ ? static_cast<void*>(f32_->get()) : bits_->get(); }
+  // The device's contents widened to fp32.
+  std::vector<float> to_host() const {
+    if (f32_) return f32_->to_host();
+    const auto b = bits_->to_host();
+    std::vector<float> v(b.size());
+    for (size_t i = 0; i < b.size(); ++i) v[i] = bf16_to_f32(b[i]);
+    return v;
+  }
+
+ private:
+  DType dtype_;
+  std::unique_ptr<DeviceBuffer<float>> f32_;
+  std::unique_ptr<DeviceBuffer<uint16_t>> bits_;
+};
 
 constexpr float kAtol = 1e-5f, kRtol = 1e-5f;
 
@@ -287,12 +315,15 @@ TEST_F(CudaKernels, RopeMatchesCpu) {
 }
 
 // Rows land at (slot, position); every other cache cell keeps its old contents. A copy: exact.
+// A bf16 cache holds each value rounded to nearest even: the CPU op is given the rounded k, v
+// (and the rounded old cache), so the device's cache widened back must equal it exactly.
 TEST_F(CudaKernels, KvStoreMatchesCpu) {
   constexpr int kSlots = 3, kMaxLen = 16;
+  for (DType cache : {DType::kF32, DType::kBF16})
   for (int kv_dim : {32, 256}) {
     for (int T : {1, 7, 40}) {
-      const std::string what = "kv_store kv_dim=" + std::to_string(kv_dim) +
-                               " T=" + std::to_string(T);
+      const std::string what = std::string("kv_store ") + dtype_name(cache) + " kv_dim=" +
+                               std::to_string(kv_dim) + " T=" + std::to_string(T);
       SCOPED_TRACE(what);
       // T distinct (slot, position) cells, in no particular order.
       std::vector<int32_t> cells(kSlots * kMaxLen);
@@ -305,13 +336,19 @@ TEST_F(CudaKernels, KvStoreMatchesCpu) {
       }
       const auto k = random_floats(rng_, size_t(T) * kv_dim);
       const auto v = random_floats(rng_, size_t(T) * kv_dim);
-      const auto k_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
-      const auto v_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+      auto k_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+      auto v_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+      DeviceCache dkc(k_cache, cache), dvc(v_cache, cache);  // rounds k_cache, v_cache for bf16
+      std::vector<float> k_in = k, v_in = v;  // what the cache will hold of k and v
+      if (cache == DType::kBF16) {
+        round_to_bf16(k_in);
+        round_to_bf16(v_in);
+      }
 
       std::vector<float> want_k = k_cache, want_v = v_cache;
       KvStoreParams cp;
-      cp.k = k.data();
-      cp.v = v.data();
+      cp.k = k_in.data();
+      cp.v = v_in.data();
       cp.k_cache = want_k.data();
       cp.v_cache = want_v.data();
       cp.slot = slot.data();
@@ -321,15 +358,16 @@ TEST_F(CudaKernels, KvStoreMatchesCpu) {
       cp.max_len = kMaxLen;
       cpu::kv_store(cp);
 
-      DeviceBuffer<float> dk(k), dv(v), dkc(k_cache), dvc(v_cache);
+      DeviceBuffer<float> dk(k), dv(v);
       DeviceBuffer<int32_t> dslot(slot), dpos(pos);
       KvStoreParams gp = cp;
-      gp.k = dk.get();
+      gp.k = dk.get();  // unrounded: the device rounds on store
       gp.v = dv.get();
       gp.k_cache = dkc.get();
       gp.v_cache = dvc.get();
       gp.slot = dslot.get();
       gp.pos = dpos.get();
+      gp.cache_dtype = cache;
       cuda::kv_store(gp, stream_);
       sync();
       const auto got_k = dkc.to_host(), got_v = dvc.to_host();
@@ -370,12 +408,14 @@ TEST_F(CudaKernels, AttentionMatchesCpu) {
       {"decode", {{0, 40, 1}, {1, 1, 1}, {2, kMaxLen - 1, 1}, {3, 0, 1}}, false},
       {"mixed", {{2, 0, 20}, {0, 50, 1}, {3, 10, 9}, {1, 70, 1}}, true},
   };
+  for (DType cache : {DType::kF32, DType::kBF16})
   for (Shape s : {Shape{4, 2, 16}, Shape{4, 1, 32}, Shape{4, 4, 128}, Shape{8, 2, 128},
                   Shape{4, 2, 96}, Shape{2, 1, 256}}) {
     for (int window : {0, 1, 8}) {
       for (const Batch& b : batches) {
         const std::string what =
-            std::string("attention ") + b.name + " heads=" + std::to_string(s.n_heads) + "/" +
+            std::string("attention ") + dtype_name(cache) + " " + b.name + " heads=" +
+            std::to_string(s.n_heads) + "/" +
             std::to_string(s.n_kv_heads) + " head_dim=" + std::to_string(s.head_dim) +
             " window=" + std::to_string(window);
         SCOPED_TRACE(what);
@@ -402,8 +442,11 @@ TEST_F(CudaKernels, AttentionMatchesCpu) {
         const int q_dim = s.n_heads * s.head_dim, kv_dim = s.n_kv_heads * s.head_dim;
         // q scaled up so the softmax is peaked enough for the max subtraction to matter.
         const auto q = random_floats(rng_, size_t(T) * q_dim, 2.0f);
-        const auto k_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
-        const auto v_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+        auto k_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+        auto v_cache = random_floats(rng_, size_t(kSlots) * kMaxLen * kv_dim);
+        // A bf16 cache: the CPU reads its fp32 widening (rounded in place here), the device
+        // widens each element on load, so the arithmetic compared is the same.
+        DeviceCache dkc(k_cache, cache), dvc(v_cache, cache);
 
         std::vector<float> want(size_t(T) * q_dim);
         AttentionParams cp;
@@ -422,7 +465,7 @@ TEST_F(CudaKernels, AttentionMatchesCpu) {
         cp.scale = 1.0f / std::sqrt(float(s.head_dim));
         cpu::attention(cp);
 
-        DeviceBuffer<float> dq(q), dkc(k_cache), dvc(v_cache), dout(want.size());
+        DeviceBuffer<float> dq(q), dout(want.size());
         DeviceBuffer<int32_t> dslot(slot), dpos(pos);
         AttentionParams gp = cp;
         gp.q = dq.get();
@@ -431,6 +474,7 @@ TEST_F(CudaKernels, AttentionMatchesCpu) {
         gp.slot = dslot.get();
         gp.pos = dpos.get();
         gp.out = dout.get();
+        gp.cache_dtype = cache;
         cuda::attention(gp, stream_);
         sync();
         const auto got = dout.to_host();
@@ -649,114 +693,6 @@ TEST_F(CudaKernels, EmptyBatchIsANoOp) {
   EXPECT_NO_THROW(cuda::add(AddParams{}, stream_));
   EXPECT_NO_THROW(cuda::cast_f32_to_bf16(nullptr, nullptr, 0, stream_));
   sync();
-}
-
-// A bf16 cache: the device rounds each k, v value to nearest even on store. The CPU op stores
-// the same rounded values into an fp32 cache; the device's cache widened back must equal it
-// exactly, and every cell not written must keep its old bits.
-TEST_F(CudaKernels, KvStoreIntoBf16CacheRounds) {
-  constexpr int kSlots = 3, kMaxLen = 16, kKvDim = 96, kT = 9;
-  std::vector<int32_t> cells(kSlots * kMaxLen);
-  std::iota(cells.begin(), cells.end(), 0);
-  std::shuffle(cells.begin(), cells.end(), rng_);
-  std::vector<int32_t> slot(kT), pos(kT);
-  for (int t = 0; t < kT; ++t) {
-    slot[t] = cells[t] / kMaxLen;
-    pos[t] = cells[t] % kMaxLen;
-  }
-  auto k = random_floats(rng_, size_t(kT) * kKvDim), v = random_floats(rng_, size_t(kT) * kKvDim);
-  auto kc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
-  auto vc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
-  const auto kc_bits = round_to_bf16(kc), vc_bits = round_to_bf16(vc);  // kc, vc now widened
-
-  std::vector<float> k_rounded = k, v_rounded = v, want_k = kc, want_v = vc;
-  round_to_bf16(k_rounded);
-  round_to_bf16(v_rounded);
-  KvStoreParams cp;
-  cp.k = k_rounded.data();
-  cp.v = v_rounded.data();
-  cp.k_cache = want_k.data();
-  cp.v_cache = want_v.data();
-  cp.slot = slot.data();
-  cp.pos = pos.data();
-  cp.T = kT;
-  cp.kv_dim = kKvDim;
-  cp.max_len = kMaxLen;
-  cpu::kv_store(cp);
-
-  DeviceBuffer<float> dk(k), dv(v);
-  DeviceBuffer<uint16_t> dkc(kc_bits), dvc(vc_bits);
-  DeviceBuffer<int32_t> dslot(slot), dpos(pos);
-  KvStoreParams gp = cp;
-  gp.k = dk.get();
-  gp.v = dv.get();
-  gp.k_cache = dkc.get();
-  gp.v_cache = dvc.get();
-  gp.slot = dslot.get();
-  gp.pos = dpos.get();
-  gp.cache_dtype = DType::kBF16;
-  cuda::kv_store(gp, stream_);
-  sync();
-  const auto got_k = dkc.to_host(), got_v = dvc.to_host();
-  for (size_t i = 0; i < got_k.size(); ++i) {
-    ASSERT_EQ(bf16_to_f32(got_k[i]), want_k[i]) << "k_cache[" << i << "]";
-    ASSERT_EQ(bf16_to_f32(got_v[i]), want_v[i]) << "v_cache[" << i << "]";
-  }
-}
-
-// Attention over a bf16 cache equals attention over its fp32 widening: the kernel widens each
-// element on load and does the same fp32 arithmetic (tolerance as AttentionMatchesCpu).
-TEST_F(CudaKernels, AttentionOverBf16CacheMatchesCpu) {
-  constexpr int kSlots = 3, kMaxLen = 64, kHeads = 8, kKvHeads = 2, kHeadDim = 128;
-  constexpr int kKvDim = kKvHeads * kHeadDim, kQDim = kHeads * kHeadDim;
-  for (int window : {0, 5}) {
-    SCOPED_TRACE("window=" + std::to_string(window));
-    // A prefill chunk of slot 1 and decodes of slots 0 and 2.
-    std::vector<int32_t> slot = {0, 2}, pos = {40, 63};
-    for (int i = 0; i < 20; ++i) {
-      slot.push_back(1);
-      pos.push_back(10 + i);
-    }
-    const int T = int(slot.size());
-    const auto q = random_floats(rng_, size_t(T) * kQDim, 2.0f);
-    auto kc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
-    auto vc = random_floats(rng_, size_t(kSlots) * kMaxLen * kKvDim);
-    const auto kc_bits = round_to_bf16(kc), vc_bits = round_to_bf16(vc);
-
-    std::vector<float> want(size_t(T) * kQDim);
-    AttentionParams cp;
-    cp.q = q.data();
-    cp.k_cache = kc.data();
-    cp.v_cache = vc.data();
-    cp.slot = slot.data();
-    cp.pos = pos.data();
-    cp.out = want.data();
-    cp.T = T;
-    cp.n_heads = kHeads;
-    cp.n_kv_heads = kKvHeads;
-    cp.head_dim = kHeadDim;
-    cp.max_len = kMaxLen;
-    cp.sliding_window = window;
-    cp.scale = 1.0f / std::sqrt(float(kHeadDim));
-    cpu::attention(cp);
-
-    DeviceBuffer<float> dq(q), dout(want.size());
-    DeviceBuffer<uint16_t> dkc(kc_bits), dvc(vc_bits);
-    DeviceBuffer<int32_t> dslot(slot), dpos(pos);
-    AttentionParams gp = cp;
-    gp.q = dq.get();
-    gp.k_cache = dkc.get();
-    gp.v_cache = dvc.get();
-    gp.slot = dslot.get();
-    gp.pos = dpos.get();
-    gp.out = dout.get();
-    gp.cache_dtype = DType::kBF16;
-    cuda::attention(gp, stream_);
-    sync();
-    const auto got = dout.to_host();
-    EXPECT_TRUE(test::all_close(got.data(), want.data(), got.size(), 1e-5f, 1e-4f,
-                                "attention over a bf16 cache"));
-  }
 }
 
 // fp32 weights (precision f32) in the ops that read weights directly: a copy and the same
