@@ -269,6 +269,18 @@ class ServingTest : public ::testing::Test {
     return out;
   }
 
+  // Watches the batch until its stream ends and returns the last status sent (the stream must
+  // end cleanly).
+  moe::v1::BatchStatus watch_to_end(const moe::v1::GetBatchRequest& g, double secs) {
+    auto ctx = ctx_for<int>(secs);
+    auto reader = stub_->WatchBatch(ctx.get(), g);
+    moe::v1::BatchStatus s, last;
+    while (reader->Read(&s)) last = s;
+    const auto st = reader->Finish();
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return last;
+  }
+
   moe::v1::LoadStatsResponse stats(bool recent = false) {
     moe::v1::LoadStatsResponse r;
     moe::v1::LoadStatsRequest req;
@@ -387,6 +399,19 @@ void batch_matches_moe_run(ServingTest* t, int ranks) {
   }
   EXPECT_GT(routed, 0);
   EXPECT_EQ(routed, computed);
+}
+
+// A batch of n items: item i has id i, the one-token prompt first_token + i, and
+// max_new_tokens new tokens.
+moe::v1::SubmitBatchRequest small_batch(int n, int first_token, int max_new_tokens) {
+  moe::v1::SubmitBatchRequest req;
+  for (int i = 0; i < n; ++i) {
+    auto* it = req.add_items();
+    it->set_id(i);
+    it->add_prompt_ids(first_token + i);
+    it->set_max_new_tokens(max_new_tokens);
+  }
+  return req;
 }
 
 TEST_F(ServingTest, BatchOf64MatchesMoeRunAt2Ranks) {
@@ -548,13 +573,7 @@ TEST_F(ServingTest, InvalidRequestsAreRefusedAndOthersServed) {
 // fit whole is refused whole; once the queue drains, requests are served again.
 TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
   start({2, {"--max-queue", "4"}, {}});
-  moe::v1::SubmitBatchRequest five;
-  for (int i = 0; i < 5; ++i) {
-    auto* it = five.add_items();
-    it->set_id(i);
-    it->add_prompt_ids(5 + i);
-    it->set_max_new_tokens(4);
-  }
+  moe::v1::SubmitBatchRequest five = small_batch(5, 5, 4);
   moe::v1::SubmitBatchResponse sub;
   auto st = stub_->SubmitBatch(ctx_for<int>(10).get(), five, &sub);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
@@ -564,14 +583,8 @@ TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
   // still in flight whatever the speed of the machine: the tiny model makes 250 tokens in
   // well under a second.
   ASSERT_TRUE(workers_->pause());
-  moe::v1::SubmitBatchRequest four;
+  moe::v1::SubmitBatchRequest four = small_batch(4, 5, 250);
   four.set_ignore_eos(true);
-  for (int i = 0; i < 4; ++i) {
-    auto* it = four.add_items();
-    it->set_id(i);
-    it->add_prompt_ids(5 + i);
-    it->set_max_new_tokens(250);
-  }
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), four, &sub).ok());
   // ...so one more is refused while they run.
   moe::v1::GenerateRequest more;
@@ -590,12 +603,7 @@ TEST_F(ServingTest, BackpressureRefusesPastTheQueueBound) {
   // When the batch is done, the same request is served.
   moe::v1::GetBatchRequest g;
   g.set_batch_id(sub.batch_id());
-  auto ctx = ctx_for<int>(120);
-  auto watch = stub_->WatchBatch(ctx.get(), g);
-  moe::v1::BatchStatus bs;
-  while (watch->Read(&bs)) {
-  }
-  ASSERT_TRUE(watch->Finish().ok());
+  moe::v1::BatchStatus bs = watch_to_end(g, 120);
   EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_DONE) << bs.error();
   auto ctx2 = ctx_for<int>(30);
   auto reader = stub_->Generate(ctx2.get(), more);
@@ -682,14 +690,8 @@ TEST_F(ServingTest, KilledRankFailsTheBatchWithinTheBound) {
   auto stream = stub_->Generate(gctx.get(), g);
   moe::v1::GenerateResponse first;
   ASSERT_TRUE(stream->Read(&first));
-  moe::v1::SubmitBatchRequest req;
+  moe::v1::SubmitBatchRequest req = small_batch(64, 5, 250);
   req.set_ignore_eos(true);
-  for (int i = 0; i < 64; ++i) {
-    auto* it = req.add_items();
-    it->set_id(i);
-    it->add_prompt_ids(5 + i);
-    it->set_max_new_tokens(250);
-  }
   moe::v1::SubmitBatchResponse sub;
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
 
@@ -701,12 +703,7 @@ TEST_F(ServingTest, KilledRankFailsTheBatchWithinTheBound) {
 
   moe::v1::GetBatchRequest gb;
   gb.set_batch_id(sub.batch_id());
-  auto wctx = ctx_for<int>(60);
-  auto watch = stub_->WatchBatch(wctx.get(), gb);
-  moe::v1::BatchStatus bs;
-  while (watch->Read(&bs)) {
-  }
-  ASSERT_TRUE(watch->Finish().ok());
+  moe::v1::BatchStatus bs = watch_to_end(gb, 60);
   const double secs = std::chrono::duration<double>(Clock::now() - killed_at).count();
   EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_FAILED);
   EXPECT_NE(bs.error().find("worker job"), std::string::npos) << bs.error();
@@ -981,23 +978,12 @@ TEST_F(ServingTest, MetricsAndReflectionAreServed) {
 // never issued does not.
 TEST_F(ServingTest, FinishedBatchesExpireAfterTheRetention) {
   start({2, {"--batch-retention-s", "1"}, {}});
-  moe::v1::SubmitBatchRequest req;
-  for (int i = 0; i < 3; ++i) {
-    auto* it = req.add_items();
-    it->set_id(i);
-    it->add_prompt_ids(5 + i);
-    it->set_max_new_tokens(2);
-  }
+  moe::v1::SubmitBatchRequest req = small_batch(3, 5, 2);
   moe::v1::SubmitBatchResponse sub;
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
   moe::v1::GetBatchRequest gb;
   gb.set_batch_id(sub.batch_id());
-  auto wctx = ctx_for<int>(60);
-  auto watch = stub_->WatchBatch(wctx.get(), gb);
-  moe::v1::BatchStatus bs;
-  while (watch->Read(&bs)) {
-  }
-  ASSERT_TRUE(watch->Finish().ok());
+  moe::v1::BatchStatus bs = watch_to_end(gb, 60);
   ASSERT_EQ(bs.state(), moe::v1::BATCH_STATE_DONE);
   EXPECT_EQ(stats().in_flight(), 0);
 
@@ -1017,13 +1003,7 @@ TEST_F(ServingTest, FinishedBatchesExpireAfterTheRetention) {
 TEST_F(ServingTest, RetainedBatchesAreCapped) {
   const int mport = free_port();
   start({2, {"--max-finished-batches", "2", "--metrics-port", std::to_string(mport)}, {}});
-  moe::v1::SubmitBatchRequest req;
-  for (int i = 0; i < 2; ++i) {
-    auto* it = req.add_items();
-    it->set_id(i);
-    it->add_prompt_ids(5 + i);
-    it->set_max_new_tokens(2);
-  }
+  moe::v1::SubmitBatchRequest req = small_batch(2, 5, 2);
   std::vector<std::string> ids;
   for (int b = 0; b < 3; ++b) {
     moe::v1::SubmitBatchResponse sub;
@@ -1031,12 +1011,7 @@ TEST_F(ServingTest, RetainedBatchesAreCapped) {
     ids.push_back(sub.batch_id());
     moe::v1::GetBatchRequest gb;
     gb.set_batch_id(sub.batch_id());
-    auto wctx = ctx_for<int>(60);
-    auto watch = stub_->WatchBatch(wctx.get(), gb);
-    moe::v1::BatchStatus bs;
-    while (watch->Read(&bs)) {
-    }
-    ASSERT_TRUE(watch->Finish().ok());
+    moe::v1::BatchStatus bs = watch_to_end(gb, 60);
     ASSERT_EQ(bs.state(), moe::v1::BATCH_STATE_DONE);
   }
   for (int b = 0; b < 3; ++b) {
@@ -1068,14 +1043,8 @@ TEST_F(ServingTest, SigtermDrainsInFlightWork) {
   moe::v1::GenerateResponse r;
   ASSERT_TRUE(stream->Read(&r));
   // More work in flight, so the drain lasts: 32 long sequences.
-  moe::v1::SubmitBatchRequest bg;
+  moe::v1::SubmitBatchRequest bg = small_batch(32, 20, 250);
   bg.set_ignore_eos(true);
-  for (int i = 0; i < 32; ++i) {
-    auto* it = bg.add_items();
-    it->set_id(i);
-    it->add_prompt_ids(20 + i);
-    it->set_max_new_tokens(250);
-  }
   moe::v1::SubmitBatchResponse sub;
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), bg, &sub).ok());
   ::kill(coordinator_->pid(), SIGTERM);
