@@ -26,6 +26,11 @@ class Communicator {
                             const int64_t* send_displs, void* recv, const int64_t* recv_counts,
                             const int64_t* recv_displs, size_t elem_bytes) = 0;
 
+  // Prepares for all_to_all_v exchanges of up to `bytes` sent and `bytes` received, so that none
+  // allocates later (a communicator staging through host memory sizes its buffers); a larger
+  // exchange still works. Nothing to do for most.
+  virtual void reserve_exchange(size_t bytes) { (void)bytes; }
+
   enum class Op { kSum, kMax, kMin };
   virtual void all_reduce(int64_t* data, int n, Op op) = 0;
   virtual void all_reduce(double* data, int n, Op op) = 0;

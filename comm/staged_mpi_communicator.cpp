@@ -81,6 +81,12 @@ StagedMpiCommunicator::~StagedMpiCommunicator() {
   }
 }
 
+void StagedMpiCommunicator::reserve_exchange(size_t bytes) {
+  CUDA_CHECK(cudaEventSynchronize(uploaded_));  // the last uploads may still read recv_staging_
+  send_staging_.reserve(bytes);
+  recv_staging_.reserve(bytes);
+}
+
 void StagedMpiCommunicator::all_to_all_v(const void* send, const int64_t* send_counts,
                                          const int64_t* send_displs, void* recv,
                                          const int64_t* recv_counts, const int64_t* recv_displs,

@@ -27,6 +27,8 @@ class StagedMpiCommunicator final : public DeviceCommunicator {
   StagedMpiCommunicator& operator=(const StagedMpiCommunicator&) = delete;
 
   std::string name() const override { return "mpi-staged"; }
+  // Both pinned buffers sized up front (cudaMallocHost is slow and synchronises the device).
+  void reserve_exchange(size_t bytes) override;
 
   // The send rows are copied to pinned host memory on stream() (ordered after the kernels that
   // produced them), the host waits for that copy, the host communicator exchanges them packed

@@ -68,6 +68,9 @@ void MoeLayer::reserve_for(int max_tokens) {
   reserve(index_, size_t(std::max({G, R * k, T * k, S})) * sizeof(int32_t));
   reserve(cweight_, size_t(std::max(R * k, T * k)) * f + 4);
   ops_.reserve_linear_input(std::max(T * H, C * std::max(H, I)));
+  // The largest exchange: R rows received there (and sent back), the same for S and back.
+  const size_t row = std::max(size_t(H) * sizeof(float), size_t(k) * sizeof(RouteSlot));
+  comm_.reserve_exchange(size_t(std::max(R, S)) * row);
 }
 
 void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, float* out) {
