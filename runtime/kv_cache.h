@@ -13,10 +13,6 @@ class KvCache {
   // An empty cache (no slots) until allocate(): the runtime sizes it from the memory left once
   // weights and workspace are in place.
   KvCache(kernels::Ops& ops, int n_layers, int kv_dim);
-  KvCache(kernels::Ops& ops, int n_layers, int slots, int max_len, int kv_dim)
-      : KvCache(ops, n_layers, kv_dim) {
-    allocate(slots, max_len);
-  }
   // (Re)allocates `slots` sequences of `max_len` positions, zeroed, every slot free.
   void allocate(int slots, int max_len);
 

@@ -68,9 +68,11 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRa
 
   const int max_len =
       run.max_seq_len > 0 ? run.max_seq_len : std::min(cfg_.max_position_embeddings, 4096);
-  const int max_slots = run.max_seqs > 0 ? run.max_seqs
-                        : backend_->device() >= 0 ? RunConfig::kMaxAutoSeqsCuda
-                                                  : kDefaultSeqsCpu;
+  // KV slots: max_seqs where given; else 64 on cpu, and on cuda what fits, at most
+  // kMaxAutoSeqsCuda (sized below, once the workspace is in place).
+  const bool auto_cuda = backend_->device() >= 0 && run.max_seqs == 0;
+  int slots = run.max_seqs > 0 ? run.max_seqs : kDefaultSeqsCpu;
+  const int max_slots = auto_cuda ? RunConfig::kMaxAutoSeqsCuda : slots;
   cache_ = std::make_unique<KvCache>(ops, cfg_.num_hidden_layers, cfg_.kv_dim());
   stats_ = LoadStats(cfg_.num_hidden_layers, cfg_.num_local_experts, host.size());
   collective_step(host, [&] {
@@ -81,7 +83,6 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRa
   });
   // Every rank has its weights and workspace in place (the agreement above is a barrier), so
   // what each reads now is what is left for the KV caches; agreed again before any allocates.
-  int slots = run.max_seqs > 0 ? run.max_seqs : kDefaultSeqsCpu;
   if (backend_->device() >= 0)
     collective_step(host, [&] {
       slots = kv_cache_slots(device_memory(), run.gpu_memory_utilization,

@@ -74,7 +74,7 @@ std::vector<uint16_t> round_to_bf16(std::vector<float>& w) {
 // for BF16 `values` is rounded in place, so the host keeps exactly what the device holds.
 class DeviceCache {
  public:
-  DeviceCache(std::vector<float>& values, DType dtype) : dtype_(dtype) {
+  DeviceCache(std::vector<float>& values, DType dtype) {
     if (dtype == DType::kBF16) {
       bits_ = std::make_unique<DeviceBuffer<uint16_t>>(round_to_bf16(values));
     } else {
@@ -92,7 +92,6 @@ class DeviceCache {
   }
 
  private:
-  DType dtype_;
   std::unique_ptr<DeviceBuffer<float>> f32_;
   std::unique_ptr<DeviceBuffer<uint16_t>> bits_;
 };
