@@ -16,8 +16,10 @@ class Communicator {
   virtual int size() const = 0;
   virtual std::string name() const = 0;
 
-  // recv[i] = what rank i put in its send[rank()]: one int64 per peer, e.g. row counts.
-  virtual void all_to_all_counts(const int64_t* send, int64_t* recv) = 0;  // [size()] each
+  // recv[i * n + j] = what rank i put in its send[rank() * n + j]: n int64 per peer, e.g. row
+  // counts, or a row count followed by per-expert counts.
+  virtual void all_to_all_counts(const int64_t* send, int64_t* recv, int n) = 0;  // [size() * n]
+  void all_to_all_counts(const int64_t* send, int64_t* recv) { all_to_all_counts(send, recv, 1); }
 
   // Variable all-to-all of fixed-size elements (rows): send_counts[i] elements from
   // send + send_displs[i] go to rank i; recv_counts[i] elements from rank i land at

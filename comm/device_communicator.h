@@ -21,9 +21,10 @@ class DeviceCommunicator : public Communicator {
   cudaStream_t stream() const { return stream_; }
 
   // HOST data, through the host communicator.
-  void all_to_all_counts(const int64_t* send, int64_t* recv) override {
-    host_.all_to_all_counts(send, recv);
+  void all_to_all_counts(const int64_t* send, int64_t* recv, int n) override {
+    host_.all_to_all_counts(send, recv, n);
   }
+  using Communicator::all_to_all_counts;
   void all_reduce(int64_t* data, int n, Op op) override { host_.all_reduce(data, n, op); }
   void all_reduce(double* data, int n, Op op) override { host_.all_reduce(data, n, op); }
   void broadcast(void* data, size_t bytes, int root) override {

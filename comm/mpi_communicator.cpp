@@ -37,8 +37,9 @@ MpiCommunicator::~MpiCommunicator() {
   if (!finalized) MPI_Comm_free(&comm_);
 }
 
-void MpiCommunicator::all_to_all_counts(const int64_t* send, int64_t* recv) {
-  MPI_CHECK(MPI_Alltoall(send, 1, MPI_INT64_T, recv, 1, MPI_INT64_T, comm_));
+void MpiCommunicator::all_to_all_counts(const int64_t* send, int64_t* recv, int n) {
+  MOE_CHECK(n >= 1, "all_to_all_counts needs n >= 1 counts per peer");
+  MPI_CHECK(MPI_Alltoall(send, n, MPI_INT64_T, recv, n, MPI_INT64_T, comm_));
 }
 
 void MpiCommunicator::all_to_all_v(const void* send, const int64_t* send_counts,

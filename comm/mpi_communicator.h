@@ -15,7 +15,8 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
 
-  void all_to_all_counts(const int64_t* send, int64_t* recv) override;
+  void all_to_all_counts(const int64_t* send, int64_t* recv, int n) override;
+  using Communicator::all_to_all_counts;
   void all_to_all_v(const void* send, const int64_t* send_counts, const int64_t* send_displs,
                     void* recv, const int64_t* recv_counts, const int64_t* recv_displs,
                     size_t elem_bytes) override;

@@ -93,6 +93,12 @@ class Ops {
   virtual void gather_rows(const GatherRowsParams& p) = 0;
   virtual void weighted_combine(const WeightedCombineParams& p) = 0;
   virtual void add(const AddParams& p) = 0;
+  // The MoE layer's dispatch plan and payload (params.h): every index of an exchange is made
+  // where the rows are, so no per-token plan crosses between host and device.
+  virtual void dispatch_layout(const DispatchLayoutParams& p) = 0;
+  virtual void pack_rows(const PackRowsParams& p) = 0;
+  virtual void group_by_expert(const GroupByExpertParams& p) = 0;
+  virtual void unpack_rows(const UnpackRowsParams& p) = 0;
 };
 
 // The CPU reference backend (always built), at precision kF32 or kBF16 (see Ops::precision).

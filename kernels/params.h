@@ -2,6 +2,7 @@
 // One parameters struct per op. Pointers are backend memory: host on cpu, device on cuda.
 // Activations are fp32 on every backend; weights are in the backend's weight dtype
 // (fp32 on cpu, bf16 on cuda). Shapes are written beside each field.
+#include <cstddef>
 #include <cstdint>
 
 #include "common/dtype.h"
@@ -105,13 +106,91 @@ struct GatherRowsParams {
 };
 
 // out[r] = sum over s in [0, k) with index[r, s] >= 0 of weight[r, s] * y[index[r, s]], summed
-// in ascending s so every backend and rank count adds in the same order.
+// in fp32 in ascending s so every backend and rank count adds in the same order, then stored as
+// out_dtype. bf16 rows are widened exactly on load and rounded to nearest even on store: the
+// MoE layer's rows travel in the run's precision.
 struct WeightedCombineParams {
-  const float* y = nullptr;        // [*, cols]
+  const void* y = nullptr;         // [*, cols] of y_dtype
   const int32_t* index = nullptr;  // [R, k] rows of y, -1 where none
-  const float* weight = nullptr;   // [R, k]
-  float* out = nullptr;            // [R, cols]
+  const float* weight = nullptr;   // [R, k]; null: every weight is 1
+  void* out = nullptr;             // [R, cols] of out_dtype
   int R = 0, k = 0, cols = 0;
+  DType y_dtype = DType::kF32;     // kF32 or kBF16
+  DType out_dtype = DType::kF32;   // kF32 or kBF16
+};
+
+// ---- The MoE layer's dispatch, on the device ----------------------------------------------
+// A token whose k choices fall on several ranks is sent once to each of those ranks, as one
+// row carrying its k route slots; a slot served by another rank reads (-1, 0). Rows of one
+// exchange travel as one payload: each row is `hidden` values of the wire dtype (the run's
+// precision), padded to 8 bytes, then its k RouteSlots (RowLayout).
+
+// One of a dispatched row's k choices, as the receiving rank sees it.
+struct RouteSlot {
+  int32_t expert;  // global expert id, -1 where this slot is served by another rank
+  float weight;    // its renormalised router weight
+};
+
+// Where things sit in a dispatched row of the payload.
+struct RowLayout {
+  int hidden = 0, k = 0;
+  DType dtype = DType::kF32;  // of the values: kF32 or kBF16
+  // Bytes of the values, rounded up so the slots after them are 8-byte aligned.
+  size_t values_bytes() const { return (size_t(hidden) * dtype_size(dtype) + 7) / 8 * 8; }
+  size_t slots_offset() const { return values_bytes(); }
+  size_t stride() const { return values_bytes() + size_t(k) * sizeof(RouteSlot); }
+};
+
+// From each token's top-k choices and the placement (which rank serves each expert for this
+// source rank), the send side's whole plan: how many rows go to each rank, which token each
+// send row is (rows ordered by destination rank, then by token), which slots each row carries,
+// and where each token's returning rows will be for the combine. The same plan on every
+// backend, bit for bit. At most S_max = T * min(k, n_ranks) rows are sent.
+struct DispatchLayoutParams {
+  const int32_t* expert = nullptr;  // [T, k] chosen experts, each in [0, n_experts)
+  const float* weight = nullptr;    // [T, k] their weights
+  const int32_t* route = nullptr;   // [n_experts] the rank serving each expert, in [0, n_ranks)
+  int32_t* counts = nullptr;        // [n_ranks + n_experts] rows per destination rank, then
+                                    // routed choices per expert (the load statistics)
+  int32_t* send_token = nullptr;    // [S_max] the token of each send row; the first S are used
+  RouteSlot* send_slots = nullptr;  // [S_max, k] the slots each send row carries
+  int32_t* home = nullptr;          // [T, k] each token's send rows by ascending destination
+                                    // rank (the order of the combine), -1 padded
+  int T = 0, k = 0, n_experts = 0, n_ranks = 0;
+};
+
+// The send payload: row i is x[token[i]] in the wire dtype, then slots[i, 0..k).
+struct PackRowsParams {
+  const float* x = nullptr;           // [T, hidden]
+  const int32_t* token = nullptr;     // [S] rows of x
+  const RouteSlot* slots = nullptr;   // [S, k]
+  void* payload = nullptr;            // [S, layout.stride()] bytes
+  RowLayout layout;
+  int S = 0;
+};
+
+// The received rows' slots grouped by local expert, each group in (row, slot) order: the
+// receive side's plan. Slots naming an expert this rank does not hold are left out (the
+// layer refuses those from the counts before this runs).
+struct GroupByExpertParams {
+  const void* payload = nullptr;        // [R, layout.stride()] bytes: the received rows
+  RowLayout layout;
+  const int32_t* local_index = nullptr; // [n_experts] each expert's index among this rank's,
+                                        // -1 where it is not held
+  int32_t* offsets = nullptr;           // [n_local + 1] first grouped row of each local expert
+  int32_t* gather = nullptr;            // [R * k] received row of each grouped row (G used)
+  int32_t* slot_row = nullptr;          // [R, k] grouped row of each (row, slot), -1 if none
+  float* slot_weight = nullptr;         // [R, k] its weight, 0 if none
+  int R = 0, n_experts = 0, n_local = 0;
+};
+
+// out[i] = payload row index[i]'s values widened to fp32 (zeros where index[i] < 0).
+struct UnpackRowsParams {
+  const void* payload = nullptr;   // [*, layout.stride()] bytes
+  RowLayout layout;
+  const int32_t* index = nullptr;  // [M]
+  float* out = nullptr;            // [M, hidden]
+  int M = 0;
 };
 
 // x += y

@@ -1,8 +1,9 @@
-// moe-bench-dispatch: the time of the MoE layer's dispatch + combine (permute, the count and row
-// exchanges there and back, the reductions) on N ranks, printed beside the bound it is measured
-// against: a bare MPI_Alltoallv of the same rows, there and back. Expert compute is excluded
-// (it is timed separately by the layer and reported for reference only).
-//   mpirun -np 4 build/bin/moe-bench-dispatch --tokens 1024 --hidden 4096
+// moe-bench-dispatch: the time of the MoE layer's dispatch + combine (layout, pack, the count and
+// payload exchanges there and back, grouping, the reductions) on N ranks, printed beside the
+// bound it is measured against: a bare MPI_Alltoallv of the same bytes (the payload there, the
+// returned rows back). Expert compute is excluded (it is timed separately by the layer and
+// reported for reference only).
+//   mpirun -np 4 build/bin/moe-bench-dispatch --tokens 1024 --hidden 4096 --dtype bf16
 #include <CLI/CLI.hpp>
 #include <mpi.h>
 
@@ -46,6 +47,9 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--intermediate", intermediate, "expert FFN width (small: compute is not the figure)");
   app.add_option("--warmup", warmup, "untimed repetitions first");
   app.add_option("--repeats", repeats, "timed repetitions (the median is printed)");
+  std::string dtype = "f32";
+  app.add_option("--dtype", dtype, "precision of the rows on the wire (and of the CPU's roundings)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv, comm->rank() == 0)) return *code;
 
   runtime::ModelConfig cfg;
@@ -57,7 +61,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   const int N = comm->size(), me = comm->rank();
   const auto placement =
       runtime::Placement::make(runtime::Placement::Kind::kContiguous, 1, experts, N);
-  auto ops = kernels::make_cpu_ops();
+  const DType precision = dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  auto ops = kernels::make_cpu_ops(precision);
 
   // Random weights: a random router spreads tokens roughly evenly over the experts.
   std::mt19937 rng(1234 + me);
@@ -115,14 +120,16 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
     rd[d] = rd[d - 1] + recv[d - 1];
   }
   const int64_t S = sd[N - 1] + send[N - 1], R = rd[N - 1] + recv[N - 1];
-  std::vector<float> a(size_t(std::max<int64_t>(S, 1)) * hidden, 1.0f),
-      b(size_t(std::max<int64_t>(R, 1)) * hidden);
-  const size_t row = size_t(hidden) * sizeof(float);
+  // The same bytes as the layer: payload rows (values in the wire dtype, then the route slots)
+  // there, returned rows (values only) back.
+  const size_t there = layer.row_layout().stride(), back = size_t(hidden) * dtype_size(precision);
+  std::vector<char> a(size_t(std::max<int64_t>(S, 1)) * there, 1),
+      b(size_t(std::max<int64_t>(R, 1)) * there);
   for (int it = 0; it < warmup + repeats; ++it) {
     comm->barrier();
     const auto t0 = std::chrono::steady_clock::now();
-    comm->all_to_all_v(a.data(), send.data(), sd.data(), b.data(), recv.data(), rd.data(), row);
-    comm->all_to_all_v(b.data(), recv.data(), rd.data(), a.data(), send.data(), sd.data(), row);
+    comm->all_to_all_v(a.data(), send.data(), sd.data(), b.data(), recv.data(), rd.data(), there);
+    comm->all_to_all_v(b.data(), recv.data(), rd.data(), a.data(), send.data(), sd.data(), back);
     const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (it >= warmup) t_bare.push_back(slowest(*comm, t));
   }
@@ -130,18 +137,19 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   comm->all_reduce(&rows_total, 1, comm::Communicator::Op::kSum);
   if (me == 0) {
     const double dc = median(t_dc), bare = median(t_bare);
-    std::printf("ranks %d, tokens/rank %d, hidden %d, %d experts top-%d (transport: MPI, CPU "
-                "memory)\n",
-                N, tokens, hidden, experts, top_k);
-    std::printf("rows sent per step, all ranks: %lld (of %lld token-expert pairs), %.1f MB each "
-                "way\n",
-                (long long)rows_total, (long long)tokens * N * top_k, rows_total * row / 1e6);
+    std::printf("ranks %d, tokens/rank %d, hidden %d, %d experts top-%d, rows as %s (transport: "
+                "MPI, CPU memory)\n",
+                N, tokens, hidden, experts, top_k, dtype.c_str());
+    std::printf("rows sent per step, all ranks: %lld (of %lld token-expert pairs), %.1f MB there, "
+                "%.1f MB back\n",
+                (long long)rows_total, (long long)tokens * N * top_k, rows_total * there / 1e6,
+                rows_total * back / 1e6);
     std::printf("%-44s %10.3f ms  (median of %d, slowest rank)\n", "dispatch + combine",
                 dc * 1e3, repeats);
-    std::printf("%-44s %10.3f ms\n", "  of which permute (plan, gathers both sides)", median(t_permute) * 1e3);
-    std::printf("%-44s %10.3f ms\n", "  of which exchanges (counts, rows, slots)", median(t_exchange) * 1e3);
+    std::printf("%-44s %10.3f ms\n", "  of which layout, pack, group, unpack", median(t_permute) * 1e3);
+    std::printf("%-44s %10.3f ms\n", "  of which exchanges (counts, payload, back)", median(t_exchange) * 1e3);
     std::printf("%-44s %10.3f ms\n", "  of which reduce + combine", median(t_combine) * 1e3);
-    std::printf("%-44s %10.3f ms\n", "bound: bare MPI_Alltoallv there and back", bare * 1e3);
+    std::printf("%-44s %10.3f ms\n", "bound: bare MPI_Alltoallv, same bytes", bare * 1e3);
     std::printf("%-44s %10.2f x\n", "ratio", dc / bare);
     std::printf("%-44s %10.3f ms  (not in the ratio)\n", "expert FFNs, for reference",
                 median(t_experts) * 1e3);

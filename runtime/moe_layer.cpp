@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
+#include <string>
 
 #include "common/error.h"
 
@@ -18,17 +18,57 @@ struct Lap {
     t = now;
   }
 };
+
+// displs[i] = sum of counts[0, i); returns the total.
+int64_t prefix(const std::vector<int64_t>& counts, std::vector<int64_t>& displs) {
+  int64_t total = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    displs[i] = total;
+    total += counts[i];
+  }
+  return total;
+}
 }  // namespace
 
 MoeLayer::MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
                    comm::Communicator& comm, LoadStats* stats)
-    : cfg_(cfg), placement_(placement), ops_(ops), comm_(comm), stats_(stats) {
-  const int N = comm.size();
+    : cfg_(cfg), placement_(placement), ops_(ops), comm_(comm), stats_(stats),
+      n_ranks_(comm.size()), me_(comm.rank()), n_experts_(cfg.num_local_experts),
+      k_(cfg.num_experts_per_tok),
+      rows_{cfg.hidden_size, cfg.num_experts_per_tok, ops.precision()},
+      back_row_bytes_(size_t(cfg.hidden_size) * dtype_size(ops.precision())) {
+  MOE_CHECK(placement.world_size() == n_ranks_ && placement.n_experts() == n_experts_ &&
+                placement.n_layers() >= cfg.num_hidden_layers,
+            "MoE layer: the placement (" + std::to_string(placement.n_layers()) + " layers, " +
+                std::to_string(placement.n_experts()) + " experts, " +
+                std::to_string(placement.world_size()) + " ranks) does not fit the model and " +
+                "world (" + std::to_string(cfg.num_hidden_layers) + ", " +
+                std::to_string(n_experts_) + ", " + std::to_string(n_ranks_) + ")");
+  const int L = placement.n_layers(), E = n_experts_, N = n_ranks_;
+  route_host_.resize(size_t(L) * E);
+  local_index_host_.assign(size_t(L) * E, -1);
+  for (int l = 0; l < L; ++l) {
+    for (int e = 0; e < E; ++e) route_host_[size_t(l) * E + e] = placement.route(l, e, me_);
+    const auto local = placement.local_experts(l, me_);
+    for (size_t i = 0; i < local.size(); ++i) local_index_host_[size_t(l) * E + local[i]] = int32_t(i);
+  }
+  // Set once here: the per-step path uploads nothing.
+  const size_t table_bytes = route_host_.size() * sizeof(int32_t);
+  route_ = ops_.alloc(table_bytes);
+  local_index_ = ops_.alloc(table_bytes);
+  ops_.upload(route_.data(), route_host_.data(), table_bytes);
+  ops_.upload(local_index_.data(), local_index_host_.data(), table_bytes);
+  counts_ = ops_.alloc(size_t(N + E) * sizeof(int32_t));
+  h_counts_.assign(size_t(N + E), 0);
+  send_blocks_.assign(size_t(N) * (1 + E), 0);
+  recv_blocks_.assign(size_t(N) * (1 + E), 0);
   send_counts_.assign(N, 0);
   recv_counts_.assign(N, 0);
   send_displs_.assign(N, 0);
   recv_displs_.assign(N, 0);
 }
+
+kernels::RowLayout MoeLayer::row_layout() const { return rows_; }
 
 template <class Lap>
 void MoeLayer::before_exchange(Lap& lap, double* into) {
@@ -44,189 +84,225 @@ void MoeLayer::reserve(kernels::Buffer& buf, size_t bytes) {
 }
 
 void MoeLayer::reserve_for(int max_tokens) {
-  const int64_t E = cfg_.num_local_experts, k = cfg_.num_experts_per_tok;
-  const int64_t H = cfg_.hidden_size, I = cfg_.intermediate_size, N = comm_.size();
+  const int64_t E = n_experts_, k = k_, N = n_ranks_;
+  const int64_t H = cfg_.hidden_size, I = cfg_.intermediate_size;
   const int64_t T = std::max(max_tokens, 1);
   const int64_t S = T * std::min(k, N);  // rows sent: one per (token, destination rank)
   const int64_t R = N * S;               // rows received, if every rank sends all of its here
   const int64_t G = N * T * k;           // (row, local expert) pairs: each routed choice once
   const int64_t C = std::min<int64_t>(G, kExpertChunkRows);
-  const size_t f = sizeof(float);
+  const size_t f = sizeof(float), i32 = sizeof(int32_t);
   reserve(logits_, size_t(T * E) * f);
-  reserve(expert_, size_t(T * k) * sizeof(int32_t));
+  reserve(expert_, size_t(T * k) * i32);
   reserve(weight_, size_t(T * k) * f);
-  reserve(send_x_, size_t(S * H) * f);
-  reserve(send_meta_, size_t(S * k) * sizeof(RouteSlot));
-  reserve(recv_x_, size_t(R * H) * f);
-  reserve(recv_meta_, size_t(R * k) * sizeof(RouteSlot));
+  reserve(send_token_, size_t(S) * i32);
+  reserve(send_slots_, size_t(S * k) * sizeof(RouteSlot));
+  reserve(home_, size_t(T * k) * i32);
+  reserve(send_payload_, size_t(S) * rows_.stride());
+  reserve(recv_payload_, size_t(R) * rows_.stride());
+  reserve(offsets_, size_t(E + 1) * i32);
+  reserve(gather_, size_t(R * k) * i32);
+  reserve(slot_row_, size_t(R * k) * i32);
+  reserve(slot_weight_, size_t(R * k) * f);
   reserve(grouped_x_, size_t(G * H) * f);
   reserve(gate_up_, size_t(C * 2 * I) * f);
   reserve(act_, size_t(C * I) * f);
   reserve(grouped_y_, size_t(G * H) * f);
-  reserve(partial_, size_t(R * H) * f);
-  reserve(back_, size_t(S * H) * f);
-  reserve(index_, size_t(std::max({G, R * k, T * k, S})) * sizeof(int32_t));
-  reserve(cweight_, size_t(std::max(R * k, T * k)) * f + 4);
+  reserve(partial_, size_t(R) * back_row_bytes_);
+  reserve(back_, size_t(S) * back_row_bytes_);
   ops_.reserve_linear_input(std::max(T * H, C * std::max(H, I)));
-  // The largest exchange: R rows received there (and sent back), the same for S and back.
-  const size_t row = std::max(size_t(H) * sizeof(float), size_t(k) * sizeof(RouteSlot));
-  comm_.reserve_exchange(size_t(std::max(R, S)) * row);
+  // The largest exchange: R rows received there (and sent back), S sent.
+  comm_.reserve_exchange(size_t(R) * rows_.stride());
 }
 
 void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, float* out) {
-  const int E = cfg_.num_local_experts, k = cfg_.num_experts_per_tok;
-  const int H = cfg_.hidden_size, I = cfg_.intermediate_size;
-  const int N = comm_.size(), me = comm_.rank();
-  const size_t row_bytes = size_t(H) * sizeof(float);
-
   Lap lap;
-  // ---- route -----------------------------------------------------------------------------
-  reserve(logits_, size_t(T) * E * sizeof(float));
-  reserve(expert_, size_t(T) * k * sizeof(int32_t));
-  reserve(weight_, size_t(T) * k * sizeof(float));
-  ops_.linear({h, w.gate, logits_.as<float>(), T});
-  ops_.topk_router({logits_.as<float>(), expert_.as<int32_t>(), weight_.as<float>(), T, E, k});
-  h_expert_.resize(size_t(T) * k);
-  h_weight_.resize(size_t(T) * k);
-  ops_.download(h_expert_.data(), expert_.data(), h_expert_.size() * sizeof(int32_t));
-  ops_.download(h_weight_.data(), weight_.data(), h_weight_.size() * sizeof(float));
+  route(w, h, T);
   lap(&times_.route);
-
-  // ---- permute: one row per (token, destination rank) -----------------------------------
-  // dest_of[t * k + s] = the rank serving slot s of token t.
-  std::vector<int32_t>& dest_of = h_dest_of_;
-  dest_of.resize(size_t(T) * k);
-  std::fill(send_counts_.begin(), send_counts_.end(), 0);
-  for (int t = 0; t < T; ++t) {
-    for (int s = 0; s < k; ++s) {
-      const int e = h_expert_[size_t(t) * k + s];
-      const int d = placement_.route(layer, e, me);
-      dest_of[size_t(t) * k + s] = d;
-      if (stats_) stats_->token_count(layer, e) += 1;
-      // Count a destination once per token: its first slot bound there.
-      bool first = true;
-      for (int s2 = 0; s2 < s; ++s2) first &= dest_of[size_t(t) * k + s2] != d;
-      if (first) ++send_counts_[d];
-    }
-  }
-  for (int d = 1; d < N; ++d) send_displs_[d] = send_displs_[d - 1] + send_counts_[d - 1];
-  const int64_t S = send_displs_[N - 1] + send_counts_[N - 1];
-
-  h_send_token_.assign(S, -1);
-  h_send_meta_.assign(size_t(S) * k, RouteSlot{-1, 0.0f});
-  h_home_index_.assign(size_t(T) * k, -1);
-  h_ones_.assign(size_t(T) * k, 1.0f);
-  {
-    std::vector<int64_t>& next = h_next_row_;  // next free row per destination
-    next = send_displs_;
-    for (int t = 0; t < T; ++t) {
-      int n_dest = 0;
-      for (int d = 0; d < N; ++d) {  // ascending rank: the combine order
-        int64_t row = -1;
-        for (int s = 0; s < k; ++s) {
-          if (dest_of[size_t(t) * k + s] != d) continue;
-          if (row < 0) {
-            row = next[d]++;
-            h_send_token_[row] = t;
-            h_home_index_[size_t(t) * k + n_dest++] = int32_t(row);
-          }
-          h_send_meta_[size_t(row) * k + s] = {h_expert_[size_t(t) * k + s],
-                                               h_weight_[size_t(t) * k + s]};
-        }
-      }
-    }
-  }
-  if (stats_)
-    for (int d = 0; d < N; ++d) stats_->row_count(layer, me, d) += send_counts_[d];
-
-  reserve(index_, size_t(std::max<int64_t>(S, 1)) * sizeof(int32_t));
-  reserve(send_x_, size_t(S) * row_bytes);
-  reserve(send_meta_, size_t(S) * k * sizeof(RouteSlot));
-  ops_.upload(index_.data(), h_send_token_.data(), size_t(S) * sizeof(int32_t));
-  ops_.gather_rows({h, index_.as<int32_t>(), send_x_.as<float>(), int(S), H});
-  ops_.upload(send_meta_.data(), h_send_meta_.data(), h_send_meta_.size() * sizeof(RouteSlot));
-
+  layout(layer, T);  // the layer's one device-to-host copy: the counts
+  pack(h);
   before_exchange(lap, &times_.permute);
-  // ---- exchange: counts, then rows and their slots ----------------------------------------
-  comm_.all_to_all_counts(send_counts_.data(), recv_counts_.data());
-  for (int d = 1; d < N; ++d) recv_displs_[d] = recv_displs_[d - 1] + recv_counts_[d - 1];
-  const int64_t R = recv_displs_[N - 1] + recv_counts_[N - 1];
-  reserve(recv_x_, size_t(R) * row_bytes);
-  reserve(recv_meta_, size_t(R) * k * sizeof(RouteSlot));
-  comm_.all_to_all_v(send_x_.data(), send_counts_.data(), send_displs_.data(), recv_x_.data(),
-                     recv_counts_.data(), recv_displs_.data(), row_bytes);
-  comm_.all_to_all_v(send_meta_.data(), send_counts_.data(), send_displs_.data(),
-                     recv_meta_.data(), recv_counts_.data(), recv_displs_.data(),
-                     k * sizeof(RouteSlot));
+  exchange_counts(layer);
+  exchange_rows();
   lap(&times_.exchange);
+  account(layer);
+  group(layer, w);
+  lap(&times_.permute);  // the receive side of the dispatch
+  experts(w);
+  lap(&times_.experts);
+  reduce();
+  before_exchange(lap, &times_.combine);
+  exchange_back();
+  lap(&times_.exchange);
+  combine(T, out);
+  lap(&times_.combine);
+  last_bytes_sent_ = size_t(S_) * rows_.stride() + size_t(R_) * back_row_bytes_;
+}
 
-  // ---- experts: group the received (row, slot) pairs by local expert ----------------------
-  h_recv_meta_.resize(size_t(R) * k);
-  ops_.download(h_recv_meta_.data(), recv_meta_.data(), h_recv_meta_.size() * sizeof(RouteSlot));
-  const auto& local = w.local_experts;
-  std::vector<int64_t>& group_begin = h_group_begin_;
-  group_begin.assign(local.size() + 1, 0);
-  h_group_row_.clear();
-  h_slot_index_.assign(size_t(R) * k, -1);
-  h_slot_weight_.assign(size_t(R) * k, 0.0f);
-  for (size_t i = 0; i < local.size(); ++i) {
-    group_begin[i] = int64_t(h_group_row_.size());
-    for (int64_t r = 0; r < R; ++r) {
-      for (int s = 0; s < k; ++s) {
-        const RouteSlot& rs = h_recv_meta_[size_t(r) * k + s];
-        if (rs.expert != local[i]) continue;
-        h_slot_index_[size_t(r) * k + s] = int32_t(h_group_row_.size());
-        h_slot_weight_[size_t(r) * k + s] = rs.weight;
-        h_group_row_.push_back(int32_t(r));
-      }
+// ---- the phases -------------------------------------------------------------------------------
+
+void MoeLayer::route(const LayerWeights& w, const float* h, int T) {
+  reserve(logits_, size_t(T) * n_experts_ * sizeof(float));
+  reserve(expert_, size_t(T) * k_ * sizeof(int32_t));
+  reserve(weight_, size_t(T) * k_ * sizeof(float));
+  ops_.linear({h, w.gate, logits_.as<float>(), T});
+  ops_.topk_router({logits_.as<float>(), expert_.as<int32_t>(), weight_.as<float>(), T,
+                    n_experts_, k_});
+}
+
+void MoeLayer::layout(int layer, int T) {
+  const int N = n_ranks_, E = n_experts_;
+  const int64_t s_max = int64_t(T) * std::min(k_, N);
+  reserve(send_token_, size_t(s_max) * sizeof(int32_t));
+  reserve(send_slots_, size_t(s_max) * k_ * sizeof(RouteSlot));
+  reserve(home_, size_t(T) * k_ * sizeof(int32_t));
+  kernels::DispatchLayoutParams p;
+  p.expert = expert_.as<int32_t>();
+  p.weight = weight_.as<float>();
+  p.route = route_.as<int32_t>() + size_t(layer) * E;
+  p.counts = counts_.as<int32_t>();
+  p.send_token = send_token_.as<int32_t>();
+  p.send_slots = send_slots_.as<RouteSlot>();
+  p.home = home_.as<int32_t>();
+  p.T = T;
+  p.k = k_;
+  p.n_experts = E;
+  p.n_ranks = N;
+  ops_.dispatch_layout(p);
+  // NOTES: the one copy back of the layer. The host needs the row counts to size and post the
+  // exchange (MPI and NCCL both take host counts), and the per-expert counts are the load
+  // statistics and, summed at the receivers, the expert groups' sizes.
+  ops_.download(h_counts_.data(), counts_.data(), h_counts_.size() * sizeof(int32_t));
+  for (int d = 0; d < N; ++d) send_counts_[d] = h_counts_[d];
+  S_ = prefix(send_counts_, send_displs_);
+}
+
+void MoeLayer::pack(const float* h) {
+  reserve(send_payload_, size_t(S_) * rows_.stride());
+  ops_.pack_rows({h, send_token_.as<int32_t>(), send_slots_.as<RouteSlot>(),
+                  send_payload_.data(), rows_, int(S_)});
+}
+
+void MoeLayer::exchange_counts(int layer) {
+  const int N = n_ranks_, E = n_experts_, B = 1 + E;
+  // Per peer: the rows it gets from me, then my choices of each expert it serves for me.
+  std::fill(send_blocks_.begin(), send_blocks_.end(), 0);
+  for (int d = 0; d < N; ++d) send_blocks_[size_t(d) * B] = h_counts_[d];
+  for (int e = 0; e < E; ++e)
+    send_blocks_[size_t(route_host_[size_t(layer) * E + e]) * B + 1 + e] = h_counts_[N + e];
+  comm_.all_to_all_counts(send_blocks_.data(), recv_blocks_.data(), B);
+  for (int src = 0; src < N; ++src) recv_counts_[src] = recv_blocks_[size_t(src) * B];
+  R_ = prefix(recv_counts_, recv_displs_);
+
+  // The size of each local expert's group: every source's choices of it. A choice of an expert
+  // this rank does not hold means the sender's placement disagrees with ours: refuse rather
+  // than drop the contribution.
+  const int32_t* local = local_index_host_.data() + size_t(layer) * E;
+  int n_local = 0;
+  for (int e = 0; e < E; ++e) n_local += local[e] >= 0;
+  group_begin_.assign(size_t(n_local) + 1, 0);
+  for (int src = 0; src < N; ++src) {
+    for (int e = 0; e < E; ++e) {
+      const int64_t c = recv_blocks_[size_t(src) * B + 1 + e];
+      if (c == 0) continue;
+      if (local[e] < 0)
+        MOE_THROW("layer " + std::to_string(layer) + ": rank " + std::to_string(me_) +
+                  " was sent " + std::to_string(c) + " rows for expert " + std::to_string(e) +
+                  " by rank " + std::to_string(src) + ", but does not hold it");
+      group_begin_[size_t(local[e]) + 1] += c;
     }
   }
-  group_begin[local.size()] = int64_t(h_group_row_.size());
-  // A slot naming an expert this rank does not hold means the sender's placement disagrees
-  // with ours: refuse rather than drop the contribution.
-  for (int64_t r = 0; r < R; ++r)
-    for (int s = 0; s < k; ++s) {
-      const RouteSlot& rs = h_recv_meta_[size_t(r) * k + s];
-      if (rs.expert >= 0 && h_slot_index_[size_t(r) * k + s] < 0)
-        MOE_THROW("layer " + std::to_string(layer) + ": rank " + std::to_string(me) +
-                  " received a row for expert " + std::to_string(rs.expert) +
-                  ", which it does not hold");
-    }
-  const int64_t G = int64_t(h_group_row_.size());
-  if (stats_) stats_->computed(layer, me) += G;
+  for (int i = 0; i < n_local; ++i) group_begin_[i + 1] += group_begin_[i];
+  G_ = group_begin_[n_local];
+}
 
-  reserve(index_, size_t(std::max<int64_t>({G, R * k, int64_t(T) * k, 1})) * sizeof(int32_t));
-  reserve(grouped_x_, size_t(G) * row_bytes);
-  const int64_t chunk = std::min<int64_t>(G, kExpertChunkRows);
+void MoeLayer::exchange_rows() {
+  reserve(recv_payload_, size_t(R_) * rows_.stride());
+  comm_.all_to_all_v(send_payload_.data(), send_counts_.data(), send_displs_.data(),
+                     recv_payload_.data(), recv_counts_.data(), recv_displs_.data(),
+                     rows_.stride());
+}
+
+void MoeLayer::group(int layer, const LayerWeights& w) {
+  const int n_local = int(group_begin_.size()) - 1;
+  MOE_CHECK(size_t(n_local) == w.local_experts.size(),
+            "layer " + std::to_string(layer) + ": the weights hold " +
+                std::to_string(w.local_experts.size()) + " experts, the placement " +
+                std::to_string(n_local));
+  const size_t pairs = size_t(R_) * k_;
+  reserve(offsets_, size_t(n_local + 1) * sizeof(int32_t));
+  reserve(gather_, pairs * sizeof(int32_t));
+  reserve(slot_row_, pairs * sizeof(int32_t));
+  reserve(slot_weight_, pairs * sizeof(float));
+  kernels::GroupByExpertParams p;
+  p.payload = recv_payload_.data();
+  p.layout = rows_;
+  p.local_index = local_index_.as<int32_t>() + size_t(layer) * n_experts_;
+  p.offsets = offsets_.as<int32_t>();
+  p.gather = gather_.as<int32_t>();
+  p.slot_row = slot_row_.as<int32_t>();
+  p.slot_weight = slot_weight_.as<float>();
+  p.R = int(R_);
+  p.n_experts = n_experts_;
+  p.n_local = n_local;
+  ops_.group_by_expert(p);
+  reserve(grouped_x_, size_t(G_) * cfg_.hidden_size * sizeof(float));
+  ops_.unpack_rows({recv_payload_.data(), rows_, gather_.as<int32_t>(), grouped_x_.as<float>(),
+                    int(G_)});
+}
+
+void MoeLayer::experts(const LayerWeights& w) {
+  const int64_t H = cfg_.hidden_size, I = cfg_.intermediate_size;
+  const int64_t chunk = std::min<int64_t>(G_, kExpertChunkRows);
   reserve(gate_up_, size_t(chunk) * 2 * I * sizeof(float));
   reserve(act_, size_t(chunk) * I * sizeof(float));
-  reserve(grouped_y_, size_t(G) * row_bytes);
-  ops_.upload(index_.data(), h_group_row_.data(), size_t(G) * sizeof(int32_t));
-  ops_.gather_rows({recv_x_.as<float>(), index_.as<int32_t>(), grouped_x_.as<float>(), int(G), H});
-  lap(&times_.permute);  // the receive side of the dispatch
-  run_expert_ffns(ops_, {&w.w13, &w.w2, group_begin.data(), grouped_x_.as<float>(),
-                         gate_up_.as<float>(), act_.as<float>(), grouped_y_.as<float>(), H, I});
+  reserve(grouped_y_, size_t(G_) * H * sizeof(float));
+  run_expert_ffns(ops_, {&w.w13, &w.w2, group_begin_.data(), grouped_x_.as<float>(),
+                         gate_up_.as<float>(), act_.as<float>(), grouped_y_.as<float>(), int(H),
+                         int(I)});
+}
 
-  lap(&times_.experts);
-  // ---- reduce per received row, in slot order ----------------------------------------------
-  reserve(partial_, size_t(R) * row_bytes);
-  reserve(cweight_, size_t(std::max<int64_t>(R * k, int64_t(T) * k)) * sizeof(float) + 4);
-  ops_.upload(index_.data(), h_slot_index_.data(), h_slot_index_.size() * sizeof(int32_t));
-  ops_.upload(cweight_.data(), h_slot_weight_.data(), h_slot_weight_.size() * sizeof(float));
-  ops_.weighted_combine({grouped_y_.as<float>(), index_.as<int32_t>(), cweight_.as<float>(),
-                         partial_.as<float>(), int(R), k, H});
+void MoeLayer::reduce() {
+  reserve(partial_, size_t(R_) * back_row_bytes_);
+  kernels::WeightedCombineParams p;
+  p.y = grouped_y_.data();
+  p.index = slot_row_.as<int32_t>();
+  p.weight = slot_weight_.as<float>();
+  p.out = partial_.data();
+  p.R = int(R_);
+  p.k = k_;
+  p.cols = cfg_.hidden_size;
+  p.y_dtype = DType::kF32;
+  p.out_dtype = rows_.dtype;  // rounded once, for the wire
+  ops_.weighted_combine(p);
+}
 
-  // ---- exchange back, then combine at home -------------------------------------------------
-  reserve(back_, size_t(S) * row_bytes);
-  before_exchange(lap, &times_.combine);
+void MoeLayer::exchange_back() {
+  reserve(back_, size_t(S_) * back_row_bytes_);
   comm_.all_to_all_v(partial_.data(), recv_counts_.data(), recv_displs_.data(), back_.data(),
-                     send_counts_.data(), send_displs_.data(), row_bytes);
-  lap(&times_.exchange);
-  ops_.upload(index_.data(), h_home_index_.data(), h_home_index_.size() * sizeof(int32_t));
-  ops_.upload(cweight_.data(), h_ones_.data(), h_ones_.size() * sizeof(float));
-  ops_.weighted_combine({back_.as<float>(), index_.as<int32_t>(), cweight_.as<float>(), out, T,
-                         k, H});
-  lap(&times_.combine);
+                     send_counts_.data(), send_displs_.data(), back_row_bytes_);
+}
+
+void MoeLayer::combine(int T, float* out) {
+  kernels::WeightedCombineParams p;
+  p.y = back_.data();
+  p.index = home_.as<int32_t>();
+  p.weight = nullptr;  // each returned row is already weighted
+  p.out = out;
+  p.R = T;
+  p.k = k_;
+  p.cols = cfg_.hidden_size;
+  p.y_dtype = rows_.dtype;
+  p.out_dtype = DType::kF32;
+  ops_.weighted_combine(p);
+}
+
+void MoeLayer::account(int layer) {
+  if (!stats_) return;
+  const int N = n_ranks_;
+  for (int e = 0; e < n_experts_; ++e) stats_->token_count(layer, e) += h_counts_[N + e];
+  for (int d = 0; d < N; ++d) stats_->row_count(layer, me_, d) += send_counts_[d];
+  stats_->computed(layer, me_) += G_;
 }
 
 }  // namespace moe::runtime

@@ -1,15 +1,19 @@
 #pragma once
-// One MoE block on one rank of N, the hot path of DESIGN.md:
-//   route    : router GEMM, fp32 softmax, top-k, renormalise
-//   permute  : one row per (token, destination rank), ordered by destination then token; a token
-//              whose experts share a rank crosses once, carrying the k (expert, weight) slots
-//              meant for that rank
-//   exchange : counts, then rows and their slots (all-to-all-v)
-//   experts  : received rows grouped by local expert -> SwiGLU FFN
-//   reduce   : per received row, sum of weight * expert output over its slots, in slot order
-//   exchange : the reduced rows go back along the reverse counts
-//   combine  : out[t] = sum of the partial rows of t's destinations, in ascending rank
-//   account  : tokens per (layer, expert), rows per (layer, src, dst), rows computed per rank
+// One MoE block on one rank of N, the hot path of DESIGN.md, as a pipeline of backend ops. Every
+// per-token index is made where the rows are (on the GPU for cuda); the host sees only counts.
+//   route    : router GEMM, fp32 softmax, top-k, renormalise                   (linear, topk)
+//   layout   : per destination rank its rows, one per (token, destination): a token whose
+//              experts share a rank crosses once, carrying its k route slots  (dispatch_layout)
+//              -> the one device-to-host copy of the layer: rows per rank and choices per expert
+//   pack     : the rows in the run's precision with their slots, one payload   (pack_rows)
+//   exchange : per-peer counts (host), then the payload (one all_to_all_v)
+//   group    : received (row, slot) pairs by local expert, rows gathered       (group_by_expert,
+//                                                                               unpack_rows)
+//   experts  : SwiGLU FFN per local expert                                     (linear, silu_mul)
+//   reduce   : per received row, sum of weight * expert output in slot order   (weighted_combine)
+//   exchange : the reduced rows go back, in the run's precision (all_to_all_v)
+//   combine  : out[t] = sum of t's returned rows in ascending rank             (weighted_combine)
+//   account  : load statistics from the counts alone
 // With N = 1 the exchanges are a rank sending to itself, through the same code.
 #include <cstdint>
 #include <vector>
@@ -24,17 +28,12 @@
 
 namespace moe::runtime {
 
-// What travels with a dispatched row: for each of the token's k slots, the expert it wants on
-// the receiving rank (-1 when that slot's expert is served by another rank) and its weight.
-struct RouteSlot {
-  int32_t expert;
-  float weight;
-};
+using kernels::RouteSlot;
 
 // Wall time spent in each phase, summed over calls (seconds). Host clocks: exact for the CPU
 // backend, whose ops are synchronous; on cuda a phase is charged when the host next waits, unless
-// timing barriers are on. permute counts both sides: the send-side plan and gather, and the
-// receive-side grouping by expert.
+// timing barriers are on. permute counts both sides: layout and pack, and the receive-side
+// grouping by expert.
 struct MoePhaseTimes {
   double route = 0, permute = 0, exchange = 0, experts = 0, combine = 0;
   // With timing barriers on: time spent waiting for the slowest rank before each exchange
@@ -45,6 +44,7 @@ struct MoePhaseTimes {
 
 class MoeLayer {
  public:
+  // Puts the placement's routing tables on the backend (the only uploads the layer makes).
   MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
            comm::Communicator& comm, LoadStats* stats);
 
@@ -57,6 +57,11 @@ class MoeLayer {
   // calls it for every layer of every step, T = 0 included.
   void forward(int layer, const LayerWeights& w, const float* h, int T, float* out);
 
+  // The wire format of a dispatched row: hidden values in the run's precision, then k slots.
+  kernels::RowLayout row_layout() const;
+  // Bytes this rank sent in the last forward: the dispatch payload and the returned rows.
+  size_t last_bytes_sent() const { return last_bytes_sent_; }
+
   const MoePhaseTimes& times() const { return times_; }
   void reset_times() { times_ = {}; }
   // For measuring, not serving: before each exchange, wait for the backend's queued work and
@@ -65,6 +70,19 @@ class MoeLayer {
   void set_timing_barriers(bool on) { timing_barriers_ = on; }
 
  private:
+  // The phases of forward(), in order.
+  void route(const LayerWeights& w, const float* h, int T);
+  void layout(int layer, int T);
+  void pack(const float* h);
+  void exchange_counts(int layer);
+  void exchange_rows();
+  void group(int layer, const LayerWeights& w);
+  void experts(const LayerWeights& w);
+  void reduce();
+  void exchange_back();
+  void combine(int T, float* out);
+  void account(int layer);
+
   // Grows `buf` to at least `bytes` (the step never shrinks its workspace).
   void reserve(kernels::Buffer& buf, size_t bytes);
   // Closes the phase timed into `into` before an exchange (see set_timing_barriers).
@@ -78,39 +96,44 @@ class MoeLayer {
   LoadStats* stats_;
   MoePhaseTimes times_;
   bool timing_barriers_ = false;
+  const int n_ranks_, me_, n_experts_, k_;
+  const kernels::RowLayout rows_;  // the dispatch payload's row format
+  const size_t back_row_bytes_;    // a returned row: hidden values in the run's precision
+  size_t last_bytes_sent_ = 0;
 
-  // Backend workspace.
-  kernels::Buffer logits_;    // [T, E] router logits
-  kernels::Buffer expert_;    // [T, k] int32
-  kernels::Buffer weight_;    // [T, k] fp32
-  kernels::Buffer send_x_;    // [S, H] rows to send
-  kernels::Buffer send_meta_; // [S, k] RouteSlot
-  kernels::Buffer recv_x_;    // [R, H] rows received
-  kernels::Buffer recv_meta_; // [R, k] RouteSlot
-  kernels::Buffer grouped_x_; // [G, H] received rows, one per (row, local expert), by expert
-  kernels::Buffer gate_up_;   // [min(G, kExpertChunkRows), 2I]
-  kernels::Buffer act_;       // [min(G, kExpertChunkRows), I]
-  kernels::Buffer grouped_y_; // [G, H]
-  kernels::Buffer partial_;   // [R, H] per received row, its experts' weighted sum
-  kernels::Buffer back_;      // [S, H] partial rows returned to this rank
-  kernels::Buffer index_;     // int32 indices for gather / combine
-  kernels::Buffer cweight_;   // fp32 weights for combine
+  // The placement, as this rank routes and receives.
+  std::vector<int32_t> route_host_;        // [layers, E] rank serving each expert for me
+  std::vector<int32_t> local_index_host_;  // [layers, E] index among mine, -1 if not held
+  kernels::Buffer route_;                  // [layers, E] int32, on the backend
+  kernels::Buffer local_index_;            // [layers, E] int32, on the backend
 
-  // Host copies and plans, reused across steps.
-  std::vector<int32_t> h_expert_;       // [T, k]
-  std::vector<float> h_weight_;         // [T, k]
-  std::vector<int32_t> h_send_token_;   // [S] the token of each sent row
-  std::vector<RouteSlot> h_send_meta_;  // [S, k]
-  std::vector<int32_t> h_home_index_;   // [T, k] rows of back_ to sum per token, -1 padded
-  std::vector<float> h_ones_;           // [T, k]
-  std::vector<RouteSlot> h_recv_meta_;  // [R, k]
-  std::vector<int32_t> h_group_row_;    // [G] received row of each grouped row
-  std::vector<int32_t> h_slot_index_;   // [R, k] grouped row of each (row, slot), -1 if none
-  std::vector<float> h_slot_weight_;    // [R, k]
-  std::vector<int32_t> h_dest_of_;      // [T, k] destination rank of each routed slot
-  std::vector<int64_t> h_next_row_;     // [N] next free send row per destination
-  std::vector<int64_t> h_group_begin_;  // [local + 1] first grouped row of each local expert
-  std::vector<int64_t> send_counts_, recv_counts_, send_displs_, recv_displs_;
+  // Backend workspace; S = rows sent, R = rows received, G = (row, local expert) pairs.
+  kernels::Buffer logits_;        // [T, E] router logits
+  kernels::Buffer expert_;        // [T, k] int32
+  kernels::Buffer weight_;        // [T, k] fp32
+  kernels::Buffer counts_;        // [N + E] int32: rows per rank, choices per expert
+  kernels::Buffer send_token_;    // [S] int32
+  kernels::Buffer send_slots_;    // [S, k] RouteSlot
+  kernels::Buffer home_;          // [T, k] int32
+  kernels::Buffer send_payload_;  // [S, rows_.stride()] bytes
+  kernels::Buffer recv_payload_;  // [R, rows_.stride()] bytes
+  kernels::Buffer offsets_;       // [local + 1] int32
+  kernels::Buffer gather_;        // [R * k] int32
+  kernels::Buffer slot_row_;      // [R, k] int32
+  kernels::Buffer slot_weight_;   // [R, k] fp32
+  kernels::Buffer grouped_x_;     // [G, H] fp32
+  kernels::Buffer gate_up_;       // [min(G, kExpertChunkRows), 2I] fp32
+  kernels::Buffer act_;           // [min(G, kExpertChunkRows), I] fp32
+  kernels::Buffer grouped_y_;     // [G, H] fp32
+  kernels::Buffer partial_;       // [R, back_row_bytes_] reduced rows, to send back
+  kernels::Buffer back_;          // [S, back_row_bytes_] this rank's rows, returned
+
+  // Host: the counts and what follows from them, reused across steps.
+  std::vector<int32_t> h_counts_;                    // [N + E] as downloaded
+  std::vector<int64_t> send_blocks_, recv_blocks_;   // [N, 1 + E] per peer: rows, choices per expert
+  std::vector<int64_t> send_counts_, recv_counts_, send_displs_, recv_displs_;  // [N] rows
+  std::vector<int64_t> group_begin_;                 // [local + 1] first grouped row per expert
+  int64_t S_ = 0, R_ = 0, G_ = 0;
 };
 
 }  // namespace moe::runtime

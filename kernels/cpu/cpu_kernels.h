@@ -16,5 +16,9 @@ void silu_mul(const SiluMulParams& p);
 void gather_rows(const GatherRowsParams& p);
 void weighted_combine(const WeightedCombineParams& p);
 void add(const AddParams& p);
+void dispatch_layout(const DispatchLayoutParams& p);
+void pack_rows(const PackRowsParams& p);
+void group_by_expert(const GroupByExpertParams& p);
+void unpack_rows(const UnpackRowsParams& p);
 
 }  // namespace moe::kernels::cpu

@@ -95,6 +95,10 @@ class CpuOps final : public Ops {
   void gather_rows(const GatherRowsParams& p) override { cpu::gather_rows(p); }
   void weighted_combine(const WeightedCombineParams& p) override { cpu::weighted_combine(p); }
   void add(const AddParams& p) override { cpu::add(p); }
+  void dispatch_layout(const DispatchLayoutParams& p) override { cpu::dispatch_layout(p); }
+  void pack_rows(const PackRowsParams& p) override { cpu::pack_rows(p); }
+  void group_by_expert(const GroupByExpertParams& p) override { cpu::group_by_expert(p); }
+  void unpack_rows(const UnpackRowsParams& p) override { cpu::unpack_rows(p); }
 
  private:
   bool bf16() const { return precision_ == DType::kBF16; }

@@ -26,6 +26,12 @@ void attention(const AttentionParams& p, cudaStream_t stream);
 void gather_rows(const GatherRowsParams& p, cudaStream_t stream);
 void weighted_combine(const WeightedCombineParams& p, cudaStream_t stream);
 void add(const AddParams& p, cudaStream_t stream);
+// The MoE layer's dispatch plan and payload: the device twins of kernels/cpu's, giving the same
+// plan bit for bit (rows and groups are handed out in order, never by atomics).
+void dispatch_layout(const DispatchLayoutParams& p, cudaStream_t stream);
+void pack_rows(const PackRowsParams& p, cudaStream_t stream);
+void group_by_expert(const GroupByExpertParams& p, cudaStream_t stream);
+void unpack_rows(const UnpackRowsParams& p, cudaStream_t stream);
 // out[i] = offset + scale * u(seed, i) (kernels/random_fill.h) as `dtype` (F32 or BF16): the
 // synthetic weights, made on the device.
 void random_fill(void* out, DType dtype, int64_t n, uint64_t seed, float scale, float offset,

@@ -141,6 +141,14 @@ class CudaOps final : public Ops {
     cuda::weighted_combine(p, stream_);
   }
   void add(const AddParams& p) override { cuda::add(p, stream_); }
+  void dispatch_layout(const DispatchLayoutParams& p) override {
+    cuda::dispatch_layout(p, stream_);
+  }
+  void pack_rows(const PackRowsParams& p) override { cuda::pack_rows(p, stream_); }
+  void group_by_expert(const GroupByExpertParams& p) override {
+    cuda::group_by_expert(p, stream_);
+  }
+  void unpack_rows(const UnpackRowsParams& p) override { cuda::unpack_rows(p, stream_); }
 
  private:
   // Teardown and the constructor's failure path. Never throws: errors are ignored.

@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/elem.cuh"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -16,26 +17,27 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxBlocks = 65536;
 
+template <class Y, class O>
 __global__ void __launch_bounds__(kThreads)
-    weighted_combine_kernel(const float* __restrict__ y,          // [*, cols]
+    weighted_combine_kernel(const Y* __restrict__ y,              // [*, cols]
                             const int32_t* __restrict__ index,    // [R, k], -1 where none
-                            const float* __restrict__ weight,     // [R, k]
-                            float* __restrict__ out,              // [R, cols]
+                            const float* __restrict__ weight,     // [R, k], null: all 1
+                            O* __restrict__ out,                  // [R, cols]
                             int R, int k, int cols) {
   for (int r = blockIdx.x; r < R; r += gridDim.x) {
     const int32_t* ir = index + int64_t(r) * k;
-    const float* wr = weight + int64_t(r) * k;
-    float* o = out + int64_t(r) * cols;
+    O* o = out + int64_t(r) * cols;
     for (int c = threadIdx.x; c < cols; c += kThreads) {
       float acc = 0.0f;
       for (int s = 0; s < k; ++s) {
         const int32_t i = ir[s];
         if (i < 0) continue;
+        const float w = weight ? weight[int64_t(r) * k + s] : 1.0f;
         // Separate roundings (no FMA contraction) as the CPU op, built without FMA, computes
         // o += w * y: the sums then agree bit for bit on every backend and rank count.
-        acc = __fadd_rn(acc, __fmul_rn(wr[s], y[int64_t(i) * cols + c]));
+        acc = __fadd_rn(acc, __fmul_rn(w, load_f32(y + int64_t(i) * cols + c)));
       }
-      o[c] = acc;
+      store_f32(o + c, acc);
     }
   }
 }
@@ -46,10 +48,17 @@ void weighted_combine(const WeightedCombineParams& p, cudaStream_t stream) {
   MOE_CHECK(p.R >= 0 && p.k > 0 && p.cols > 0,
             "cuda weighted_combine needs R >= 0, k > 0 and cols > 0");
   if (p.R == 0) return;
-  MOE_CHECK(p.y && p.index && p.weight && p.out, "cuda weighted_combine given a null pointer");
+  MOE_CHECK(p.y && p.index && p.out, "cuda weighted_combine given a null pointer");
   const int blocks = std::min(p.R, kMaxBlocks);
-  weighted_combine_kernel<<<blocks, kThreads, 0, stream>>>(p.y, p.index, p.weight, p.out, p.R,
-                                                           p.k, p.cols);
+  dispatch_f32_bf16(p.y_dtype, "cuda weighted_combine y", [&](auto y) {
+    dispatch_f32_bf16(p.out_dtype, "cuda weighted_combine out", [&](auto o) {
+      using Y = decltype(y);
+      using O = decltype(o);
+      weighted_combine_kernel<Y, O><<<blocks, kThreads, 0, stream>>>(
+          static_cast<const Y*>(p.y), p.index, p.weight, static_cast<O*>(p.out), p.R, p.k,
+          p.cols);
+    });
+  });
   CUDA_CHECK_LAUNCH();
 }
 
