@@ -170,6 +170,12 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   const auto all = all_gather_strings(*comm, lines);
   rt->stats().steps = rt->engine().steps();
   rt->stats().reduce(*comm);
+  // The step time: the slowest rank's (every rank waits for it at the exchanges), split into
+  // phases by their means over the ranks.
+  const runtime::StepTiming& tt = rt->engine().total_timing();
+  double slowest = tt.total, phases[3] = {tt.compute(), tt.exchange, tt.schedule};
+  comm->all_reduce(&slowest, 1, comm::Communicator::Op::kMax);
+  comm->all_reduce(phases, 3, comm::Communicator::Op::kSum);
   if (rank != 0) return 0;
 
   std::map<int64_t, runtime::Result> by_id;
@@ -208,6 +214,13 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   }
   spdlog::info("{} requests, {} tokens generated in {:.3f} s ({:.1f} tokens/s) on {} rank(s)",
                requests.size(), generated, secs, generated / std::max(secs, 1e-9), world);
+  if (const int64_t steps = rt->engine().steps(); steps > 0) {
+    const double sum = std::max(phases[0] + phases[1] + phases[2], 1e-12);
+    spdlog::info("{} steps, {:.3f} ms per step (slowest rank); compute {:.1f}%, exchange {:.1f}%, "
+                 "scheduling {:.1f}% (means over ranks)",
+                 steps, 1e3 * slowest / double(steps), 100 * phases[0] / sum,
+                 100 * phases[1] / sum, 100 * phases[2] / sum);
+  }
   if (!o.quiet_table) std::fprintf(stderr, "\n%s", rt->stats().table(rt->placement()).c_str());
   if (!o.stats_json.empty()) {
     std::ofstream js(o.stats_json);

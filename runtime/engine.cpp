@@ -146,6 +146,9 @@ bool Engine::step() {
   timing_.total = std::chrono::duration<double>(clock::now() - t0).count();
   timing_.schedule = std::chrono::duration<double>(t1 - t0).count();
   timing_.exchange = model_.moe_times().exchange;
+  total_timing_.total += timing_.total;
+  total_timing_.schedule += timing_.schedule;
+  total_timing_.exchange += timing_.exchange;
   return true;
 }
 

@@ -53,6 +53,8 @@ class Engine {
   // reports kCancelled. Unknown ids (already finished) are ignored.
   void cancel(int64_t id);
   const StepTiming& last_timing() const { return timing_; }
+  // Every step's timing summed since the engine was made.
+  const StepTiming& total_timing() const { return total_timing_; }
   // Outstanding work on this rank: prompt tokens not yet prefilled plus tokens still to make.
   int64_t outstanding_tokens() const;
 
@@ -85,7 +87,7 @@ class Engine {
   std::vector<Result> done_;
   std::function<void(Result&&)> on_finish_;
   TokenCallback on_token_;
-  StepTiming timing_;
+  StepTiming timing_, total_timing_;
   int64_t steps_ = 0, tokens_processed_ = 0;
 };
 
