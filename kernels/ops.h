@@ -102,6 +102,8 @@ class Ops {
 };
 
 // The CPU reference backend (always built), at precision kF32 or kBF16 (see Ops::precision).
-std::unique_ptr<Ops> make_cpu_ops(DType precision = DType::kF32);
+// threads > 0 sets the threads its kernels and the BLAS use (process-wide: one backend per
+// rank); 0 leaves them as they are.
+std::unique_ptr<Ops> make_cpu_ops(DType precision = DType::kF32, int threads = 0);
 
 }  // namespace moe::kernels

@@ -15,6 +15,7 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--max-seq-len", r.max_seq_len, "KV positions per sequence (0: the model's, at most 4096)");
   app.add_option("--gpu-memory-utilization", r.gpu_memory_utilization, "cuda: share of the GPU's memory the job may use; the KV cache takes the rest of it");
   app.add_flag("--ignore-eos", r.ignore_eos, "keep generating past the end-of-sequence token (default: off)");
+  app.add_option("--threads", r.threads, "cpu: threads per rank (0: the node's cores shared evenly by its ranks)");
   app.add_flag("--synthetic", r.synthetic, "synthetic weights from --seed; the checkpoint folder needs only config.json (default: off)");
   app.add_option("--seed", r.seed, "seed of the synthetic weights");
   app.add_option("--num-layers", r.num_layers, "synthetic: keep only the first N layers (0: all of config.json's)");
@@ -38,6 +39,7 @@ runtime::RunConfig resolve_run_config(const CLI::App& app, const RunOptions& o) 
   if (given("--dtype")) file.dtype = f.dtype;
   if (given("--gpu-memory-utilization")) file.gpu_memory_utilization = f.gpu_memory_utilization;
   if (given("--ignore-eos")) file.ignore_eos = f.ignore_eos;
+  if (given("--threads")) file.threads = f.threads;
   if (given("--synthetic")) file.synthetic = f.synthetic;
   if (given("--seed")) file.seed = f.seed;
   if (given("--num-layers")) file.num_layers = f.num_layers;

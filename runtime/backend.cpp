@@ -1,5 +1,8 @@
 #include "runtime/backend.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "common/error.h"
 #include "common/log.h"
 #include "runtime/collective_step.h"
@@ -21,11 +24,19 @@ namespace {
 DType precision_of(const RunConfig& run) {
   return run.resolved_dtype() == "bf16" ? DType::kBF16 : DType::kF32;
 }
+
+// threads, or the node's cores shared evenly by its ranks: more threads than cores would make
+// ranks that wait in an exchange compete with the ones still computing.
+int cpu_threads(const RunConfig& run, LocalRank local) {
+  if (run.threads > 0) return run.threads;
+  const int cores = int(std::thread::hardware_concurrency());
+  return std::max(1, cores / std::max(1, local.size));
+}
 }  // namespace
 
 Backend::Backend(const RunConfig& run, comm::Communicator& host, LocalRank local) : host_(host) {
   if (run.backend == "cpu") {
-    ops_ = kernels::make_cpu_ops(precision_of(run));
+    ops_ = kernels::make_cpu_ops(precision_of(run), cpu_threads(run, local));
     return;
   }
   MOE_CHECK(run.backend == "cuda", "backend '" + run.backend + "'");

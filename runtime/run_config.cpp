@@ -39,7 +39,7 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   static const std::vector<std::string> known = {
       "checkpoint", "placement", "placement_map", "backend", "transport", "dtype",
       "max_tokens_per_step", "max_seqs", "max_seq_len", "gpu_memory_utilization",
-      "ignore_eos", "synthetic", "seed", "num_layers"};
+      "ignore_eos", "threads", "synthetic", "seed", "num_layers"};
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
     if (std::find(known.begin(), known.end(), key) == known.end()) {
@@ -61,6 +61,7 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   read(root, "max_seq_len", c.max_seq_len, path, "an integer >= 0");
   read(root, "gpu_memory_utilization", c.gpu_memory_utilization, path, "a number in (0, 1]");
   read(root, "ignore_eos", c.ignore_eos, path, "true or false");
+  read(root, "threads", c.threads, path, "an integer >= 0");
   read(root, "synthetic", c.synthetic, path, "true or false");
   read(root, "seed", c.seed, path, "an integer >= 0");
   read(root, "num_layers", c.num_layers, path, "an integer >= 0");
@@ -99,6 +100,7 @@ void RunConfig::validate() const {
   range("max_seqs", max_seqs, 0, kMaxSeqs);
   range("max_seq_len", max_seq_len, 0, kMaxSeqLen);
   range("num_layers", num_layers, 0, 1 << 16);
+  range("threads", threads, 0, kMaxThreads);
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0))
     bad("gpu_memory_utilization", std::to_string(gpu_memory_utilization), "a number in (0, 1]");
   if (num_layers > 0 && !synthetic)

@@ -27,6 +27,9 @@ struct RunConfig {
   // as vLLM's --gpu-memory-utilization; the KV cache takes what is left of it.
   double gpu_memory_utilization = 0.9;
   bool ignore_eos = false;
+  // cpu: threads each rank computes with (the BLAS and the CPU kernels). 0: the node's cores
+  // shared evenly by its ranks, at least 1 each.
+  int threads = 0;
   // Synthetic weights: the checkpoint folder needs only config.json; every tensor is made on
   // the backend from `seed` and its name (the same values on every rank and backend), so
   // Mixtral-sized layers can be run and measured without the download. num_layers > 0 keeps
@@ -40,6 +43,7 @@ struct RunConfig {
   static constexpr int kMaxSeqs = 1 << 16;
   static constexpr int kMaxSeqLen = 1 << 20;
   static constexpr int kMaxAutoSeqsCuda = 1024;
+  static constexpr int kMaxThreads = 1024;
 
   // dtype with auto resolved for the backend: "f32" or "bf16".
   std::string resolved_dtype() const;

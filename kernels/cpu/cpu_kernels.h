@@ -5,9 +5,20 @@
 
 namespace moe::kernels::cpu {
 
+// Threads of the CPU kernels (OpenMP) and of the BLAS, process-wide.
+void set_threads(int n);
+
 void embedding(const EmbeddingParams& p);
 void rmsnorm(const RmsNormParams& p);
+// linear_streamed below kLinearStreamMaxRows rows (moe-bench-cpu-linear measures where the two
+// cross), linear_blas from there.
 void linear(const LinearParams& p);
+constexpr int kLinearStreamMaxRows = 8;
+// W streamed once, each row of x dotted with each row of W in a fixed order: a row's result
+// does not depend on the number of rows, the threads or the instruction set.
+void linear_streamed(const LinearParams& p);
+// One BLAS GEMM (sgemm), which packs W on every call.
+void linear_blas(const LinearParams& p);
 void rope(const RopeParams& p);
 void kv_store(const KvStoreParams& p);
 void attention(const AttentionParams& p);

@@ -109,6 +109,9 @@ class CpuOps final : public Ops {
 
 }  // namespace
 
-std::unique_ptr<Ops> make_cpu_ops(DType precision) { return std::make_unique<CpuOps>(precision); }
+std::unique_ptr<Ops> make_cpu_ops(DType precision, int threads) {
+  if (threads > 0) cpu::set_threads(threads);
+  return std::make_unique<CpuOps>(precision);
+}
 
 }  // namespace moe::kernels

@@ -1,0 +1,99 @@
+// moe-bench-cpu-linear: the CPU backend's two linear paths, a weight streamed once
+// (linear_streamed) and OpenBLAS's sgemm (linear_blas), at each row count, on the shapes of a
+// Mixtral-style layer; each printed beside its bound: the weight's bytes over the measured copy
+// bandwidth (what a row count that small cannot beat) and the GEMM's FLOPs at the sgemm rate of
+// the largest row count. The crossover is where linear() switches (kLinearStreamMaxRows).
+//   build/bin/moe-bench-cpu-linear --n 7168 --k 1024 --threads 2
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "launcher/cli_parse.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+template <class F>
+double median_seconds(int warmup, int repeats, F&& f) {
+  std::vector<double> t;
+  for (int i = 0; i < warmup + repeats; ++i) {
+    const auto t0 = Clock::now();
+    f();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (i >= warmup) t.push_back(s);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int run(int argc, char** argv) {
+  int n = 7168, k = 1024, threads = 1, warmup = 3, repeats = 15;
+  std::string rows = "1,2,4,8,12,16,24,32,64,128";
+  CLI::App app{"moe-bench-cpu-linear: streamed weight vs OpenBLAS sgemm per row count"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--n", n, "weight rows (output features); Mixtral-style w13 at hidden 1024: 7168");
+  app.add_option("--k", k, "weight columns (input features)");
+  app.add_option("--rows", rows, "row counts of x to time, comma-separated");
+  app.add_option("--threads", threads, "threads of both paths");
+  app.add_option("--warmup", warmup, "untimed repetitions first");
+  app.add_option("--repeats", repeats, "timed repetitions (the median is printed)");
+  if (const auto code = moe::launcher::parse_command_line(app, argc, argv, true)) return *code;
+  moe::kernels::cpu::set_threads(threads);
+
+  std::vector<int> ms;
+  std::stringstream ss(rows);
+  for (std::string tok; std::getline(ss, tok, ',');) ms.push_back(std::stoi(tok));
+  const int max_m = *std::max_element(ms.begin(), ms.end());
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> w(size_t(n) * k), x(size_t(max_m) * k), out(size_t(max_m) * n);
+  for (auto& v : w) v = nd(rng);
+  for (auto& v : x) v = nd(rng);
+  // The copy bandwidth: the bound of a pass that must read the whole weight.
+  std::vector<float> copy(w.size());
+  const double t_copy = median_seconds(warmup, repeats, [&] {
+    std::memcpy(copy.data(), w.data(), w.size() * sizeof(float));
+  });
+  const double bytes = double(w.size()) * sizeof(float);
+  const double bw = 2 * bytes / t_copy;  // read + write
+  moe::kernels::LinearParams p;
+  p.x = x.data();
+  p.w = {w.data(), moe::DType::kF32, n, k};
+  p.out = out.data();
+  p.M = max_m;
+  const double t_big = median_seconds(warmup, repeats, [&] { moe::kernels::cpu::linear_blas(p); });
+  const double peak = 2.0 * max_m * n * k / t_big;
+  std::printf("weight [%d, %d] fp32 (%.1f MB), %d thread(s); copy bandwidth %.1f GB/s, sgemm at %d "
+              "rows %.1f GFLOP/s\n", n, k, bytes / 1e6, threads, bw / 1e9, max_m, peak / 1e9);
+  std::printf("%6s %14s %14s %14s  %s\n", "rows", "streamed ms", "sgemm ms", "bound ms",
+              "faster (linear() takes)");
+  for (int m : ms) {
+    p.M = m;
+    const double ts = median_seconds(warmup, repeats, [&] { moe::kernels::cpu::linear_streamed(p); });
+    const double tb = median_seconds(warmup, repeats, [&] { moe::kernels::cpu::linear_blas(p); });
+    const double bound = std::max(bytes / bw, 2.0 * m * n * k / peak);
+    std::printf("%6d %14.3f %14.3f %14.3f  %s (%s)\n", m, ts * 1e3, tb * 1e3, bound * 1e3,
+                ts < tb ? "streamed" : "sgemm",
+                m <= moe::kernels::cpu::kLinearStreamMaxRows ? "streamed" : "sgemm");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe-bench-cpu-linear: error: %s\n", e.what());
+    return 1;
+  }
+}

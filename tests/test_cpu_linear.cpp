@@ -1,0 +1,78 @@
+// The CPU backend's linear: the streamed path (few rows) and the BLAS path (many) both against a
+// double-precision sum, and the streamed path's promise that a row's result depends on nothing
+// but the row: the same bits at any row count, thread count and position in the batch.
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "tests/support/test_env.h"
+
+namespace moe::test {
+namespace {
+
+std::vector<float> random_vec(std::mt19937& rng, size_t n) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// K = 53 and 1024 + 7: lane tails; N = 37: an odd row count for the two-rows-a-pass loop.
+TEST(CpuLinear, BothPathsMatchADoubleSum) {
+  std::mt19937 rng(11);
+  for (int K : {53, 1031}) {
+    const int N = 37;
+    const auto w = random_vec(rng, size_t(N) * K);
+    for (int M : {1, 3, 4, 5, 8, 9, 40}) {
+      for (bool acc : {false, true}) {
+        SCOPED_TRACE("K " + std::to_string(K) + " M " + std::to_string(M) +
+                     (acc ? " accumulate" : ""));
+        const auto x = random_vec(rng, size_t(M) * K);
+        const auto init = random_vec(rng, size_t(M) * N);
+        std::vector<float> want(size_t(M) * N);
+        for (int m = 0; m < M; ++m)
+          for (int n = 0; n < N; ++n) {
+            double s = acc ? init[size_t(m) * N + n] : 0.0;
+            for (int k = 0; k < K; ++k) s += double(x[size_t(m) * K + k]) * w[size_t(n) * K + k];
+            want[size_t(m) * N + n] = float(s);
+          }
+        for (auto path : {&kernels::cpu::linear_streamed, &kernels::cpu::linear_blas,
+                          &kernels::cpu::linear}) {
+          std::vector<float> out = init;
+          path({x.data(), {w.data(), DType::kF32, N, K}, out.data(), M, acc});
+          EXPECT_TRUE(all_close(out.data(), want.data(), out.size(), 1e-4f, 1e-5f, "linear"));
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuLinear, StreamedRowsDoNotDependOnTheBatchOrThreads) {
+  std::mt19937 rng(12);
+  const int N = 301, K = 1000, M = 11;
+  const auto w = random_vec(rng, size_t(N) * K);
+  const auto x = random_vec(rng, size_t(M) * K);
+  // Each row alone, one thread.
+  kernels::cpu::set_threads(1);
+  std::vector<float> alone(size_t(M) * N);
+  for (int m = 0; m < M; ++m)
+    kernels::cpu::linear_streamed(
+        {x.data() + size_t(m) * K, {w.data(), DType::kF32, N, K}, alone.data() + size_t(m) * N, 1});
+  for (int threads : {1, 2, 3}) {
+    kernels::cpu::set_threads(threads);
+    for (int first = 0; first < M; ++first) {  // every suffix of the batch, so rows change blocks
+      const int rows = M - first;
+      std::vector<float> out(size_t(rows) * N);
+      kernels::cpu::linear_streamed(
+          {x.data() + size_t(first) * K, {w.data(), DType::kF32, N, K}, out.data(), rows});
+      for (size_t i = 0; i < out.size(); ++i)
+        ASSERT_EQ(out[i], alone[size_t(first) * N + i])
+            << "threads " << threads << ", batch from row " << first << ", element " << i;
+    }
+  }
+  kernels::cpu::set_threads(1);
+}
+
+}  // namespace
+}  // namespace moe::test
