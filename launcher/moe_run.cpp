@@ -96,6 +96,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   std::unique_ptr<runtime::Tokenizer> tokenizer;
   std::vector<runtime::Request> requests;
   std::string error;
+  double load_s = 0;
   try {
     o.run = launcher::resolve_run_config(app, o.run_opts);
     if (o.run.checkpoint.empty())
@@ -126,8 +127,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
     } else {
       requests.push_back({0, launcher::parse_id_list(o.prompt_ids), o.max_new_tokens});
     }
+    const auto load0 = std::chrono::steady_clock::now();
     rt = std::make_unique<runtime::RankRuntime>(
         o.run, *comm, runtime::LocalRank{mpi.local_rank(), mpi.local_size()});
+    load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load0).count();
     // Text prompts (JSONL "prompt") through the checkpoint's own tokenizer.model.
     bool any_text = false;
     for (const auto& r : requests) any_text |= r.prompt.empty() && !r.text.empty();
@@ -176,6 +179,12 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   double slowest = tt.total, phases[3] = {tt.compute(), tt.exchange, tt.schedule};
   comm->all_reduce(&slowest, 1, comm::Communicator::Op::kMax);
   comm->all_reduce(phases, 3, comm::Communicator::Op::kSum);
+  // Prefill and decode throughput: every rank's tokens over the slowest rank's time in them.
+  const runtime::PhaseTotals& pt = rt->engine().phase_totals();
+  int64_t tokens[2] = {pt.prefill_tokens, pt.decode_tokens};
+  double times[3] = {pt.prefill_s, pt.decode_s, load_s};
+  comm->all_reduce(tokens, 2, comm::Communicator::Op::kSum);
+  comm->all_reduce(times, 3, comm::Communicator::Op::kMax);
   if (rank != 0) return 0;
 
   std::map<int64_t, runtime::Result> by_id;
@@ -214,6 +223,11 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   }
   spdlog::info("{} requests, {} tokens generated in {:.3f} s ({:.1f} tokens/s) on {} rank(s)",
                requests.size(), generated, secs, generated / std::max(secs, 1e-9), world);
+  spdlog::info("load {:.2f} s; prefill {} tokens in {:.3f} s ({:.1f} tokens/s, {} steps); decode "
+               "{} tokens in {:.3f} s ({:.1f} tokens/s, {} steps)",
+               times[2], tokens[0], times[0], tokens[0] / std::max(times[0], 1e-9),
+               pt.prefill_steps, tokens[1], times[1], tokens[1] / std::max(times[1], 1e-9),
+               pt.decode_steps);
   if (const int64_t steps = rt->engine().steps(); steps > 0) {
     const double sum = std::max(phases[0] + phases[1] + phases[2], 1e-12);
     spdlog::info("{} steps, {:.3f} ms per step (slowest rank); compute {:.1f}%, exchange {:.1f}%, "

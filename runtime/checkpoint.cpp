@@ -161,6 +161,7 @@ std::vector<float> Checkpoint::read_f32(const std::string& name,
     convert_to_f32(aligned.data(), t.dtype, n, out.data());
   }
   bytes_read_ += t.nbytes;
+  shard(where_.at(name)).release(t);  // the converted copy is what stays
   return out;
 }
 

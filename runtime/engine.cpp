@@ -50,6 +50,7 @@ void Engine::add(Request r) {
 void Engine::schedule() {
   batch_.clear();
   logit_seq_.clear();
+  step_prompt_tokens_ = 0;
   int budget = opts_.max_tokens_per_step;
   // Admit waiting requests into free slots, oldest first.
   while (!waiting_.empty() && cache_.free_slots() > 0) {
@@ -87,7 +88,11 @@ void Engine::schedule() {
     Sequence& s = running_[i];
     if (!s.generated.empty()) continue;
     const int left = int(s.tokens.size()) - s.cached;
-    if (left > 0) push(s, std::min(left, budget), int(i));
+    if (left > 0) {
+      const int n = std::min(left, budget);
+      step_prompt_tokens_ += n;
+      push(s, n, int(i));
+    }
   }
 }
 
@@ -149,6 +154,15 @@ bool Engine::step() {
   total_timing_.total += timing_.total;
   total_timing_.schedule += timing_.schedule;
   total_timing_.exchange += timing_.exchange;
+  if (step_prompt_tokens_ > 0) {
+    ++phases_.prefill_steps;
+    phases_.prefill_tokens += step_prompt_tokens_;
+    phases_.prefill_s += timing_.total;
+  } else {
+    ++phases_.decode_steps;
+    phases_.decode_tokens += int64_t(logit_seq_.size());
+    phases_.decode_s += timing_.total;
+  }
   return true;
 }
 

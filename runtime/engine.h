@@ -22,6 +22,15 @@ struct StepTiming {
   double compute() const { return total - schedule - exchange; }
 };
 
+// Steps split by what they ran: a step with any prompt token counts as prefill (its decodes
+// ride along), a step of decodes alone as decode. Summed since the engine was made.
+struct PhaseTotals {
+  int64_t prefill_steps = 0, decode_steps = 0;
+  int64_t prefill_tokens = 0;  // prompt tokens run (in prefill steps)
+  int64_t decode_tokens = 0;   // tokens generated in decode steps
+  double prefill_s = 0, decode_s = 0;
+};
+
 // Called for every generated token; `finish` is set on a sequence's last one.
 using TokenCallback = std::function<void(int64_t id, int32_t token, const FinishReason* finish)>;
 
@@ -55,6 +64,7 @@ class Engine {
   const StepTiming& last_timing() const { return timing_; }
   // Every step's timing summed since the engine was made.
   const StepTiming& total_timing() const { return total_timing_; }
+  const PhaseTotals& phase_totals() const { return phases_; }
   // Outstanding work on this rank: prompt tokens not yet prefilled plus tokens still to make.
   int64_t outstanding_tokens() const;
 
@@ -88,6 +98,8 @@ class Engine {
   std::function<void(Result&&)> on_finish_;
   TokenCallback on_token_;
   StepTiming timing_, total_timing_;
+  PhaseTotals phases_;
+  int step_prompt_tokens_ = 0;  // prompt tokens in the step being run
   int64_t steps_ = 0, tokens_processed_ = 0;
 };
 

@@ -102,6 +102,17 @@ std::string TensorView::shape_str() const {
   return s + "]";
 }
 
+void SafetensorsFile::release(const TensorView& t) const {
+  if (!map_ || t.nbytes == 0) return;
+  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const auto lo = reinterpret_cast<uintptr_t>(t.data) / page * page;
+  const auto hi = reinterpret_cast<uintptr_t>(t.data) + t.nbytes;
+  const auto map_lo = reinterpret_cast<uintptr_t>(map_);
+  // A read-only private mapping: dropping its pages loses nothing (they are the file's).
+  ::madvise(reinterpret_cast<void*>(std::max(lo, map_lo)), hi - std::max(lo, map_lo),
+            MADV_DONTNEED);
+}
+
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;  // owns the mapping from here on, so every throw below unmaps it
   f.path_ = path;

@@ -44,6 +44,10 @@ class SafetensorsFile {
   // Throws InputError naming the file and the tensor when it is not there.
   TensorView get(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Hands the pages under `t` (a tensor of this file) back to the kernel: read once and
+  // converted, they would otherwise stay resident beside the converted copy until the file is
+  // closed, doubling the peak memory of a load. A later read maps them in again from the file.
+  void release(const TensorView& t) const;
 
  private:
   struct Entry {
