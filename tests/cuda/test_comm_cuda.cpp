@@ -126,16 +126,20 @@ class CommCuda : public ::testing::Test {
       CUDA_CHECK(cudaMalloc(&d_send, send.size() * sizeof(float)));
       CUDA_CHECK(cudaMalloc(&d_recv, host_recv.size() * sizeof(float)));
       const std::vector<float> gaps(host_recv.size(), kGap);
-      CUDA_CHECK(cudaMemcpy(d_send, send.data(), send.size() * sizeof(float),
-                            cudaMemcpyHostToDevice));
-      CUDA_CHECK(cudaMemcpy(d_recv, gaps.data(), gaps.size() * sizeof(float),
-                            cudaMemcpyHostToDevice));
+      // On the exchange's stream: it is non-blocking, so nothing orders it after a copy on the
+      // legacy stream, and a plain cudaMemcpy from pageable memory may return before its DMA
+      // has landed.
+      CUDA_CHECK(cudaMemcpyAsync(d_send, send.data(), send.size() * sizeof(float),
+                                 cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(d_recv, gaps.data(), gaps.size() * sizeof(float),
+                                 cudaMemcpyHostToDevice, stream_));
       dev.all_to_all_v(d_send, l.send_counts.data(), l.send_displs.data(), d_recv,
                        l.recv_counts.data(), l.recv_displs.data(), kCols * sizeof(float));
       CUDA_CHECK(cudaStreamSynchronize(stream_));
       std::vector<float> got(host_recv.size());
-      CUDA_CHECK(cudaMemcpy(got.data(), d_recv, got.size() * sizeof(float),
-                            cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpyAsync(got.data(), d_recv, got.size() * sizeof(float),
+                                 cudaMemcpyDeviceToHost, stream_));
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
       cudaFree(d_send);
       cudaFree(d_recv);
 
