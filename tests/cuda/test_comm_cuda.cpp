@@ -103,7 +103,8 @@ class CommCuda : public ::testing::Test {
     world().all_reduce(&have, 1, comm::Communicator::Op::kMin);
     if (!have) GTEST_SKIP() << "no CUDA device: device communicator tests skipped";
     device_count_ = n;
-    comm::select_device(mpi().local_rank(), mpi().local_size());
+    const int device = comm::select_device(mpi().local_rank());
+    sharing_ = comm::device_sharing(world(), comm::device_uuid(device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   void TearDown() override {
@@ -154,6 +155,7 @@ class CommCuda : public ::testing::Test {
   }
 
   int device_count_ = 0;
+  comm::DeviceSharing sharing_;
   cudaStream_t stream_ = nullptr;
 };
 
@@ -166,11 +168,11 @@ TEST_F(CommCuda, NcclMovesDeviceRowsLikeHostMpi) {
 #ifndef MOE_HAVE_NCCL
   GTEST_SKIP() << "built without NCCL";
 #else
-  int64_t usable = comm::NcclCommunicator::usable(mpi().local_size(), device_count_);
-  world().all_reduce(&usable, 1, comm::Communicator::Op::kMin);
-  if (!usable)
-    GTEST_SKIP() << mpi().local_size() << " ranks on " << device_count_
-                 << " GPU(s): NCCL refuses two ranks on one GPU (the staged test covers this)";
+  // most_on_one_device is gathered over every rank: all skip or none does.
+  if (!comm::NcclCommunicator::usable(sharing_.most_on_one_device))
+    GTEST_SKIP() << sharing_.most_on_one_device
+                 << " ranks on one GPU: NCCL refuses two ranks on one GPU (the staged test "
+                    "covers this)";
   comm::NcclCommunicator dev(world(), stream_);
   exchange_and_check(dev);
 #endif

@@ -20,6 +20,7 @@
 #include "tests/support/reference_run.h"
 #include "tests/support/test_env.h"
 #ifdef MOE_HAVE_NCCL
+#include "comm/device_bootstrap.h"
 #include "comm/nccl_communicator.h"
 #endif
 
@@ -47,7 +48,10 @@ class CudaReference : public ::testing::TestWithParam<std::string> {
     rc.dtype = dtype;
     int64_t nccl = 0;
 #ifdef MOE_HAVE_NCCL
-    nccl = comm::NcclCommunicator::usable(mpi().local_size(), devices_);
+    // By device UUID, as the backend decides (on the device select_device will bind).
+    const int device = mpi().local_rank() % devices_;
+    nccl = comm::NcclCommunicator::usable(
+        comm::device_sharing(world(), comm::device_uuid(device)).most_on_one_device);
 #endif
     world().all_reduce(&nccl, 1, comm::Communicator::Op::kMin);
     rc.transport = nccl ? "nccl" : "mpi";
