@@ -4,6 +4,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -62,7 +63,9 @@ void rmsnorm(const RmsNormParams& p, cudaStream_t stream) {
     rmsnorm_kernel<W><<<p.T, kThreads, 0, stream>>>(p.x, static_cast<const W*>(p.weight.data),
                                                     p.out, p.hidden, p.eps);
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("rmsnorm", stream,
+                   "T=" + std::to_string(p.T) + " hidden=" + std::to_string(p.hidden));
+
 }
 
 }  // namespace moe::kernels::cuda

@@ -2,6 +2,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -111,7 +112,9 @@ void topk_router(const TopKRouterParams& p, cudaStream_t stream) {
   const int blocks = (p.T + kWarpsPerBlock - 1) / kWarpsPerBlock;
   topk_router_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p.logits, p.expert, p.weight,
                                                                   p.T, p.n_experts, p.k);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("topk_router", stream,
+                   "T=" + std::to_string(p.T) + " experts=" + std::to_string(p.n_experts) +
+                       " k=" + std::to_string(p.k));
 }
 
 }  // namespace moe::kernels::cuda
