@@ -32,12 +32,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   if (t >= T) return;  // whole warps leave together: t is uniform across a warp
   const float* l = logits + int64_t(t) * n_experts;
 
+  // NaN counts as -inf, +inf experts share everything, all -inf is uniform: the CPU op's rule
+  // for logits that are not finite. It also keeps every comparison below ordered: a NaN
+  // probability would let each lane keep its own arg-max, and the warp's "same winner in every
+  // lane" would no longer hold.
   float v[kPerLane];
   float mx = -INFINITY;
 #pragma unroll
   for (int s = 0; s < kPerLane; ++s) {
     const int e = s * 32 + lane;
-    v[s] = e < n_experts ? l[e] : -INFINITY;
+    v[s] = e < n_experts && !isnan(l[e]) ? l[e] : -INFINITY;
     mx = fmaxf(mx, v[s]);
   }
   for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -48,7 +52,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
   for (int s = 0; s < kPerLane; ++s) {
     const int e = s * 32 + lane;
-    v[s] = e < n_experts ? expf(v[s] - mx) : 0.0f;
+    if (e >= n_experts)
+      v[s] = 0.0f;
+    else if (mx == INFINITY)
+      v[s] = v[s] == INFINITY ? 1.0f : 0.0f;
+    else if (mx == -INFINITY)
+      v[s] = 1.0f;
+    else
+      v[s] = expf(v[s] - mx);
     sum += v[s];
   }
   for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
