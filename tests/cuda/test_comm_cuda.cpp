@@ -219,5 +219,31 @@ TEST_F(CommCuda, NcclMovesDeviceRowsLikeHostMpi) {
 #endif
 }
 
+// Where NCCL cannot be set up on a rank (here: no GPU to join with), every rank fails with an
+// error, and none is left waiting inside NCCL for the others: the set-up's phases are agreed
+// and the join is non-blocking with a time limit. Runs where there is NO device (the CPU
+// machines of CI), alone and under mpirun.
+TEST(NcclSetUp, FailsOnEveryRankInsteadOfHanging) {
+#ifndef MOE_HAVE_NCCL
+  GTEST_SKIP() << "built without NCCL";
+#else
+  int n = 0;
+  int64_t have = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  world().all_reduce(&have, 1, comm::Communicator::Op::kMax);
+  if (have) GTEST_SKIP() << "a CUDA device is present: this checks the failure without one";
+  std::string err;
+  try {
+    comm::NcclCommunicator dev(world(), nullptr);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  EXPECT_FALSE(err.empty()) << "a NCCL communicator was made without a GPU";
+  // Every rank got here, and the host communicator still works.
+  int64_t failed = !err.empty();
+  world().all_reduce(&failed, 1, comm::Communicator::Op::kSum);
+  EXPECT_EQ(failed, world().size()) << err;
+#endif
+}
+
 }  // namespace
 }  // namespace moe::test
