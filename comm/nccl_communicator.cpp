@@ -39,15 +39,21 @@ void NcclCommunicator::wait_ready(const char* what, ncclResult_t started, double
   const NcclLibrary& nccl = nccl_library();
   ncclResult_t state = started;
   const auto t0 = std::chrono::steady_clock::now();
+  // An exchange's enqueue finishes within microseconds, a join within seconds: ask at once,
+  // then yield the core for the first couple of milliseconds, then poll every millisecond.
   while (state == ncclInProgress) {
+    const ncclResult_t q = nccl.comm_get_async_error(comm_, &state);
+    if (q != ncclSuccess) MOE_THROW(nccl.describe("ncclCommGetAsyncError", q, comm_));
+    if (state != ncclInProgress) break;
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (waited > timeout_s)
       MOE_THROW(std::string(what) + " did not finish within " + std::to_string(int(timeout_s)) +
                 " s (MOE_NCCL_INIT_TIMEOUT_S): a peer rank failed or never joined");
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    const ncclResult_t q = nccl.comm_get_async_error(comm_, &state);
-    if (q != ncclSuccess) MOE_THROW(nccl.describe("ncclCommGetAsyncError", q, comm_));
+    if (waited < 2e-3)
+      std::this_thread::yield();
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   if (state != ncclSuccess) MOE_THROW(nccl.describe(what, state, comm_));
 }
@@ -72,7 +78,9 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, cudaStream_t stream)
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap, cudaStream_t stream,
                                    const ncclUniqueId& id)
-    : DeviceCommunicator(bootstrap, stream), uncaught_at_init_(std::uncaught_exceptions()) {
+    : DeviceCommunicator(bootstrap, stream),
+      timeout_s_(init_timeout_s()),
+      uncaught_at_init_(std::uncaught_exceptions()) {
   const NcclLibrary& nccl = nccl_library();
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
@@ -86,7 +94,7 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, cudaStream_t stream,
   }
   // The destructor does not run for a constructor that throws: abort here.
   try {
-    wait_ready("ncclCommInitRankConfig", started, init_timeout_s());
+    wait_ready("ncclCommInitRankConfig", started, timeout_s_);
     int device = -1;
     const ncclResult_t r = nccl.comm_cu_device(comm_, &device);
     if (r != ncclSuccess) MOE_THROW(nccl.describe("ncclCommCuDevice", r, comm_));
@@ -152,7 +160,7 @@ void NcclCommunicator::all_to_all_v(const void* send, const int64_t* send_counts
     MOE_THROW("ncclSend/ncclRecv with peer " + std::to_string(peer - 1) + ": " +
               nccl.describe("enqueue", queued, comm_));
   // The enqueue finishes on the host within moments; the transfer itself runs on the stream.
-  wait_ready("ncclGroupEnd for all_to_all_v", ended, init_timeout_s());
+  wait_ready("ncclGroupEnd for all_to_all_v", ended, timeout_s_);
 }
 
 }  // namespace moe::comm

@@ -58,6 +58,7 @@ class NcclCommunicator final : public DeviceCommunicator {
   void wait_ready(const char* what, ncclResult_t started, double timeout_s) const;
 
   ncclComm_t comm_ = nullptr;
+  double timeout_s_ = 300.0;  // init_timeout_s(), read once when built
   int uncaught_at_init_ = 0;  // std::uncaught_exceptions() when built: tells unwinding apart
 };
 
