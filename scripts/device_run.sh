@@ -46,14 +46,13 @@ if [ -f "$TARBALL" ]; then
   if [ ! -f "$BD/.unpacked" ] || [ "$(cat "$BD/.unpacked")" != "$sum" ]; then
     parent=$(dirname "$BD"); mkdir -p "$parent"
     tmp=$(mktemp -d "$parent/.bundle-unpack.XXXXXX")
-    # gzip is everywhere; an xz bundle needs xz, or python3's tarfile (lzma) where xz is absent.
-    case "$TARBALL" in
-      *.xz) if command -v xz >/dev/null; then tar -C "$tmp" -xJf "$TARBALL"
-            elif command -v python3 >/dev/null; then
-              python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$TARBALL" "$tmp"
-            else false; fi ;;
-      *) tar -C "$tmp" -xzf "$TARBALL" ;;
-    esac || { rm -rf "$tmp"; die "could not unpack $TARBALL (an .xz bundle needs xz or python3 here; remake it as .tar.gz)"; }
+    # tar with gzip is nearly everywhere; an xz bundle needs xz. Where the decompressor is
+    # missing, python3's tarfile (zlib, lzma) unpacks either.
+    case "$TARBALL" in *.xz) unz=xz; flag=J ;; *) unz=gzip; flag=z ;; esac
+    if command -v "$unz" >/dev/null; then tar -C "$tmp" "-x${flag}f" "$TARBALL"
+    elif command -v python3 >/dev/null; then
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$TARBALL" "$tmp"
+    else false; fi || { rm -rf "$tmp"; die "could not unpack $TARBALL (needs $unz, or python3, here)"; }
     echo "$sum" > "$tmp/.unpacked"
     rm -rf "$BD"; mv "$tmp" "$BD"
     echo "device_run.sh: unpacked $TARBALL into $BD" >&2
@@ -144,6 +143,8 @@ export MOE_BUNDLE_DIR=$BD
 # ---- env-check -------------------------------------------------------------------------------
 # The first thing env-check does: the CUDA side, where a box without a CUDA 13 runtime is told
 # at once, naming what is missing, and not by the first test that cannot load.
+# `timeout SECONDS command...` where the box has coreutils' timeout, else the command unbounded.
+bounded() { if command -v timeout >/dev/null; then timeout "$@"; else shift; "$@"; fi; }
 box_python() {
   local py
   for py in /opt/torch/.venv/bin/python3 python3; do
@@ -162,7 +163,7 @@ cuda_check() {
   local py tv f b soname path drv need missing=() needed=()
   echo "== CUDA"
   if py=$(box_python); then
-    tv=$(LD_LIBRARY_PATH=$BOX_LD_LIBRARY_PATH timeout 120 "$py" -c \
+    tv=$(LD_LIBRARY_PATH=$BOX_LD_LIBRARY_PATH bounded 120 "$py" -c \
          'import torch; print("torch", torch.__version__, "built for CUDA", torch.version.cuda)' 2>/dev/null \
          || echo "no torch importable by $py")
     echo "   box python: $py: $tv"
@@ -276,7 +277,7 @@ env_check() {
   for c in btl:self btl:vader btl:tcp pml:ob1 plm:isolated odls:default ess:hnp ess:singleton; do
     grep -qw "$c" <<<"$comps" || problems+=("Open MPI component $c does not load (ompi_info): check OPAL_PREFIX=$OPAL_PREFIX")
   done
-  if out=$(timeout 60 mpirun --oversubscribe -np 2 true 2>&1); then echo "   mpirun -np 2 true: ok"
+  if out=$(bounded 60 mpirun --oversubscribe -np 2 true 2>&1); then echo "   mpirun -np 2 true: ok"
   else problems+=("mpirun -np 2 true failed: $(tail -5 <<<"$out" | tr '\n' ' ')"); fi
 
   echo "== GPU"
