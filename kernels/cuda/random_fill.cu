@@ -4,8 +4,8 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/launch_check.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 #include "kernels/random_fill.h"
 
 namespace moe::kernels::cuda {
