@@ -97,11 +97,14 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   step "test_cuda_edges, 1 rank" test_cuda_edges.log 150 -- "${RUN[@]}" test_cuda_edges
   step "test_cuda_fault, 1 rank" test_cuda_fault.log 60 -- "${RUN[@]}" test_cuda_fault
   step "test_cuda_ops, 1 rank" test_cuda_ops.log 90 -- "${RUN[@]}" test_cuda_ops
+  step "test_cuda_moe_ops, 1 rank" test_cuda_moe_ops.log 90 -- "${RUN[@]}" test_cuda_moe_ops
   step "test_comm_cuda, 1 rank" test_comm_cuda.log 60 -- "${RUN[@]}" test_comm_cuda
   step "test_cuda_reference, 1 rank" test_cuda_reference.log 120 -- "${RUN[@]}" test_cuda_reference
   if shared_gpu_ok; then
     step "test_comm_cuda, 2 ranks on one GPU (MPI staged)" test_comm_cuda.np2.log 60 -- \
       "${RUN[@]}" "${MPI[@]}" test_comm_cuda
+    step "test_cuda_moe_ops, 2 ranks on one GPU (MPI staged)" test_cuda_moe_ops.np2.log 90 -- \
+      "${RUN[@]}" "${MPI[@]}" test_cuda_moe_ops
     step "test_cuda_reference, 2 ranks on one GPU (MPI staged)" test_cuda_reference.np2.log 150 -- \
       "${RUN[@]}" "${MPI[@]}" test_cuda_reference
   fi
