@@ -54,11 +54,20 @@ Backend::Backend(const RunConfig& run, comm::Communicator& host, LocalRank local
                        (err != cudaSuccess ? cudaGetErrorString(err) : "0 devices") +
                        "); expected one GPU per rank, or backend: cpu");
   });
+  comm::DeviceUuid uuid{};
   collective_step(host, [&] {
-    device_ = comm::select_device(local.rank, local.size);
-    ranks_per_device_ = (local.size + count - 1) / count;
+    device_ = comm::select_device(local.rank);
+    uuid = comm::device_uuid(device_);
     ops_ = kernels::make_cuda_ops(device_, precision_of(run));
   });
+  // Shared GPUs told by UUID, not by local.size against the visible count: with one visible
+  // device per rank the count is 1 on every rank, and nothing is shared.
+  const comm::DeviceSharing sharing = comm::device_sharing(host, uuid);
+  ranks_per_device_ = sharing.on_my_device;
+  if (ranks_per_device_ > 1)
+    spdlog::warn("{} ranks share CUDA device {} (rank {}): NCCL needs one device per rank, so "
+                 "device buffers go through MPI staged in pinned host memory",
+                 ranks_per_device_, device_, host.rank());
   cudaStream_t stream = kernels::cuda_stream(*ops_);
 
   if (run.transport == "mpi") {
@@ -71,15 +80,22 @@ Backend::Backend(const RunConfig& run, comm::Communicator& host, LocalRank local
   throw InputError("config: transport is nccl, but this build found no NCCL (set NCCL_HOME and "
                    "rebuild); expected transport: mpi");
 #else
-  int64_t usable = comm::NcclCommunicator::usable(local.size, count);
-  host.all_reduce(&usable, 1, comm::Communicator::Op::kMin);
-  if (!usable)
+  // most_on_one_device is the same on every rank: all refuse together.
+  if (!comm::NcclCommunicator::usable(sharing.most_on_one_device))
     throw InputError("config: transport is nccl, but ranks share a GPU (" +
-                     std::to_string(local.size) + " ranks on " + std::to_string(count) +
-                     " GPU(s) on rank " + std::to_string(host.rank()) +
-                     "'s node, or on another node) and NCCL refuses two ranks on one GPU; "
+                     std::to_string(sharing.most_on_one_device) +
+                     " ranks on one GPU, by device UUID) and NCCL refuses two ranks on one GPU; "
                      "expected one GPU per rank, or transport: mpi");
-  device_comm_ = std::make_unique<comm::NcclCommunicator>(host, stream);
+  // NCCL's set-up in agreed phases (see NcclCommunicator): loading NCCL and making the id may
+  // fail on one rank, and are agreed before the id's broadcast; the join then fails (or times
+  // out) on every rank together, and a rank whose communicator was made aborts it when the
+  // agreed failure unwinds this constructor.
+  ncclUniqueId id{};
+  collective_step(host, [&] { id = comm::NcclCommunicator::make_id(host.rank() == 0); });
+  host.broadcast(&id, sizeof id, 0);
+  collective_step(host, [&] {
+    device_comm_ = std::make_unique<comm::NcclCommunicator>(host, stream, id);
+  });
 #endif
 #endif
 }

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # bundle_device.sh: pack the built binaries, with the non-CUDA shared libraries they need and a
 # relocatable single-node Open MPI (mpirun, orted, MCA plugins, PMIx plugins, help files), into
-# one compressed file that can be carried to a GPU box that has CUDA, cuBLAS and NCCL but no MPI
-# and no package access. There, scripts/device_run.sh unpacks it and runs commands against it.
+# one compressed file that can be carried to a GPU box that has a CUDA 13 driver, cuBLAS and NCCL
+# but no MPI and no package access. There, scripts/device_run.sh unpacks it and runs commands
+# against it.
 #
-# usage: bash scripts/bundle_device.sh [-o OUTPUT.tar.xz] [BUILD_DIR]
+# usage: bash scripts/bundle_device.sh [-o OUTPUT.tar.gz] [BUILD_DIR]
 #   BUILD_DIR   the CMake build folder (default: build); its bin/ and lib/libmoe_spm.so are taken
-#   -o FILE     where to write the bundle (default: build-device/moe-bundle.tar.xz in the repo)
+#   -o FILE     where to write the bundle (default: build-device/moe-bundle.tar.gz in the repo);
+#               gzip, which every box has; a name ending .tar.xz is written with xz instead
+#               (smaller; the box then needs xz or python3 to unpack it)
 #   -h, --help  this text
-#   MOE_BUNDLE_XZ_OPTS  xz options (default "-9 -T0": smallest, about a minute; "-6 -T0" is
-#               about 3x faster and ~3% bigger)
+#   MOE_BUNDLE_XZ_OPTS  xz options for a .tar.xz (default "-9 -T0")
+#
+# The CUDA runtime must be linked statically (CMake: CUDA::cudart_static): the executables may
+# need the box's cuBLAS (libcublas.so.13, libcublasLt.so.13), which is far too big to carry, but
+# not libcudart.so, and NCCL is loaded at run time only by transport nccl. The bundle is refused
+# where an executable needs libcudart.so or libnccl.so by name; MANIFEST.txt lists the CUDA
+# libraries they do need.
 #
 # What goes in: every executable in BUILD_DIR/bin, BUILD_DIR/lib/libmoe_spm.so, Open MPI's
 # orterun/mpirun/orted/ompi_info with the MCA plugins a single node needs (shared memory, self,
 # tcp, ob1, local launch, PMIx; no UCX/OFI/verbs/PSM/OpenSHMEM plugins), PMIx's plugins, the help
 # files and config, and every shared library all of those need (found with ldd), except glibc's
-# own libraries and all CUDA/NVIDIA libraries (the box's own are used). libstdc++ and libgcc_s
+# own libraries and all CUDA/NVIDIA libraries (the box's own cuBLAS and driver are used). libstdc++ and libgcc_s
 # are carried in lib/gcc/; device_run.sh uses them only where the box's are older.
 # The layout inside: bin/ lib/ lib/gcc/ lib/openmpi/ lib/pmix/ lib/hwloc/ share/ etc/ MANIFEST.txt
 set -euo pipefail
@@ -36,14 +44,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 BUILD=${BUILD:-build}
-OUT=${OUT:-$REPO/build-device/moe-bundle.tar.xz}
+OUT=${OUT:-$REPO/build-device/moe-bundle.tar.gz}
+case "$OUT" in *.xz) COMPRESS=xz ;; *) COMPRESS=gzip ;; esac
 
 die() { echo "bundle_device.sh: error: $*" >&2; exit 1; }
 
 [ -d "$BUILD/bin" ] || die "no $BUILD/bin: build first (bash scripts/build.sh), or name the build folder"
 BUILD=$(cd "$BUILD" && pwd)
 [ -f "$BUILD/lib/libmoe_spm.so" ] || die "no $BUILD/lib/libmoe_spm.so (the sentencepiece shim): build first"
-for t in ldd xz tar readelf; do command -v "$t" >/dev/null || die "'$t' not found on this machine"; done
+for t in ldd "$COMPRESS" tar readelf; do command -v "$t" >/dev/null || die "'$t' not found on this machine"; done
 
 # ---- Open MPI and PMIx as installed here -------------------------------------------------
 ORTERUN=$(command -v orterun || true)
@@ -105,6 +114,15 @@ for f in "$BUILD"/bin/*; do
   cp -p "$f" "$B/bin/"; record "bin/$(basename "$f")" "$f"; ELFS+=("$f"); n_bin=$((n_bin + 1))
 done
 [ "$n_bin" -gt 0 ] || die "no executables in $BUILD/bin"
+# The CUDA runtime linked in, NCCL loaded at run time: neither may be NEEDED by name.
+CUDA_NEEDED=""
+for f in "${ELFS[@]}"; do
+  need=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  bad=$(grep -E '^lib(cudart|nccl)\.so' <<<"$need" | tr '\n' ' ' || true)
+  [ -z "$bad" ] || die "$(basename "$f") needs ${bad% } by name: link cudart statically (CUDA::cudart_static) and load NCCL at run time (comm/nccl_library.h), then rebuild"
+  CUDA_NEEDED+=" $(grep -E '^lib(cuda|cublas|cublasLt|nvidia|nvrtc|nvJitLink)' <<<"$need" | tr '\n' ' ' || true)"
+done
+CUDA_NEEDED=$(tr ' ' '\n' <<<"$CUDA_NEEDED" | sed '/^$/d' | sort -u | tr '\n' ' ')
 cp -p "$BUILD/lib/libmoe_spm.so" "$B/lib/"; record lib/libmoe_spm.so "$BUILD/lib/libmoe_spm.so"
 ELFS+=("$BUILD/lib/libmoe_spm.so")
 
@@ -181,6 +199,7 @@ fi
   echo "open_mpi:   ${OMPI_VERSION:-unknown} ($ORTERUN; plugins from $MCA_DIR, $kept kept)"
   echo "pmix:       ${PMIX_LIB:-internal} (plugins from ${PMIX_PLUGINS:-none})"
   echo "skipped_plugins: ${skipped[*]:-none}"
+  echo "cuda_needed: ${CUDA_NEEDED:-none} (from the box; cudart is linked in, NCCL dlopen'ed)"
   echo "glibcxx_max: $(grep -ao 'GLIBCXX_3\.4\.[0-9]*' "$B/lib/gcc/libstdc++.so.6" | sort -t. -k3,3n -u | tail -1)"
   echo "# files (bundle path <TAB> source)"
   sort "$MANIFEST.files"
@@ -192,8 +211,12 @@ OUT=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
 n_lib=$(find "$B/lib" -maxdepth 2 -name '*.so*' -not -path '*/openmpi/*' -not -path '*/pmix/*' | wc -l)
 raw=$(du -sm "$B" | cut -f1)
 echo "bundle_device.sh: $n_bin executables, $n_lib libraries, $kept Open MPI plugins, ${raw} MiB unpacked; compressing ..."
-read -r -a XZ_OPTS <<<"${MOE_BUNDLE_XZ_OPTS:--9 -T0}"
-tar -C "$B" --owner=0 --group=0 --numeric-owner -cf - . | xz "${XZ_OPTS[@]}" -c > "$OUT.part"
+if [ "$COMPRESS" = xz ]; then
+  read -r -a XZ_OPTS <<<"${MOE_BUNDLE_XZ_OPTS:--9 -T0}"
+  tar -C "$B" --owner=0 --group=0 --numeric-owner -cf - . | xz "${XZ_OPTS[@]}" -c > "$OUT.part"
+else
+  tar -C "$B" --owner=0 --group=0 --numeric-owner -cf - . | gzip -9 -c > "$OUT.part"
+fi
 mv -f "$OUT.part" "$OUT"
 size=$(stat -c %s "$OUT")
 echo "bundle_device.sh: wrote $OUT ($size bytes, $(awk -v s="$size" 'BEGIN{printf "%.1f", s/1048576}') MiB)"

@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
 # device_run.sh: run a command on the GPU box against the carried bundle (made here by
 # scripts/bundle_device.sh): the bundle's binaries, non-CUDA libraries and relocated Open MPI,
-# with the box's own CUDA runtime, cuBLAS and NCCL. Needs no MPI and no packages on the box.
+# with the box's own cuBLAS and NCCL (the CUDA runtime is linked statically; the box's driver
+# must support CUDA 13). Needs no MPI, no xz and no packages on the box: tar and gzip only.
 #
-# usage (from the repository root on the box, with build-device/moe-bundle.tar.xz carried there):
+# usage (from the repository root on the box, with build-device/moe-bundle.tar.gz carried there):
 #   bash scripts/device_run.sh env-check          # what resolves where; fails on anything missing
 #   bash scripts/device_run.sh print-env          # the exports, for: eval "$(bash scripts/device_run.sh print-env)"
 #   bash scripts/device_run.sh COMMAND [ARGS...]  # e.g. test_cuda_ops, or
 #   bash scripts/device_run.sh mpirun --allow-run-as-root --oversubscribe -np 2 test_comm_cuda
 #   bash scripts/device_run.sh -h | --help
 #
-# The bundle is unpacked once into build-device/bundle (again when the .tar.xz changes). Then:
+# The bundle is unpacked once into build-device/bundle (again when the tarball changes). Then:
 # PATH gets the bundle's bin/ first (our binaries, mpirun, orted); LD_LIBRARY_PATH the bundle's
 # lib/ first, its lib/gcc/ (libstdc++, libgcc_s) only where the box's libstdc++ is older, then the
-# box's CUDA libraries (/usr/local/cuda/lib64, and the folders holding libnccl.so.2 and cuBLAS,
-# python site-packages nvidia/nccl/lib and nvidia/cublas/lib included); OPAL_* / PMIX_* point
-# Open MPI and PMIx at their relocated plugins, help files and config; MOE_TEST_DATA is
-# <repo>/tests/data and MOE_SPM_SHIM the bundle's lib/libmoe_spm.so.
-# Environment it honours: MOE_BUNDLE (the .tar.xz), MOE_BUNDLE_DIR (where to unpack),
-# MOE_CUDA_LIB_DIRS (colon list searched before the defaults), MOE_BUNDLE_LIBSTDCXX=bundle|system,
-# and any OMPI_MCA_* you set (defaults, applied only when unset: pml ob1, btl self,vader,tcp,
-# plm isolated, btl_vader_single_copy_mechanism none).
+# box's CUDA libraries: /usr/local/cuda/lib64, and in python site-packages the CUDA 13 wheels'
+# nvidia/cu13/lib (cuBLAS, cuBLASLt, cudart), NCCL's nvidia/nccl/lib, and the CUDA 12 wheels'
+# nvidia/{cublas,cuda_runtime}/lib; OPAL_* / PMIX_* point Open MPI and PMIx at their relocated
+# plugins, help files and config; MOE_TEST_DATA is <repo>/tests/data and MOE_SPM_SHIM the
+# bundle's lib/libmoe_spm.so.
+# Environment it honours: MOE_BUNDLE (the .tar.gz, or a .tar.xz where xz or python3 is there),
+# MOE_BUNDLE_DIR (where to unpack), MOE_CUDA_LIB_DIRS (colon list searched before the defaults),
+# MOE_SITE_PACKAGES (colon list of site-packages folders searched before the pythons' own),
+# MOE_BUNDLE_LIBSTDCXX=bundle|system, and any OMPI_MCA_* you set (defaults, applied only when
+# unset: pml ob1, btl self,vader,tcp, plm isolated, btl_vader_single_copy_mechanism none).
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -30,7 +33,10 @@ die() { echo "device_run.sh: error: $*" >&2; exit 1; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARBALL=${MOE_BUNDLE:-$REPO/build-device/moe-bundle.tar.xz}
+if [ -n "${MOE_BUNDLE:-}" ]; then TARBALL=$MOE_BUNDLE
+elif [ -f "$REPO/build-device/moe-bundle.tar.gz" ] || [ ! -f "$REPO/build-device/moe-bundle.tar.xz" ]; then
+  TARBALL=$REPO/build-device/moe-bundle.tar.gz
+else TARBALL=$REPO/build-device/moe-bundle.tar.xz; fi
 BD=${MOE_BUNDLE_DIR:-$REPO/build-device/bundle}
 
 # ---- unpack (once per bundle) ---------------------------------------------------------------
@@ -38,17 +44,22 @@ digest() { if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -
 if [ -f "$TARBALL" ]; then
   sum=$(digest "$TARBALL")
   if [ ! -f "$BD/.unpacked" ] || [ "$(cat "$BD/.unpacked")" != "$sum" ]; then
-    command -v xz >/dev/null || die "'xz' is needed to unpack $TARBALL"
     parent=$(dirname "$BD"); mkdir -p "$parent"
     tmp=$(mktemp -d "$parent/.bundle-unpack.XXXXXX")
-    tar -C "$tmp" -xJf "$TARBALL" || { rm -rf "$tmp"; die "could not unpack $TARBALL"; }
+    # tar with gzip is nearly everywhere; an xz bundle needs xz. Where the decompressor is
+    # missing, python3's tarfile (zlib, lzma) unpacks either.
+    case "$TARBALL" in *.xz) unz=xz; flag=J ;; *) unz=gzip; flag=z ;; esac
+    if command -v "$unz" >/dev/null; then tar -C "$tmp" "-x${flag}f" "$TARBALL"
+    elif command -v python3 >/dev/null; then
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$TARBALL" "$tmp"
+    else false; fi || { rm -rf "$tmp"; die "could not unpack $TARBALL (needs $unz, or python3, here)"; }
     echo "$sum" > "$tmp/.unpacked"
     rm -rf "$BD"; mv "$tmp" "$BD"
     echo "device_run.sh: unpacked $TARBALL into $BD" >&2
   fi
 elif [ ! -f "$BD/.unpacked" ]; then
   die "no bundle: $TARBALL not found (and nothing unpacked in $BD). Build on the build machine,
-  run 'bash scripts/bundle_device.sh', and carry build-device/moe-bundle.tar.xz"
+  run 'bash scripts/bundle_device.sh', and carry build-device/moe-bundle.tar.gz"
 fi
 for d in bin lib lib/openmpi; do [ -d "$BD/$d" ] || die "the bundle in $BD has no $d/: remake it with scripts/bundle_device.sh"; done
 [ -x "$BD/bin/orterun" ] || die "the bundle has no bin/orterun (Open MPI): remake it with scripts/bundle_device.sh"
@@ -81,6 +92,8 @@ add_dir "${CUDA_HOME:-/nonexistent}/lib64" /usr/local/cuda/lib64 /usr/local/cuda
         /usr/local/cuda/targets/x86_64-linux/lib
 # site-packages of the box's pythons (PyTorch's pip wheels ship libnccl.so.2 and cuBLAS there)
 SITE=()
+IFS=: read -r -a user_site <<<"${MOE_SITE_PACKAGES:-}"
+for s in "${user_site[@]:-}"; do [ -n "$s" ] && SITE+=("$s"); done
 for py in python3 /opt/torch/.venv/bin/python3; do
   command -v "$py" >/dev/null 2>&1 || continue
   while IFS= read -r s; do [ -n "$s" ] && SITE+=("$s"); done < <("$py" -c \
@@ -90,13 +103,17 @@ for s in /opt/*/.venv/lib/python3*/site-packages /usr/local/lib/python3*/dist-pa
   [ -d "$s" ] && SITE+=("$s")
 done
 for s in "${SITE[@]:-}"; do
-  [ -n "$s" ] && add_dir "$s/nvidia/nccl/lib" "$s/nvidia/cublas/lib" "$s/nvidia/cuda_runtime/lib"
+  # CUDA 13 wheels put cuBLAS, cuBLASLt and cudart together under nvidia/cu13/lib; NCCL keeps
+  # nvidia/nccl/lib; the CUDA 12 wheels had a folder per library.
+  [ -n "$s" ] && add_dir "$s/nvidia/cu13/lib" "$s/nvidia/nccl/lib" "$s/nvidia/cublas/lib" \
+                         "$s/nvidia/cuda_runtime/lib"
 done
 # libnccl.so.2 known to the loader cache but in none of the folders above
 nccl_cache=$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 .*x86-64/ {print $NF; exit}' || true)
 [ -n "$nccl_cache" ] && add_dir "$(dirname "$nccl_cache")"
 
 # ---- the environment -------------------------------------------------------------------------
+BOX_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}  # for the box's own python (torch), untouched by ours
 LDP=$BD/lib
 [ "$USE_GCC" = 1 ] && LDP=$LDP:$BD/lib/gcc
 for d in "${CUDA_DIRS[@]:-}"; do [ -n "$d" ] && LDP=$LDP:$d; done
@@ -124,6 +141,80 @@ export MOE_SPM_SHIM=$BD/lib/libmoe_spm.so
 export MOE_BUNDLE_DIR=$BD
 
 # ---- env-check -------------------------------------------------------------------------------
+# The first thing env-check does: the CUDA side, where a box without a CUDA 13 runtime is told
+# at once, naming what is missing, and not by the first test that cannot load.
+# `timeout SECONDS command...` where the box has coreutils' timeout, else the command unbounded.
+bounded() { if command -v timeout >/dev/null; then timeout "$@"; else shift; "$@"; fi; }
+box_python() {
+  local py
+  for py in /opt/torch/.venv/bin/python3 python3; do
+    command -v "$py" >/dev/null 2>&1 && { echo "$py"; return 0; }
+  done
+  return 1
+}
+# The folder of the first LD_LIBRARY_PATH entry (or loader cache entry) holding $1.
+resolve_lib() {
+  local d
+  IFS=: read -r -a dirs <<<"$LD_LIBRARY_PATH"
+  for d in "${dirs[@]}"; do [ -n "$d" ] && [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }; done
+  ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n && /x86-64/ {print $NF; found=1; exit} END {exit !found}'
+}
+cuda_check() {
+  local py tv f b soname path drv need missing=() needed=()
+  echo "== CUDA"
+  if py=$(box_python); then
+    tv=$(LD_LIBRARY_PATH=$BOX_LD_LIBRARY_PATH bounded 120 "$py" -c \
+         'import torch; print("torch", torch.__version__, "built for CUDA", torch.version.cuda)' 2>/dev/null \
+         || echo "no torch importable by $py")
+    echo "   box python: $py: $tv"
+  else
+    echo "   box python: none (no python3 on PATH)"
+  fi
+  if command -v nvidia-smi >/dev/null; then
+    drv=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9.]*\).*/\1/p' | head -1)
+    echo "   driver: CUDA ${drv:-unknown} (nvidia-smi)"
+    if [ -n "$drv" ] && [ "${drv%%.*}" -lt 13 ]; then
+      echo "== env-check: FAILED: the driver supports CUDA $drv; these binaries (cudart 13, linked" \
+           "statically) need a driver for CUDA 13 or newer" >&2
+      return 1
+    fi
+  fi
+  # Every CUDA library NEEDED by a bundled executable (ldd: the whole tree), and where the loader
+  # finds it.
+  declare -A where=()
+  for f in "$BD"/bin/*; do
+    [ -f "$f" ] && [ ! -L "$f" ] && head -c 4 "$f" | grep -q ELF || continue
+    while read -r soname _ path _; do
+      [[ "$soname" =~ $CUDA_RE ]] || continue
+      [ "$path" = not ] && path=""
+      [ -n "${where[$soname]:-}" ] || where[$soname]=$path
+    done < <(ldd "$f" 2>/dev/null | grep '=>')
+  done
+  mapfile -t needed < <(printf '%s\n' "${!where[@]}" | sed '/^$/d' | sort)
+  for soname in "${needed[@]:-}"; do
+    [ -n "$soname" ] || continue
+    if [ -n "${where[$soname]}" ]; then
+      printf '   NEEDED %-22s -> %s\n' "$soname" "$(readlink -f "${where[$soname]}")"
+    else
+      printf '   NEEDED %-22s -> NOT FOUND\n' "$soname"; missing+=("$soname")
+    fi
+  done
+  [ "${#needed[@]}" -gt 0 ] || echo "   (no executable needs a CUDA library by name)"
+  # NCCL is not NEEDED (dlopen'ed by transport nccl): where it would come from.
+  if path=$(resolve_lib libnccl.so.2); then
+    echo "   dlopen libnccl.so.2         -> $(readlink -f "$path") (transport nccl)"
+  else
+    echo "   dlopen libnccl.so.2         -> not found: transport nccl will fail, transport mpi works"
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== env-check: FAILED: no CUDA 13 runtime here: ${missing[*]} not found in LD_LIBRARY_PATH" \
+         "or the loader cache (looked in /usr/local/cuda/lib64 and site-packages" \
+         "nvidia/cu13/lib, nvidia/cublas/lib; ${tv:-no torch}); set MOE_CUDA_LIB_DIRS to the" \
+         "folder that holds them" >&2
+    return 1
+  fi
+}
+
 CUDA_RE='^lib(cuda|cudart|cublas|cublasLt|nccl|nvidia[-a-z]*|nvrtc[-a-z]*|nvJitLink)\.so'
 GLIBC_RE='^(ld-linux[^ ]*|lib(c|m|dl|pthread|rt|resolv|util|anl|nsl|mvec)\.so)'
 env_check() {
@@ -136,6 +227,7 @@ env_check() {
     echo "== libstdc++: the box's ${SYS_STDCXX} (${SYS_V}); the bundle's is ${BUN_V:-?}"
   fi
   echo "== LD_LIBRARY_PATH:"; tr ':' '\n' <<<"$LD_LIBRARY_PATH" | sed 's/^/   /'
+  cuda_check || return 1
 
   declare -A shown=()
   for b in moe-run orterun orted ompi_info; do
@@ -185,7 +277,7 @@ env_check() {
   for c in btl:self btl:vader btl:tcp pml:ob1 plm:isolated odls:default ess:hnp ess:singleton; do
     grep -qw "$c" <<<"$comps" || problems+=("Open MPI component $c does not load (ompi_info): check OPAL_PREFIX=$OPAL_PREFIX")
   done
-  if out=$(timeout 60 mpirun --oversubscribe -np 2 true 2>&1); then echo "   mpirun -np 2 true: ok"
+  if out=$(bounded 60 mpirun --oversubscribe -np 2 true 2>&1); then echo "   mpirun -np 2 true: ok"
   else problems+=("mpirun -np 2 true failed: $(tail -5 <<<"$out" | tr '\n' ' ')"); fi
 
   echo "== GPU"

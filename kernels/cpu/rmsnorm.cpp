@@ -5,7 +5,9 @@
 
 namespace moe::kernels::cpu {
 
-// As transformers' MixtralRMSNorm: the mean square in fp32, x * rsqrt(ms + eps), then * weight.
+// As transformers' MixtralRMSNorm: x * rsqrt(ms + eps), then * weight. The sum of squares is
+// taken in double (so its rounding hardly depends on hidden) and the mean square rounded to fp32;
+// the CUDA op sums in an fp32 tree instead, so the two agree to a few fp32 ulps, not bit for bit.
 void rmsnorm(const RmsNormParams& p) {
   MOE_CHECK(p.weight.dtype == DType::kF32, "cpu rmsnorm weight must be fp32");
   const auto* w = static_cast<const float*>(p.weight.data);

@@ -8,15 +8,28 @@ namespace moe::kernels::cpu {
 
 // As transformers' Mixtral block: softmax in fp32 over all experts, the top k of it, then
 // renormalised to sum to one. Ties go to the lower expert id.
+//
+// Logits that are not finite have a defined outcome (the CUDA op's too), where a plain softmax
+// would give NaN weights and an unordered sort: a NaN logit counts as -inf (an expert with no
+// score is never preferred to one with a score); where some logit is +inf, the +inf experts
+// share the probability equally and the rest get 0 (the softmax's limit); where every logit is
+// -inf (or NaN), all experts are equally likely. Ties, as always, go to the lower id.
 void topk_router(const TopKRouterParams& p) {
   std::vector<float> prob(p.n_experts);
   std::vector<int> order(p.n_experts);
   for (int t = 0; t < p.T; ++t) {
     const float* l = p.logits + int64_t(t) * p.n_experts;
-    const float mx = *std::max_element(l, l + p.n_experts);
+    auto logit = [&](int e) { return std::isnan(l[e]) ? -INFINITY : l[e]; };
+    float mx = -INFINITY;
+    for (int e = 0; e < p.n_experts; ++e) mx = std::max(mx, logit(e));
     float sum = 0.0f;
     for (int e = 0; e < p.n_experts; ++e) {
-      prob[e] = std::exp(l[e] - mx);
+      if (mx == INFINITY)
+        prob[e] = logit(e) == INFINITY ? 1.0f : 0.0f;
+      else if (mx == -INFINITY)
+        prob[e] = 1.0f;
+      else
+        prob[e] = std::exp(logit(e) - mx);
       sum += prob[e];
     }
     for (int e = 0; e < p.n_experts; ++e) prob[e] /= sum;

@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -32,7 +33,7 @@ void add(const AddParams& p, cudaStream_t stream) {
   MOE_CHECK(p.x && p.y, "cuda add given a null pointer");
   const int64_t blocks = std::min<int64_t>((p.n + kThreads - 1) / kThreads, kMaxBlocks);
   add_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(p.x, p.y, p.n);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("add", stream, "n=" + std::to_string(p.n));
 }
 
 }  // namespace moe::kernels::cuda

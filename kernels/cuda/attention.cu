@@ -5,6 +5,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -162,7 +163,11 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
     else
       launch(attention_kernel<8, Cache>);
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("attention", stream,
+                   "T=" + std::to_string(p.T) + " heads=" + std::to_string(p.n_heads) + "/" +
+                       std::to_string(p.n_kv_heads) + " head_dim=" + std::to_string(p.head_dim) +
+                       " max_len=" + std::to_string(p.max_len) +
+                       " window=" + std::to_string(p.sliding_window));
 }
 
 }  // namespace moe::kernels::cuda

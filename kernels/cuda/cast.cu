@@ -5,6 +5,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -36,7 +37,7 @@ void cast_f32_to_bf16(const float* in, void* out, int64_t n, cudaStream_t stream
   const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks);
   cast_f32_to_bf16_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(
       in, static_cast<__nv_bfloat16*>(out), n);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("cast_f32_to_bf16", stream, "n=" + std::to_string(n));
 }
 
 }  // namespace moe::kernels::cuda

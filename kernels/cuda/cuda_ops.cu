@@ -13,6 +13,7 @@
 #include "common/dtype.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels {
 namespace {
@@ -205,11 +206,16 @@ void CudaOps::linear(const LinearParams& p) {
   // and out^T = W x^T becomes C = op(A) op(B) with op(A) = A^T ([N, K]) and op(B) = B: m = N,
   // n = M, k = K. C written column-major [N, M] is exactly out row-major [M, N].
   const float alpha = 1.0f, beta = p.accumulate ? 1.0f : 0.0f;
+  auto shapes = [&] {
+    return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+           (p.accumulate ? " accumulate" : "");
+  };
   if (p.w.dtype == DType::kF32) {
     // fp32 inputs, CUBLAS_COMPUTE_32F under the default math mode: true fp32 FMAs, no TF32.
     CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
                               CUDA_R_32F, K, p.x, CUDA_R_32F, K, &beta, p.out, CUDA_R_32F, N,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    MOE_CHECK_LAUNCH("linear (cuBLAS fp32)", stream_, shapes());
     return;
   }
   // bf16 activations beside bf16 weights: the tensor-core GEMM path takes both inputs in one
@@ -220,6 +226,7 @@ void CudaOps::linear(const LinearParams& p) {
   CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
                             CUDA_R_16BF, K, x_bf16, CUDA_R_16BF, K, &beta, p.out, CUDA_R_32F, N,
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  MOE_CHECK_LAUNCH("linear (cuBLAS bf16)", stream_, shapes());
 }
 
 }  // namespace

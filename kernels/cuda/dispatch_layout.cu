@@ -7,6 +7,7 @@
 #include "common/check.h"
 #include "kernels/cuda/block_count.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -101,16 +102,20 @@ void dispatch_layout(const DispatchLayoutParams& p, cudaStream_t stream) {
     // home list empty.
     CUDA_CHECK(cudaMemsetAsync(p.home, 0xff, size_t(p.T) * p.k * sizeof(int32_t), stream));
   }
+  auto shapes = [&] {
+    return "T=" + std::to_string(p.T) + " k=" + std::to_string(p.k) +
+           " experts=" + std::to_string(E) + " ranks=" + std::to_string(N);
+  };
   rows_per_rank_kernel<<<N, kThreads, 0, stream>>>(p.expert, p.route, p.counts, p.T, p.k);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("dispatch_layout (rows per rank)", stream, shapes());
   if (p.T == 0) return;
   const int64_t n = int64_t(p.T) * p.k;
   const int blocks = int(std::min<int64_t>((n + kThreads - 1) / kThreads, 1024));
   choices_per_expert_kernel<<<blocks, kThreads, 0, stream>>>(p.expert, p.counts + N, n);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("dispatch_layout (choices per expert)", stream, shapes());
   place_rows_kernel<<<N, kThreads, 0, stream>>>(p.expert, p.weight, p.route, p.counts,
                                                 p.send_token, p.send_slots, p.home, p.T, p.k);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("dispatch_layout (place rows)", stream, shapes());
 }
 
 }  // namespace moe::kernels::cuda

@@ -4,6 +4,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -38,7 +39,9 @@ void embedding(const EmbeddingParams& p, cudaStream_t stream) {
     embedding_kernel<Table><<<p.T, kThreads, 0, stream>>>(
         p.ids, static_cast<const Table*>(p.table.data), p.out, p.table.rows, p.table.cols);
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("embedding", stream,
+                   "T=" + std::to_string(p.T) + " table=[" + std::to_string(p.table.rows) +
+                       ", " + std::to_string(p.table.cols) + "]");
 }
 
 }  // namespace moe::kernels::cuda

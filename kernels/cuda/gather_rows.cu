@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -42,7 +43,9 @@ void gather_rows(const GatherRowsParams& p, cudaStream_t stream) {
   MOE_CHECK(p.src && p.index && p.out, "cuda gather_rows given a null pointer");
   const int blocks = std::min(p.M, kMaxBlocks);
   gather_rows_kernel<<<blocks, kThreads, 0, stream>>>(p.src, p.index, p.out, p.M, p.cols);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("gather_rows", stream,
+                   "M=" + std::to_string(p.M) + " cols=" + std::to_string(p.cols));
+
 }
 
 }  // namespace moe::kernels::cuda

@@ -5,6 +5,7 @@
 #include "common/check.h"
 #include "kernels/cuda/block_count.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -93,15 +94,19 @@ void group_by_expert(const GroupByExpertParams& p, cudaStream_t stream) {
   if (p.n_local == 0) return;
   const SlotReader slots{static_cast<const char*>(p.payload), p.layout.stride(),
                          p.layout.slots_offset(), k};
+  auto shapes = [&] {
+    return "R=" + std::to_string(p.R) + " k=" + std::to_string(k) +
+           " experts=" + std::to_string(p.n_experts) + " local=" + std::to_string(p.n_local);
+  };
   count_kernel<<<p.n_local, kThreads, 0, stream>>>(slots, p.local_index, p.n_experts, p.offsets,
                                                    n_pairs);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("group_by_expert (count)", stream, shapes());
   scan_kernel<<<1, 1, 0, stream>>>(p.offsets, p.n_local);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("group_by_expert (scan)", stream, shapes());
   scatter_kernel<<<p.n_local, kThreads, 0, stream>>>(slots, p.local_index, p.n_experts,
                                                      p.offsets, p.gather, p.slot_row,
                                                      p.slot_weight, n_pairs);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("group_by_expert (scatter)", stream, shapes());
 }
 
 }  // namespace moe::kernels::cuda

@@ -5,6 +5,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -55,7 +56,9 @@ void kv_store(const KvStoreParams& p, cudaStream_t stream) {
         p.k, p.v, static_cast<Cache*>(p.k_cache), static_cast<Cache*>(p.v_cache), p.slot, p.pos,
         p.T, p.kv_dim, p.max_len);
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("kv_store", stream,
+                   "T=" + std::to_string(p.T) + " kv_dim=" + std::to_string(p.kv_dim) +
+                       " max_len=" + std::to_string(p.max_len));
 }
 
 }  // namespace moe::kernels::cuda

@@ -5,6 +5,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -69,7 +70,9 @@ void pack_rows(const PackRowsParams& p, cudaStream_t stream) {
                                                          L.hidden, L.k, L.stride(),
                                                          L.slots_offset());
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("pack_rows", stream,
+                   "S=" + std::to_string(p.S) + " hidden=" + std::to_string(L.hidden) +
+                       " k=" + std::to_string(L.k));
 }
 
 void unpack_rows(const UnpackRowsParams& p, cudaStream_t stream) {
@@ -84,7 +87,8 @@ void unpack_rows(const UnpackRowsParams& p, cudaStream_t stream) {
                                                            p.index, p.out, p.M, L.hidden,
                                                            L.stride());
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("unpack_rows", stream,
+                   "M=" + std::to_string(p.M) + " hidden=" + std::to_string(L.hidden));
 }
 
 }  // namespace moe::kernels::cuda

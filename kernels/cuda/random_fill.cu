@@ -5,6 +5,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 #include "kernels/random_fill.h"
 
 namespace moe::kernels::cuda {
@@ -37,7 +38,7 @@ void random_fill(void* out, DType dtype, int64_t n, uint64_t seed, float scale, 
     random_fill_kernel<T><<<unsigned(blocks), kThreads, 0, stream>>>(static_cast<T*>(out), n, seed,
                                                                     scale, offset);
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("random_fill", stream, "n=" + std::to_string(n));
 }
 
 }  // namespace moe::kernels::cuda

@@ -4,6 +4,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -38,8 +39,13 @@ __global__ void __launch_bounds__(kThreads)
   float ss = 0.0f;
   for (int i = threadIdx.x; i < hidden; i += kThreads) ss += xr[i] * xr[i];
   ss = block_sum(ss);
-  // As the CPU op: mean square in fp32, 1 / sqrt(ms + eps) (correctly rounded, where rsqrtf
-  // may be 2 ulp off), then w * (x * inv).
+  // Not bit-identical to the CPU op, which sums the squares in double, one element after the
+  // other: here each thread keeps an fp32 partial (nvcc contracts x * x + ss into one FMA), and
+  // the partials meet in a tree of shuffles, then the warp sums in a fixed order. The sum's
+  // relative error is bounded by about (hidden / kThreads + 13) fp32 ulps, so the mean square
+  // may differ from the CPU's in its last few bits. From there the steps are the CPU's: the
+  // mean square as an fp32, 1 / sqrt(ms + eps) correctly rounded (rsqrtf may be 2 ulp off),
+  // then w * (x * inv).
   const float inv = 1.0f / sqrtf(ss / float(hidden) + eps);
   for (int i = threadIdx.x; i < hidden; i += kThreads)
     yr[i] = load_f32(w + i) * (xr[i] * inv);
@@ -57,7 +63,9 @@ void rmsnorm(const RmsNormParams& p, cudaStream_t stream) {
     rmsnorm_kernel<W><<<p.T, kThreads, 0, stream>>>(p.x, static_cast<const W*>(p.weight.data),
                                                     p.out, p.hidden, p.eps);
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("rmsnorm", stream,
+                   "T=" + std::to_string(p.T) + " hidden=" + std::to_string(p.hidden));
+
 }
 
 }  // namespace moe::kernels::cuda

@@ -2,6 +2,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -59,7 +60,9 @@ void rope(const RopeParams& p, cudaStream_t stream) {
   MOE_CHECK(p.q && p.k && p.pos && p.inv_freq, "cuda rope given a null pointer");
   rope_kernel<<<p.T, kThreads, 0, stream>>>(p.q, p.k, p.pos, p.inv_freq, p.n_heads,
                                             p.n_kv_heads, p.head_dim);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("rope", stream,
+                   "T=" + std::to_string(p.T) + " heads=" + std::to_string(p.n_heads) + "/" +
+                       std::to_string(p.n_kv_heads) + " head_dim=" + std::to_string(p.head_dim));
 }
 
 }  // namespace moe::kernels::cuda

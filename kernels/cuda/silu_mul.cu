@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -36,7 +37,7 @@ void silu_mul(const SiluMulParams& p, cudaStream_t stream) {
   const int64_t n = int64_t(p.M) * p.I;
   const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks);
   silu_mul_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(p.gate_up, p.out, n, p.I);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("silu_mul", stream, "M=" + std::to_string(p.M) + " I=" + std::to_string(p.I));
 }
 
 }  // namespace moe::kernels::cuda

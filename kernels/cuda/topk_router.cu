@@ -2,6 +2,7 @@
 
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -31,12 +32,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   if (t >= T) return;  // whole warps leave together: t is uniform across a warp
   const float* l = logits + int64_t(t) * n_experts;
 
+  // NaN counts as -inf, +inf experts share everything, all -inf is uniform: the CPU op's rule
+  // for logits that are not finite. It also keeps every comparison below ordered: a NaN
+  // probability would let each lane keep its own arg-max, and the warp's "same winner in every
+  // lane" would no longer hold.
   float v[kPerLane];
   float mx = -INFINITY;
 #pragma unroll
   for (int s = 0; s < kPerLane; ++s) {
     const int e = s * 32 + lane;
-    v[s] = e < n_experts ? l[e] : -INFINITY;
+    v[s] = e < n_experts && !isnan(l[e]) ? l[e] : -INFINITY;
     mx = fmaxf(mx, v[s]);
   }
   for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -47,7 +52,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
   for (int s = 0; s < kPerLane; ++s) {
     const int e = s * 32 + lane;
-    v[s] = e < n_experts ? expf(v[s] - mx) : 0.0f;
+    if (e >= n_experts)
+      v[s] = 0.0f;
+    else if (mx == INFINITY)
+      v[s] = v[s] == INFINITY ? 1.0f : 0.0f;
+    else if (mx == -INFINITY)
+      v[s] = 1.0f;
+    else
+      v[s] = expf(v[s] - mx);
     sum += v[s];
   }
   for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
@@ -111,7 +123,9 @@ void topk_router(const TopKRouterParams& p, cudaStream_t stream) {
   const int blocks = (p.T + kWarpsPerBlock - 1) / kWarpsPerBlock;
   topk_router_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream>>>(p.logits, p.expert, p.weight,
                                                                   p.T, p.n_experts, p.k);
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("topk_router", stream,
+                   "T=" + std::to_string(p.T) + " experts=" + std::to_string(p.n_experts) +
+                       " k=" + std::to_string(p.k));
 }
 
 }  // namespace moe::kernels::cuda

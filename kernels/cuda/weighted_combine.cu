@@ -5,6 +5,7 @@
 #include "common/check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/elem.cuh"
+#include "kernels/cuda/launch_check.h"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -59,7 +60,9 @@ void weighted_combine(const WeightedCombineParams& p, cudaStream_t stream) {
           p.cols);
     });
   });
-  CUDA_CHECK_LAUNCH();
+  MOE_CHECK_LAUNCH("weighted_combine", stream,
+                   "R=" + std::to_string(p.R) + " k=" + std::to_string(p.k) +
+                       " cols=" + std::to_string(p.cols));
 }
 
 }  // namespace moe::kernels::cuda

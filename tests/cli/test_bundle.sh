@@ -4,15 +4,20 @@
 # from BUILD_DIR into a temp folder, then, in a private mount namespace (unshare, needs root), hides
 # /usr/lib/x86_64-linux-gnu/{openmpi,pmix2,hwloc}, /usr/share/openmpi, /etc/openmpi, /usr/bin/mpirun*,
 # /usr/bin/orte*, the build folder's bin/ and lib/, and every system library the bundle carries
-# (/dev/null bound over the file), and runs through device_run.sh:
-#   (a) env-check
+# (/dev/null bound over the file), and the CUDA toolkit's library folder (libcudart, cuBLAS, NCCL)
+# with cuBLAS and NCCL offered instead the way the box's CUDA 13 wheels lay them out
+# (site-packages nvidia/cu13/lib and nvidia/nccl/lib, found through MOE_SITE_PACKAGES), and runs
+# through device_run.sh:
+#   (e) env-check without the wheel layout: fails at once, naming libcublas.so.13
+#   (a) env-check: passes, each CUDA library NEEDED resolves into the wheel layout, none is
+#       libcudart (linked statically) or libnccl (loaded at run time)
 #   (b) mpirun -np 2 moe-run on the tiny model (CPU, 2 ranks): output identical to the unbundled run
 #   (c) test_comm_cuda alone: exit 0, its tests skipped with "no CUDA device" (or passed on a GPU)
 #   (d) test_tokenizer alone (the sentencepiece shim and library from the bundle)
 #
 # usage: bash tests/cli/test_bundle.sh BUILD_DIR REPO_ROOT
 #   e.g. bash tests/cli/test_bundle.sh build .
-# The bundle is compressed with xz -6 here (MOE_BUNDLE_XZ_OPTS overrides), to save time.
+# The bundle is a .tar.gz, as the box gets it (no xz needed there).
 # Prints "ok"/"FAIL" per check and exits 1 on any failure; prints "SKIP: <why>" and exits 0 where
 # it cannot run (not root, unshare refused, no system mpirun for the reference run); CTest maps
 # that through SKIP_REGULAR_EXPRESSION "SKIP:".
@@ -44,7 +49,20 @@ if [ "${1:-}" = "--inside" ]; then
     [ -e "$f" ] && hide_file "$f"
   done
   for f in "${libs[@]}"; do hide_file "$f"; done
+  # The CUDA 13 wheel layout, offered before the toolkit's folder is hidden: the toolkit's own
+  # files bound onto a site-packages tree (binding, not copying: cuBLASLt is half a gigabyte).
+  SITE=$TMP/site; wheel_libs=0
+  mkdir -p "$SITE/nvidia/cu13/lib" "$SITE/nvidia/nccl/lib"
+  CUDA_LIB=$(readlink -f /usr/local/cuda/lib64 2>/dev/null || true)
+  for n in libcublas.so.13 libcublasLt.so.13 libnccl.so.2; do
+    src=$(readlink -f "$CUDA_LIB/$n" 2>/dev/null || true)
+    [ -f "$src" ] || continue
+    case "$n" in libnccl*) dst=$SITE/nvidia/nccl/lib/$n ;; *) dst=$SITE/nvidia/cu13/lib/$n ;; esac
+    : > "$dst"; mount --bind "$src" "$dst" && wheel_libs=$((wheel_libs + 1))
+  done
+  [ -n "$CUDA_LIB" ] && [ -d "$CUDA_LIB" ] && hide_dir "$CUDA_LIB"
   echo "# hidden: $hid_dirs folders, $hid_files files (of ${#libs[@]} bundled files taken from system folders)"
+  echo "# CUDA 13 wheel layout in $SITE: $wheel_libs libraries (the toolkit's ${CUDA_LIB:-none} hidden)"
   if /usr/bin/mpirun --version >/dev/null 2>&1 || [ -s /usr/lib/x86_64-linux-gnu/libopen-pal.so.40 ] \
      || [ -n "$(ls -A /usr/lib/x86_64-linux-gnu/openmpi 2>/dev/null)" ]; then
     bad "the system Open MPI is still usable inside the namespace"
@@ -52,15 +70,37 @@ if [ "${1:-}" = "--inside" ]; then
     ok "the system Open MPI, PMIx and bundled libraries are hidden"
   fi
 
-  export MOE_BUNDLE=$TMP/moe-bundle.tar.xz MOE_BUNDLE_DIR=$TMP/bundle
+  export MOE_BUNDLE=$TMP/moe-bundle.tar.gz MOE_BUNDLE_DIR=$TMP/bundle
   RUN=(bash "$REPO/scripts/device_run.sh")
   cd "$REPO"
 
+  # (e) first: no CUDA 13 runtime anywhere (no wheel layout offered, the toolkit's hidden)
+  if [ "$wheel_libs" -gt 0 ]; then
+    if MOE_SITE_PACKAGES=/nonexistent "${RUN[@]}" env-check >"$TMP/e.out" 2>&1; then
+      bad "(e) env-check without a CUDA 13 runtime passed:"; tail -15 "$TMP/e.out" | sed 's/^/    /'
+    elif grep -q "no CUDA 13 runtime" "$TMP/e.out" && grep -q "libcublas.so.13" "$TMP/e.out" \
+         && ! grep -q "^== mpirun" "$TMP/e.out"; then
+      ok "(e) env-check without a CUDA 13 runtime fails at once: $(grep -o 'no CUDA 13 runtime[^(]*' "$TMP/e.out" | head -1)"
+    else
+      bad "(e) env-check without a CUDA 13 runtime: failed, but not at once naming libcublas.so.13:"
+      tail -15 "$TMP/e.out" | sed 's/^/    /'
+    fi
+  fi
+  export MOE_SITE_PACKAGES=$SITE
   # (a)
   if "${RUN[@]}" env-check >"$TMP/a.out" 2>&1 && grep -q "env-check: OK" "$TMP/a.out"; then
-    ok "(a) device_run.sh env-check"; grep -E '^== (libstdc|mpirun)' "$TMP/a.out" | sed 's/^== /# /'
+    ok "(a) device_run.sh env-check"; grep -E '^== (libstdc|mpirun)|NEEDED|dlopen|torch' "$TMP/a.out" | sed 's/^/# /'
   else
     bad "(a) device_run.sh env-check:"; sed 's/^/    /' "$TMP/a.out"
+  fi
+  if grep -qE 'NEEDED +lib(cudart|nccl)' "$TMP/a.out"; then
+    bad "(a) an executable still needs libcudart or libnccl by name:"; grep -E 'NEEDED +lib(cudart|nccl)' "$TMP/a.out" | sed 's/^/    /'
+  elif [ "$wheel_libs" -gt 0 ]; then
+    if grep -E 'NEEDED +libcublas' "$TMP/a.out" | grep -qv "$SITE/nvidia/cu13/lib/"; then
+      bad "(a) cuBLAS resolved outside the CUDA 13 wheel layout:"; grep NEEDED "$TMP/a.out" | sed 's/^/    /'
+    else
+      ok "(a) no executable needs libcudart or libnccl; cuBLAS comes from nvidia/cu13/lib"
+    fi
   fi
   # (b)
   if "${RUN[@]}" mpirun "${MPIFLAGS[@]}" -np 2 moe-run --config configs/tiny_a.yaml \
@@ -115,14 +155,14 @@ trap 'rm -rf "$TMP"' EXIT
 MPIFLAGS=(--oversubscribe --allow-run-as-root)
 
 echo "# making the bundle from $BUILD"
-if ! MOE_BUNDLE_XZ_OPTS=${MOE_BUNDLE_XZ_OPTS:--6 -T0} bash "$REPO/scripts/bundle_device.sh" -o "$TMP/moe-bundle.tar.xz" "$BUILD" >"$TMP/make.out" 2>&1; then
+if ! bash "$REPO/scripts/bundle_device.sh" -o "$TMP/moe-bundle.tar.gz" "$BUILD" >"$TMP/make.out" 2>&1; then
   echo "FAIL - bundle_device.sh:"; sed 's/^/    /' "$TMP/make.out"; exit 1
 fi
 sed 's/^/# /' "$TMP/make.out"
-size=$(stat -c %s "$TMP/moe-bundle.tar.xz")
+size=$(stat -c %s "$TMP/moe-bundle.tar.gz")
 if [ "$size" -lt $((64 * 1024 * 1024)) ]; then echo "ok   - bundle is $size bytes (< 64 MiB)"
 else echo "FAIL - bundle is $size bytes (>= 64 MiB)"; exit 1; fi
-tar -xJOf "$TMP/moe-bundle.tar.xz" ./MANIFEST.txt > "$TMP/bundle-manifest.txt"
+tar -xzOf "$TMP/moe-bundle.tar.gz" ./MANIFEST.txt > "$TMP/bundle-manifest.txt"
 
 echo "# reference run, unbundled: mpirun -np 2 $BUILD/bin/moe-run"
 if ! (cd "$REPO" && mpirun "${MPIFLAGS[@]}" -np 2 "$BUILD/bin/moe-run" --config configs/tiny_a.yaml \

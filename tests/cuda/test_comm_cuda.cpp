@@ -38,11 +38,13 @@ struct Layout {
   int64_t send_rows = 0, recv_rows = 0;  // buffer sizes in rows, gaps included
 };
 
-Layout make_layout(int me, int n, int round) {
+// Rows from rank `from` to rank `to`: count_of(from, to).
+template <class Count>
+Layout make_layout_of(int me, int n, Count count_of) {
   Layout l;
   for (int p = 0; p < n; ++p) {
-    l.send_counts.push_back(count(me, p) + round);
-    l.recv_counts.push_back(count(p, me) + round);
+    l.send_counts.push_back(count_of(me, p));
+    l.recv_counts.push_back(count_of(p, me));
   }
   for (int p = 0; p < n; ++p) {
     l.send_displs.push_back(l.send_rows + 1);  // a gap row before each segment
@@ -51,6 +53,10 @@ Layout make_layout(int me, int n, int round) {
     l.recv_rows += l.recv_counts[p] + 1;
   }
   return l;
+}
+
+Layout make_layout(int me, int n, int round) {
+  return make_layout_of(me, n, [round](int from, int to) { return count(from, to) + round; });
 }
 
 std::vector<float> make_send(int me, int n, const Layout& l) {
@@ -103,7 +109,8 @@ class CommCuda : public ::testing::Test {
     world().all_reduce(&have, 1, comm::Communicator::Op::kMin);
     if (!have) GTEST_SKIP() << "no CUDA device: device communicator tests skipped";
     device_count_ = n;
-    comm::select_device(mpi().local_rank(), mpi().local_size());
+    const int device = comm::select_device(mpi().local_rank());
+    sharing_ = comm::device_sharing(world(), comm::device_uuid(device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   void TearDown() override {
@@ -114,42 +121,66 @@ class CommCuda : public ::testing::Test {
   // `dev` on device memory and checks each against the stamps and the host exchange.
   void exchange_and_check(comm::Communicator& dev) {
     const int me = world().rank(), n = world().size();
-    for (int round = 0; round < 3; ++round) {
-      const Layout l = make_layout(me, n, round);
-      const std::vector<float> send = make_send(me, n, l);
-      std::vector<float> host_recv(size_t(l.recv_rows) * kCols, kGap);
-      world().all_to_all_v(send.data(), l.send_counts.data(), l.send_displs.data(),
-                           host_recv.data(), l.recv_counts.data(), l.recv_displs.data(),
-                           kCols * sizeof(float));
-
-      float *d_send = nullptr, *d_recv = nullptr;
-      CUDA_CHECK(cudaMalloc(&d_send, send.size() * sizeof(float)));
-      CUDA_CHECK(cudaMalloc(&d_recv, host_recv.size() * sizeof(float)));
-      const std::vector<float> gaps(host_recv.size(), kGap);
-      CUDA_CHECK(cudaMemcpy(d_send, send.data(), send.size() * sizeof(float),
-                            cudaMemcpyHostToDevice));
-      CUDA_CHECK(cudaMemcpy(d_recv, gaps.data(), gaps.size() * sizeof(float),
-                            cudaMemcpyHostToDevice));
-      dev.all_to_all_v(d_send, l.send_counts.data(), l.send_displs.data(), d_recv,
-                       l.recv_counts.data(), l.recv_displs.data(), kCols * sizeof(float));
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-      std::vector<float> got(host_recv.size());
-      CUDA_CHECK(cudaMemcpy(got.data(), d_recv, got.size() * sizeof(float),
-                            cudaMemcpyDeviceToHost));
-      cudaFree(d_send);
-      cudaFree(d_recv);
-
-      EXPECT_TRUE(check_received(host_recv, me, n, l)) << "host MPI, round " << round;
-      EXPECT_TRUE(check_received(got, me, n, l)) << dev.name() << ", round " << round;
-      EXPECT_EQ(got, host_recv) << dev.name() << " differs from host MPI, round " << round;
-    }
+    for (int round = 0; round < 3; ++round) exchange_once(dev, make_layout(me, n, round), round);
     // The host-data collectives pass through: a sum of ranks.
     int64_t sum = me;
     dev.all_reduce(&sum, 1, comm::Communicator::Op::kSum);
     EXPECT_EQ(sum, int64_t(n) * (n - 1) / 2);
   }
 
+  // Exchanges where peers send nothing: an all-zero exchange (every count 0, so no send or
+  // receive is posted at all), then one where a rank sends nothing to itself or to the peers of
+  // its own parity, and 1 + rank rows to the others (at 1 rank: all zero again). Each must
+  // leave every gap untouched.
+  void zero_counts_and_check(comm::Communicator& dev) {
+    const int me = world().rank(), n = world().size();
+    exchange_once(dev, make_layout_of(me, n, [](int, int) { return int64_t(0); }), 0);
+    exchange_once(dev,
+                  make_layout_of(me, n,
+                                 [](int from, int to) {
+                                   return (from + to) % 2 == 1 ? int64_t(1 + from) : int64_t(0);
+                                 }),
+                  1);
+  }
+
+  // One exchange of layout `l` through `dev` on device memory, checked against the stamps and
+  // against the same exchange through the host communicator.
+  void exchange_once(comm::Communicator& dev, const Layout& l, int round) {
+    const int me = world().rank(), n = world().size();
+    const std::vector<float> send = make_send(me, n, l);
+    std::vector<float> host_recv(size_t(l.recv_rows) * kCols, kGap);
+    world().all_to_all_v(send.data(), l.send_counts.data(), l.send_displs.data(),
+                         host_recv.data(), l.recv_counts.data(), l.recv_displs.data(),
+                         kCols * sizeof(float));
+
+    float *d_send = nullptr, *d_recv = nullptr;
+    CUDA_CHECK(cudaMalloc(&d_send, send.size() * sizeof(float)));
+    CUDA_CHECK(cudaMalloc(&d_recv, host_recv.size() * sizeof(float)));
+    const std::vector<float> gaps(host_recv.size(), kGap);
+    // On the exchange's stream: it is non-blocking, so nothing orders it after a copy on the
+    // legacy stream, and a plain cudaMemcpy from pageable memory may return before its DMA
+    // has landed.
+    CUDA_CHECK(cudaMemcpyAsync(d_send, send.data(), send.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(d_recv, gaps.data(), gaps.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, stream_));
+    dev.all_to_all_v(d_send, l.send_counts.data(), l.send_displs.data(), d_recv,
+                     l.recv_counts.data(), l.recv_displs.data(), kCols * sizeof(float));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::vector<float> got(host_recv.size());
+    CUDA_CHECK(cudaMemcpyAsync(got.data(), d_recv, got.size() * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    cudaFree(d_send);
+    cudaFree(d_recv);
+
+    EXPECT_TRUE(check_received(host_recv, me, n, l)) << "host MPI, round " << round;
+    EXPECT_TRUE(check_received(got, me, n, l)) << dev.name() << ", round " << round;
+    EXPECT_EQ(got, host_recv) << dev.name() << " differs from host MPI, round " << round;
+  }
+
   int device_count_ = 0;
+  comm::DeviceSharing sharing_;
   cudaStream_t stream_ = nullptr;
 };
 
@@ -158,17 +189,59 @@ TEST_F(CommCuda, StagedMpiMovesDeviceRowsLikeHostMpi) {
   exchange_and_check(dev);
 }
 
+TEST_F(CommCuda, StagedMpiZeroCountPeersAndAllZeroExchange) {
+  comm::StagedMpiCommunicator dev(world(), stream_);
+  zero_counts_and_check(dev);
+}
+
+TEST_F(CommCuda, NcclZeroCountPeersAndAllZeroExchange) {
+#ifndef MOE_HAVE_NCCL
+  GTEST_SKIP() << "built without NCCL";
+#else
+  if (!comm::NcclCommunicator::usable(sharing_.most_on_one_device))
+    GTEST_SKIP() << sharing_.most_on_one_device << " ranks on one GPU: NCCL refuses them";
+  comm::NcclCommunicator dev(world(), stream_);
+  zero_counts_and_check(dev);
+#endif
+}
+
 TEST_F(CommCuda, NcclMovesDeviceRowsLikeHostMpi) {
 #ifndef MOE_HAVE_NCCL
   GTEST_SKIP() << "built without NCCL";
 #else
-  int64_t usable = comm::NcclCommunicator::usable(mpi().local_size(), device_count_);
-  world().all_reduce(&usable, 1, comm::Communicator::Op::kMin);
-  if (!usable)
-    GTEST_SKIP() << mpi().local_size() << " ranks on " << device_count_
-                 << " GPU(s): NCCL refuses two ranks on one GPU (the staged test covers this)";
+  // most_on_one_device is gathered over every rank: all skip or none does.
+  if (!comm::NcclCommunicator::usable(sharing_.most_on_one_device))
+    GTEST_SKIP() << sharing_.most_on_one_device
+                 << " ranks on one GPU: NCCL refuses two ranks on one GPU (the staged test "
+                    "covers this)";
   comm::NcclCommunicator dev(world(), stream_);
   exchange_and_check(dev);
+#endif
+}
+
+// Where NCCL cannot be set up on a rank (here: no GPU to join with), every rank fails with an
+// error, and none is left waiting inside NCCL for the others: the set-up's phases are agreed
+// and the join is non-blocking with a time limit. Runs where there is NO device (the CPU
+// machines of CI), alone and under mpirun.
+TEST(NcclSetUp, FailsOnEveryRankInsteadOfHanging) {
+#ifndef MOE_HAVE_NCCL
+  GTEST_SKIP() << "built without NCCL";
+#else
+  int n = 0;
+  int64_t have = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  world().all_reduce(&have, 1, comm::Communicator::Op::kMax);
+  if (have) GTEST_SKIP() << "a CUDA device is present: this checks the failure without one";
+  std::string err;
+  try {
+    comm::NcclCommunicator dev(world(), nullptr);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  EXPECT_FALSE(err.empty()) << "a NCCL communicator was made without a GPU";
+  // Every rank got here, and the host communicator still works.
+  int64_t failed = !err.empty();
+  world().all_reduce(&failed, 1, comm::Communicator::Op::kSum);
+  EXPECT_EQ(failed, world().size()) << err;
 #endif
 }
 

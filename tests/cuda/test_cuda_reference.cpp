@@ -8,18 +8,29 @@
 //   backend at dtype bf16, which rounds the same values (kernels/cpu/cpu_ops.cpp): the two then
 //   differ only in the order of fp32 sums and in an activation landing on the other side of a
 //   bf16 rounding boundary (one bf16 ulp, 2^-9 relative, of a single input): 2e-3 + 2e-3 |ref|
-//   on logits of standard deviation 1.5, and identical greedy tokens. Against transformers'
-//   fp32 logits the bf16 distance is printed, not asserted: rounding the weights to bf16 makes
-//   a different model, and the reference router's top-k gaps go down to 0.003.
+//   on logits of standard deviation 1.5. Greedy tokens are compared only where the CPU's choice
+//   is decisive, as the reference's recorded margins are thin (top-1/top-2 logit gap 0.0094 on
+//   tiny_c, within what the logit tolerance lets two logits move):
+//     RULE: a token is compared where the CPU's top-1 logit beats its top-2 by more than
+//     noise(top1) + noise(top2), noise(l) = kTolBf16 + kTolBf16 |l|, the most each of the two
+//     may differ between the backends under the asserted logit tolerance. There the GPU must
+//     choose the same token; where the margin is smaller either choice is right. A generated
+//     sequence is compared up to its first indecisive token (after a different choice the
+//     contexts differ), and the counts of compared and skipped tokens are printed.
+//   Against transformers' fp32 logits the bf16 distance is printed, not asserted: rounding the
+//   weights to bf16 makes a different model, and the reference router's top-k gaps go down to
+//   0.003.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "runtime/rank_runtime.h"
 #include "tests/support/reference_run.h"
 #include "tests/support/test_env.h"
 #ifdef MOE_HAVE_NCCL
+#include "comm/device_bootstrap.h"
 #include "comm/nccl_communicator.h"
 #endif
 
@@ -28,6 +39,28 @@ namespace {
 
 constexpr float kAtolHf = 1e-4f, kRtolHf = 1e-4f;
 constexpr float kTolBf16 = 2e-3f;
+
+// The RULE above: whether `row`'s ([vocab]) top-1 beats its top-2 by more than the bf16 noise.
+bool decisive(const float* row, int vocab) {
+  float top1 = -INFINITY, top2 = -INFINITY;
+  for (int v = 0; v < vocab; ++v) {
+    if (row[v] > top1) {
+      top2 = top1;
+      top1 = row[v];
+    } else if (row[v] > top2) {
+      top2 = row[v];
+    }
+  }
+  auto noise = [](float l) { return kTolBf16 + kTolBf16 * std::fabs(l); };
+  return top1 - top2 > noise(top1) + noise(top2);
+}
+
+// The logits row that chose greedy token d (argmax_ids' numbering): the last prefill row for
+// d = 0, decode step d - 1 after.
+const float* choice_row(const PromptLogits& pl, int vocab, size_t d) {
+  return d == 0 ? pl.prefill.data() + pl.prefill.size() - size_t(vocab)
+                : pl.decode.data() + (d - 1) * size_t(vocab);
+}
 
 class CudaReference : public ::testing::TestWithParam<std::string> {
  protected:
@@ -47,7 +80,10 @@ class CudaReference : public ::testing::TestWithParam<std::string> {
     rc.dtype = dtype;
     int64_t nccl = 0;
 #ifdef MOE_HAVE_NCCL
-    nccl = comm::NcclCommunicator::usable(mpi().local_size(), devices_);
+    // By device UUID, as the backend decides (on the device select_device will bind).
+    const int device = mpi().local_rank() % devices_;
+    nccl = comm::NcclCommunicator::usable(
+        comm::device_sharing(world(), comm::device_uuid(device)).most_on_one_device);
 #endif
     world().all_reduce(&nccl, 1, comm::Communicator::Op::kMin);
     rc.transport = nccl ? "nccl" : "mpi";
@@ -106,6 +142,7 @@ TEST_P(CudaReference, Bf16MatchesCpuAtBf16) {
   const auto want = run_reference_steps(ref, cpu, world());
   const int V = gpu.model_config().vocab_size;
   double vs_cpu = 0, vs_hf = 0;
+  int64_t tokens_compared = 0, tokens_skipped = 0;
   for (const auto& [i, pl] : got) {
     const PromptLogits& w = want.at(i);
     const std::string what = GetParam() + " prompt" + std::to_string(i) + " (" +
@@ -114,9 +151,18 @@ TEST_P(CudaReference, Bf16MatchesCpuAtBf16) {
                           kTolBf16, what + " prefill vs cpu bf16"));
     EXPECT_TRUE(all_close(pl.decode.data(), w.decode.data(), pl.decode.size(), kTolBf16,
                           kTolBf16, what + " decode vs cpu bf16"));
-    EXPECT_EQ(argmax_ids(pl, V, ref.prompts[i].decode_ids.size()),
-              argmax_ids(w, V, ref.prompts[i].decode_ids.size()))
-        << what;
+    // Teacher-forced: every step's choice is independent of the others, so each decisive one is
+    // compared.
+    const size_t steps = ref.prompts[i].decode_ids.size();
+    const auto got_ids = argmax_ids(pl, V, steps), want_ids = argmax_ids(w, V, steps);
+    for (size_t d = 0; d < steps; ++d) {
+      if (decisive(choice_row(w, V, d), V)) {
+        EXPECT_EQ(got_ids[d], want_ids[d]) << what << " greedy choice " << d;
+        ++tokens_compared;
+      } else {
+        ++tokens_skipped;
+      }
+    }
     vs_cpu = std::max({vs_cpu, double(max_abs_diff(pl.prefill.data(), w.prefill.data(),
                                                    pl.prefill.size())),
                        double(max_abs_diff(pl.decode.data(), w.decode.data(), pl.decode.size()))});
@@ -129,9 +175,41 @@ TEST_P(CudaReference, Bf16MatchesCpuAtBf16) {
 
   const auto gpu_tokens = generate_greedy(ref, gpu, world());
   const auto cpu_tokens = generate_greedy(ref, cpu, world());
+  // The CPU's margins along its own greedy path: its generated tokens fed back as the decode
+  // steps (the same positions generation used), so choice_row(d) is the row that chose token d.
+  // Every rank steps the same count, in lockstep.
+  constexpr size_t kNew = 16;  // generate_greedy's max_new_tokens
+  Reference path = ref;
+  for (size_t i = 0; i < path.prompts.size(); ++i) {
+    std::vector<int32_t> fed(kNew - 1, 0);
+    if (const auto it = cpu_tokens.find(int64_t(i)); it != cpu_tokens.end())
+      std::copy_n(it->second.output.begin(), std::min(fed.size(), it->second.output.size()),
+                  fed.begin());
+    path.prompts[i].decode_ids = fed;
+  }
+  const auto cpu_path = run_reference_steps(path, cpu, world());
   int64_t same_as_hf = 0, total = 0;
   for (const auto& [id, r] : gpu_tokens) {
-    EXPECT_EQ(r.output, cpu_tokens.at(id).output) << GetParam() << " prompt" << id;
+    const auto& c = cpu_tokens.at(id).output;
+    const PromptLogits& margins = cpu_path.at(int(id));
+    size_t cut = 0;  // tokens before the first indecisive one
+    while (cut < c.size() && decisive(choice_row(margins, V, cut), V)) ++cut;
+    for (size_t d = 0; d < cut; ++d) {  // the replay chose as generation did (harness check)
+      const float* row = choice_row(margins, V, d);
+      EXPECT_EQ(int32_t(std::max_element(row, row + V) - row), c[d])
+          << GetParam() << " prompt" << id << ": the CPU's replay of its own greedy path";
+    }
+    const std::string what = GetParam() + " prompt" + std::to_string(id) + " generated";
+    if (cut == c.size()) {
+      EXPECT_EQ(r.output, c) << what << " (every choice decisive)";
+    } else {
+      ASSERT_GE(r.output.size(), cut) << what;
+      EXPECT_EQ(std::vector<int32_t>(r.output.begin(), r.output.begin() + int64_t(cut)),
+                std::vector<int32_t>(c.begin(), c.begin() + int64_t(cut)))
+          << what << " (up to token " << cut << ", the first indecisive one)";
+    }
+    tokens_compared += int64_t(cut);
+    tokens_skipped += int64_t(c.size() - cut);
     const auto& hf = ref.prompts[size_t(id)].generated_ids;
     for (size_t t = 0; t < std::min(r.output.size(), hf.size()); ++t) {
       if (r.output[t] != hf[t]) break;
@@ -141,10 +219,16 @@ TEST_P(CudaReference, Bf16MatchesCpuAtBf16) {
   }
   world().all_reduce(&same_as_hf, 1, comm::Communicator::Op::kSum);
   world().all_reduce(&total, 1, comm::Communicator::Op::kSum);
-  if (world().rank() == 0)
+  world().all_reduce(&tokens_compared, 1, comm::Communicator::Op::kSum);
+  world().all_reduce(&tokens_skipped, 1, comm::Communicator::Op::kSum);
+  if (world().rank() == 0) {
     std::printf("[ figures  ] %s cuda bf16 greedy tokens equal to transformers f32 before the "
                 "first difference: %lld of %lld\n",
                 GetParam().c_str(), (long long)same_as_hf, (long long)total);
+    std::printf("[ figures  ] %s cuda bf16 greedy tokens compared with cpu bf16: %lld; skipped "
+                "as within the bf16 noise: %lld\n",
+                GetParam().c_str(), (long long)tokens_compared, (long long)tokens_skipped);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, CudaReference,
