@@ -50,9 +50,9 @@ class Ops {
   virtual ~Ops() = default;
   virtual std::string name() const = 0;
   // The precision numbers are held at: kF32, or kBF16 (weights, the inputs of every linear and
-  // the KV cache rounded to bf16; arithmetic, accumulation and activations stay fp32). cuda
-  // stores bf16 for kBF16; cpu keeps fp32 storage and rounds the values, so that the CPU
-  // reference can reproduce the GPU's numerics.
+  // the KV cache rounded to bf16; arithmetic, accumulation and activations stay fp32). Both
+  // backends store weights as bf16 for kBF16; cpu keeps an fp32 KV cache holding rounded
+  // values, so that the CPU reference reproduces the GPU's numerics.
   virtual DType precision() const = 0;
   // The dtype weights are stored in on this backend.
   virtual DType weight_dtype() const = 0;

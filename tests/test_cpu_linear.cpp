@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "common/dtype.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "tests/support/test_env.h"
 
@@ -72,6 +73,40 @@ TEST(CpuLinear, StreamedRowsDoNotDependOnTheBatchOrThreads) {
     }
   }
   kernels::cpu::set_threads(1);
+}
+
+}  // namespace
+}  // namespace moe::test
+
+namespace moe::test {
+namespace {
+
+// bf16 weights give the bits of their fp32 widening, on both paths, and in embedding and rmsnorm.
+TEST(CpuLinear, Bf16WeightsComputeAsTheirWidening) {
+  std::mt19937 rng(13);
+  // 14000 rows of 77: two of linear_blas's widened blocks (1M elements each).
+  const int N = 14000, K = 77;
+  auto w = random_vec(rng, size_t(N) * K);
+  std::vector<uint16_t> bits(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    bits[i] = f32_to_bf16(w[i]);
+    w[i] = bf16_to_f32(bits[i]);
+  }
+  for (int M : {1, 5, 9, 33}) {
+    const auto x = random_vec(rng, size_t(M) * K);
+    std::vector<float> want(size_t(M) * N), got(size_t(M) * N);
+    kernels::cpu::linear({x.data(), {w.data(), DType::kF32, N, K}, want.data(), M});
+    kernels::cpu::linear({x.data(), {bits.data(), DType::kBF16, N, K}, got.data(), M});
+    EXPECT_EQ(got, want) << "M " << M;
+  }
+  std::vector<float> e32(2 * K), e16(2 * K), n32(2 * K), n16(2 * K);
+  const int32_t ids[2] = {3, N - 1};
+  kernels::cpu::embedding({ids, {w.data(), DType::kF32, N, K}, e32.data(), 2});
+  kernels::cpu::embedding({ids, {bits.data(), DType::kBF16, N, K}, e16.data(), 2});
+  EXPECT_EQ(e16, e32);
+  kernels::cpu::rmsnorm({e32.data(), {w.data(), DType::kF32, 1, K}, n32.data(), 2, K});
+  kernels::cpu::rmsnorm({e32.data(), {bits.data(), DType::kBF16, 1, K}, n16.data(), 2, K});
+  EXPECT_EQ(n16, n32);
 }
 
 }  // namespace

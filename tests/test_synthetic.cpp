@@ -48,10 +48,12 @@ TEST(RandomFill, CpuRandomWeightIsTheFormula) {
     const kernels::Weight w = ops->random_weight(b, 3, 5, 42, 0.1f, 0.0f);
     ASSERT_EQ(w.rows, 3);
     ASSERT_EQ(w.cols, 5);
-    const auto* v = static_cast<const float*>(w.data);
+    ASSERT_EQ(w.dtype, prec) << "weights are stored at the precision";
     for (int i = 0; i < 15; ++i) {
       const float want = random_value(42, uint64_t(i), 0.1f, 0.0f);
-      EXPECT_EQ(v[i], prec == DType::kBF16 ? bf16_to_f32(f32_to_bf16(want)) : want) << i;
+      const float got = prec == DType::kBF16 ? bf16_to_f32(static_cast<const uint16_t*>(w.data)[i])
+                                             : static_cast<const float*>(w.data)[i];
+      EXPECT_EQ(got, prec == DType::kBF16 ? bf16_to_f32(f32_to_bf16(want)) : want) << i;
     }
   }
 }

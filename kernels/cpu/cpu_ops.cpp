@@ -1,7 +1,7 @@
-// Binds the CPU reference kernels to the Ops interface. Memory is plain host memory; storage is
-// fp32 at either precision. At kBF16 the values the GPU would round are rounded here too
-// (weights on upload, linear's input, the KV cache on store), so a CPU run reproduces the
-// CUDA backend's numerics up to the order of fp32 sums.
+// Binds the CPU reference kernels to the Ops interface. Memory is plain host memory. At kBF16
+// weights are stored as bf16, and the values the GPU would round are rounded here too (linear's
+// input, the KV cache on store, the MoE rows on the wire), so a CPU run reproduces the CUDA
+// backend's numerics up to the order of fp32 sums.
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -30,7 +30,9 @@ class CpuOps final : public Ops {
   }
   std::string name() const override { return "cpu"; }
   DType precision() const override { return precision_; }
-  DType weight_dtype() const override { return DType::kF32; }
+  // bf16 weights are stored as bf16 (half the memory and the bytes a decode step reads),
+  // widened exactly where they are used.
+  DType weight_dtype() const override { return precision_; }
   DType kv_dtype() const override { return DType::kF32; }
   MemoryInfo memory_info() const override { return {}; }
 
@@ -48,13 +50,15 @@ class CpuOps final : public Ops {
   }
   Weight upload_weight(Buffer& storage, const float* host, int64_t rows, int64_t cols) override {
     const size_t n = size_t(rows * cols);
-    storage = alloc(n * sizeof(float));
-    if (bf16()) {
-      round_bf16(host, n, scratch_);
-      host = scratch_.data();
+    if (!bf16()) {
+      storage = alloc(n * sizeof(float));
+      upload(storage.data(), host, n * sizeof(float));
+      return Weight{storage.data(), DType::kF32, rows, cols};
     }
-    upload(storage.data(), host, n * sizeof(float));
-    return Weight{storage.data(), DType::kF32, rows, cols};
+    storage = alloc(n * sizeof(uint16_t));  // rounded to nearest even, as the GPU stores them
+    auto* bits = storage.as<uint16_t>();
+    for (size_t i = 0; i < n; ++i) bits[i] = f32_to_bf16(host[i]);
+    return Weight{storage.data(), DType::kBF16, rows, cols};
   }
   Weight random_weight(Buffer& storage, int64_t rows, int64_t cols, uint64_t seed, float scale,
                        float offset) override {

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -17,28 +19,42 @@ constexpr int kRowBlock = 4;
 // 16 fp32 lanes: one AVX-512 register, two AVX2 ones, four SSE ones. GCC's vector extension
 // keeps the lanes' arithmetic lane-wise whatever the instruction set.
 typedef float Lanes __attribute__((vector_size(64)));
+typedef uint16_t Bf16Lanes __attribute__((vector_size(32)));
+typedef uint32_t BitLanes __attribute__((vector_size(64)));
 constexpr int kLanes = 16;
 inline Lanes load_lanes(const float* p) {
   Lanes v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+// bf16 widened exactly: its bits are the high half of the fp32 value.
+inline Lanes load_lanes(const uint16_t* p) {
+  Bf16Lanes h;
+  std::memcpy(&h, p, sizeof h);
+  const BitLanes bits = __builtin_convertvector(h, BitLanes) << 16;
+  Lanes v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+inline float widen(float v) { return v; }
+inline float widen(uint16_t v) { return bf16_to_f32(v); }
 
-// out[m, n] (+)= x[m, :] . W[n, :] for kRows rows of x. Each dot product is summed the same way
+// out[m, n] (+)= x[m, :] . W[n, :] for kRows rows of x, W of fp32 or bf16 (widened exactly, so a
+// bf16 weight gives the bits its fp32 widening would). Each dot product is summed the same way
 // whatever the number of rows and whatever the instruction set: lane j adds the products of
 // k = j, j + 16, ... in order, the lanes are then added in a fixed tree and the tail after
 // them; no FMA contraction (kernels/ is built with -ffp-contract=off). So a row's result depends
 // on nothing but its own values, at any batch size, thread count or rank count.
-template <int kRows>
+template <int kRows, class W>
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void stream_block(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ out,
+void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* __restrict__ out,
                   int N, int K, int ldo, bool accumulate) {
   const int k_main = K / kLanes * kLanes;
   // Two rows of W per pass: each x load serves both.
   constexpr int kW = 2;
   for (int n0 = 0; n0 < N; n0 += kW) {
     const int nw = std::min(kW, N - n0);
-    const float* wn[kW] = {w + int64_t(n0) * K, w + int64_t(n0 + nw - 1) * K};
+    const W* wn[kW] = {w + int64_t(n0) * K, w + int64_t(n0 + nw - 1) * K};
     Lanes acc[kW][kRows] = {};
     for (int k = 0; k < k_main; k += kLanes) {
       const Lanes w0 = load_lanes(wn[0] + k), w1 = load_lanes(wn[1] + k);
@@ -55,20 +71,16 @@ void stream_block(const float* __restrict__ x, const float* __restrict__ w, floa
         for (int width = kLanes / 2; width > 0; width /= 2)
           for (int j = 0; j < width; ++j) a[j] += a[j + width];
         float s = a[0];
-        for (int k = k_main; k < K; ++k) s += x[int64_t(m) * K + k] * wn[i][k];
+        for (int k = k_main; k < K; ++k) s += x[int64_t(m) * K + k] * widen(wn[i][k]);
         float& o = out[int64_t(m) * ldo + n0 + i];
         o = accumulate ? o + s : s;
       }
   }
 }
 
-}  // namespace
-
-// Threads split W's rows (every thread streams its own share of the weight, the bandwidth-bound
-// part); a row's result does not depend on which thread made it.
-void linear_streamed(const LinearParams& p) {
+template <class W>
+void stream_rows(const LinearParams& p, const W* w) {
   const int N = int(p.w.rows), K = int(p.w.cols);
-  const auto* w = static_cast<const float*>(p.w.data);
   // Chunks of W rows large enough that a thread's share is worth waking it for.
   constexpr int64_t kMinChunkElems = 1 << 15;
   const int chunk_rows = int(std::max<int64_t>(8, kMinChunkElems / std::max(K, 1)));
@@ -78,7 +90,7 @@ void linear_streamed(const LinearParams& p) {
     const int n0 = c * chunk_rows, n = std::min(chunk_rows, N - n0);
     for (int m0 = 0; m0 < p.M; m0 += kRowBlock) {
       const float* x = p.x + int64_t(m0) * K;
-      const float* wc = w + int64_t(n0) * K;
+      const W* wc = w + int64_t(n0) * K;
       float* out = p.out + int64_t(m0) * N + n0;
       switch (std::min(kRowBlock, p.M - m0)) {
         case 1: stream_block<1>(x, wc, out, n, K, N, p.accumulate); break;
@@ -90,16 +102,52 @@ void linear_streamed(const LinearParams& p) {
   }
 }
 
+void check_weight(const Weight& w) {
+  MOE_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16,
+            std::string("cpu linear weight dtype ") + dtype_name(w.dtype) +
+                " (expected F32 or BF16)");
+}
+
+}  // namespace
+
+// Threads split W's rows (every thread streams its own share of the weight, the bandwidth-bound
+// part); a row's result does not depend on which thread made it.
+void linear_streamed(const LinearParams& p) {
+  check_weight(p.w);
+  if (p.w.dtype == DType::kBF16) return stream_rows(p, static_cast<const uint16_t*>(p.w.data));
+  stream_rows(p, static_cast<const float*>(p.w.data));
+}
+
 void set_threads(int n) {
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
 }
 
+// out[M, N] = x[M, K] @ W[N, K]^T: W is row-major [N, K], so it enters transposed. A bf16 W is
+// widened into fp32 a block of rows at a time (the BLAS has no bf16 GEMM here), each block one
+// sgemm writing its columns of out: the scratch stays a few MB whatever the weight's size.
 void linear_blas(const LinearParams& p) {
-  // out[M, N] = x[M, K] @ W[N, K]^T: W is row-major [N, K], so it enters transposed.
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, int(p.w.rows), int(p.w.cols), 1.0f,
-              p.x, int(p.w.cols), static_cast<const float*>(p.w.data), int(p.w.cols),
-              p.accumulate ? 1.0f : 0.0f, p.out, int(p.w.rows));
+  check_weight(p.w);
+  const int N = int(p.w.rows), K = int(p.w.cols);
+  const float beta = p.accumulate ? 1.0f : 0.0f;
+  if (p.w.dtype == DType::kF32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, N, K, 1.0f, p.x, K,
+                static_cast<const float*>(p.w.data), K, beta, p.out, N);
+    return;
+  }
+  constexpr int64_t kBlockElems = 1 << 20;  // 4 MB of widened weight
+  const int block_rows = int(std::max<int64_t>(64, kBlockElems / std::max(K, 1)));
+  thread_local std::vector<float> wide;
+  wide.resize(size_t(std::min(block_rows, N)) * K);
+  const auto* w = static_cast<const uint16_t*>(p.w.data);
+  for (int n0 = 0; n0 < N; n0 += block_rows) {
+    const int n = std::min(block_rows, N - n0);
+    const int64_t count = int64_t(n) * K;
+#pragma omp parallel for schedule(static) if (count > (1 << 16))
+    for (int64_t i = 0; i < count; ++i) wide[size_t(i)] = bf16_to_f32(w[int64_t(n0) * K + i]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, n, K, 1.0f, p.x, K, wide.data(), K,
+                beta, p.out + n0, N);
+  }
 }
 
 // Below kLinearStreamMaxRows rows a GEMM through the BLAS costs more in packing the weight
@@ -108,7 +156,6 @@ void linear_blas(const LinearParams& p) {
 // while it is in cache. Decode (one row per sequence), the router and the expert FFNs of decode
 // steps (a handful of rows per expert) take that path; prefill takes the GEMM.
 void linear(const LinearParams& p) {
-  MOE_CHECK(p.w.dtype == DType::kF32, "cpu linear weight must be fp32");
   if (p.M == 0 || p.w.rows == 0) return;
   if (p.M <= kLinearStreamMaxRows) return linear_streamed(p);
   linear_blas(p);

@@ -1,4 +1,6 @@
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -9,8 +11,17 @@ namespace moe::kernels::cpu {
 // taken in double (so its rounding hardly depends on hidden) and the mean square rounded to fp32;
 // the CUDA op sums in an fp32 tree instead, so the two agree to a few fp32 ulps, not bit for bit.
 void rmsnorm(const RmsNormParams& p) {
-  MOE_CHECK(p.weight.dtype == DType::kF32, "cpu rmsnorm weight must be fp32");
-  const auto* w = static_cast<const float*>(p.weight.data);
+  MOE_CHECK(p.weight.dtype == DType::kF32 || p.weight.dtype == DType::kBF16,
+            std::string("cpu rmsnorm weight dtype ") + dtype_name(p.weight.dtype) +
+                " (expected F32 or BF16)");
+  std::vector<float> wide;  // a bf16 weight widened once per call (hidden values)
+  const float* w = static_cast<const float*>(p.weight.data);
+  if (p.weight.dtype == DType::kBF16) {
+    wide.resize(size_t(p.hidden));
+    const auto* b = static_cast<const uint16_t*>(p.weight.data);
+    for (int i = 0; i < p.hidden; ++i) wide[size_t(i)] = bf16_to_f32(b[i]);
+    w = wide.data();
+  }
   for (int t = 0; t < p.T; ++t) {
     const float* x = p.x + int64_t(t) * p.hidden;
     float* y = p.out + int64_t(t) * p.hidden;
