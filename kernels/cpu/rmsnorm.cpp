@@ -22,6 +22,7 @@ void rmsnorm(const RmsNormParams& p) {
     for (int i = 0; i < p.hidden; ++i) wide[size_t(i)] = bf16_to_f32(b[i]);
     w = wide.data();
   }
+#pragma omp parallel for schedule(static) if (int64_t(p.T) * p.hidden > (1 << 16))
   for (int t = 0; t < p.T; ++t) {
     const float* x = p.x + int64_t(t) * p.hidden;
     float* y = p.out + int64_t(t) * p.hidden;

@@ -18,8 +18,10 @@ void rotate(float* v, int head_dim, const float* cosv, const float* sinv) {
 
 void rope(const RopeParams& p) {
   const int half = p.head_dim / 2;
-  float cosv[512], sinv[512];  // head_dim <= 1024 is checked where the model is built
+  // Tokens split over the threads, each rotating its own rows.
+#pragma omp parallel for schedule(static) if (p.T > 16)
   for (int t = 0; t < p.T; ++t) {
+    float cosv[512], sinv[512];  // head_dim <= 1024 is checked where the model is built
     // The angle is formed in fp32 as transformers does (inv_freq * position in float), so large
     // positions round the same way.
     for (int i = 0; i < half; ++i) {
