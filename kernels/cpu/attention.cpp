@@ -76,7 +76,7 @@ void attention(const AttentionParams& p) {
 #pragma omp parallel if (pairs > 1)
   {
     std::vector<float> score;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
     for (int64_t i = 0; i < pairs; ++i) {
       const int t = int(i / p.n_heads), h = int(i % p.n_heads);
       const int pos = p.pos[t];

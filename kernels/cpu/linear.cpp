@@ -85,7 +85,7 @@ void stream_rows(const LinearParams& p, const W* w) {
   constexpr int64_t kMinChunkElems = 1 << 15;
   const int chunk_rows = int(std::max<int64_t>(8, kMinChunkElems / std::max(K, 1)));
   const int n_chunks = (N + chunk_rows - 1) / chunk_rows;
-#pragma omp parallel for schedule(static) if (n_chunks > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n_chunks > 1)
   for (int c = 0; c < n_chunks; ++c) {
     const int n0 = c * chunk_rows, n = std::min(chunk_rows, N - n0);
     for (int m0 = 0; m0 < p.M; m0 += kRowBlock) {
@@ -111,7 +111,9 @@ void check_weight(const Weight& w) {
 }  // namespace
 
 // Threads split W's rows (every thread streams its own share of the weight, the bandwidth-bound
-// part); a row's result does not depend on which thread made it.
+// part); a row's result does not depend on which thread made it. Chunks are handed out
+// dynamically: a thread that loses its core to another process (ranks sharing cores, a busy
+// machine) then holds up only its current chunk, not a fixed half of the work.
 void linear_streamed(const LinearParams& p) {
   check_weight(p.w);
   if (p.w.dtype == DType::kBF16) return stream_rows(p, static_cast<const uint16_t*>(p.w.data));
