@@ -33,6 +33,40 @@ T checked_int(const json& v, const std::string& where, const std::string& what) 
   return T(v.get<int64_t>());
 }
 
+// A JSON number as float; refused naming the field when it is not one.
+float checked_number(const json& v, const std::string& where, const std::string& what) {
+  if (!v.is_number()) throw InputError(where + what + " holds " + v.dump() + ", expected a number");
+  return v.get<float>();
+}
+
+// The sampling fields of a request line (names as vLLM's and OpenAI's); absent ones keep their
+// defaults (greedy). Ranges are checked by the engine (SamplingParams::validate).
+void parse_sampling(const json& j, const std::string& where, runtime::Request& r) {
+  runtime::SamplingParams& s = r.sampling;
+  for (const auto& [key, field] : {std::pair{"temperature", &s.temperature},
+                                   std::pair{"top_p", &s.top_p},
+                                   std::pair{"min_p", &s.min_p},
+                                   std::pair{"repetition_penalty", &s.repetition_penalty},
+                                   std::pair{"frequency_penalty", &s.frequency_penalty},
+                                   std::pair{"presence_penalty", &s.presence_penalty}})
+    if (j.contains(key)) *field = checked_number(j[key], where, std::string("\"") + key + "\"");
+  for (const auto& [key, field] : {std::pair{"top_k", &s.top_k}, std::pair{"logprobs", &s.logprobs},
+                                   std::pair{"min_tokens", &s.min_tokens}})
+    if (j.contains(key)) *field = checked_int<int>(j[key], where, std::string("\"") + key + "\"");
+  if (j.contains("seed")) s.seed = uint64_t(checked_int<int64_t>(j["seed"], where, "\"seed\""));
+  if (j.contains("stop_token_ids")) {
+    if (!j["stop_token_ids"].is_array())
+      throw InputError(where + "\"stop_token_ids\" must be a list of token ids");
+    for (const auto& v : j["stop_token_ids"])
+      s.stop_token_ids.push_back(checked_int<int32_t>(v, where, "\"stop_token_ids\""));
+  }
+  if (j.contains("ignore_eos")) {
+    if (!j["ignore_eos"].is_boolean())
+      throw InputError(where + "\"ignore_eos\" must be true or false");
+    r.ignore_eos = j["ignore_eos"].get<bool>();
+  }
+}
+
 }  // namespace
 
 std::string read_text_file(const std::string& path) {
@@ -83,6 +117,7 @@ std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
         throw InputError(where + "\"max_new_tokens\" must be an integer");
       r.max_new_tokens = checked_int<int>(j["max_new_tokens"], where, "\"max_new_tokens\"");
     }
+    parse_sampling(j, where, r);
     out.push_back(std::move(r));
   }
   return out;
@@ -123,6 +158,15 @@ std::string result_to_json_line(const runtime::Result& r) {
   j["output_ids"] = r.output;
   j["finish_reason"] = runtime::finish_reason_name(r.finish);
   if (r.text) j["output_text"] = *r.text;
+  if (!r.logprobs.empty()) {
+    json lps = json::array();
+    for (const auto& lp : r.logprobs) {
+      json top = json::array();
+      for (const auto& [t, l] : lp.top) top.push_back({{"token", t}, {"logprob", l}});
+      lps.push_back({{"token", lp.token}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+    }
+    j["logprobs"] = lps;
+  }
   return j.dump();
 }
 
@@ -133,9 +177,18 @@ runtime::Result result_from_json_line(const std::string& line) {
   r.output = j["output_ids"].get<std::vector<int32_t>>();
   const std::string f = j["finish_reason"].get<std::string>();
   if (j.contains("output_text")) r.text = j["output_text"].get<std::string>();
-  r.finish = f == "eos" ? runtime::FinishReason::kEos
-             : f == "context" ? runtime::FinishReason::kContext
-                              : runtime::FinishReason::kLength;
+  const auto finish = runtime::parse_finish_reason(f);
+  if (!finish) throw InputError("a result line's finish_reason is '" + f + "', not a known one");
+  r.finish = *finish;
+  if (j.contains("logprobs"))
+    for (const auto& lp : j["logprobs"]) {
+      runtime::TokenLogprob t;
+      t.token = lp["token"].get<int32_t>();
+      t.logprob = lp["logprob"].get<float>();
+      for (const auto& e : lp["top_logprobs"])
+        t.top.emplace_back(e["token"].get<int32_t>(), e["logprob"].get<float>());
+      r.logprobs.push_back(std::move(t));
+    }
   return r;
 }
 

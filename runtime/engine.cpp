@@ -14,8 +14,16 @@ const char* finish_reason_name(FinishReason r) {
     case FinishReason::kEos: return "eos";
     case FinishReason::kContext: return "context";
     case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kStop: return "stop";
   }
   return "?";
+}
+
+std::optional<FinishReason> parse_finish_reason(const std::string& name) {
+  for (FinishReason r : {FinishReason::kLength, FinishReason::kEos, FinishReason::kContext,
+                         FinishReason::kCancelled, FinishReason::kStop})
+    if (name == finish_reason_name(r)) return r;
+  return std::nullopt;
 }
 
 Engine::Engine(Model& model, KvCache& cache, comm::Communicator& comm, EngineOptions opts)
@@ -33,6 +41,11 @@ void Engine::validate(const Request& r) const {
       throw InputError(who + "prompt token " + std::to_string(i) + " is " +
                        std::to_string(r.prompt[i]) + ", outside the vocabulary [0, " +
                        std::to_string(V) + ")");
+  try {
+    r.sampling.validate(V);
+  } catch (const InputError& e) {
+    throw InputError(who + e.what());
+  }
   if (r.max_new_tokens < 1)
     throw InputError(who + "max_new_tokens is " + std::to_string(r.max_new_tokens) +
                      " (expected >= 1)");
@@ -59,6 +72,8 @@ void Engine::schedule() {
     waiting_.pop_front();
     s.slot = cache_.acquire();
     s.tokens = s.req.prompt;
+    s.seed = s.req.sampling.seed ? *s.req.sampling.seed
+                                 : (uint64_t(entropy_()) << 32) ^ uint64_t(entropy_());
     running_.push_back(std::move(s));
   }
   auto push = [&](Sequence& s, int n, int idx) {
@@ -99,7 +114,7 @@ void Engine::schedule() {
 void Engine::finish(size_t i, FinishReason why) {
   Sequence& s = running_[i];
   cache_.release(s.slot);
-  Result r{s.req.id, std::move(s.generated), why};
+  Result r{s.req.id, std::move(s.generated), why, std::nullopt, std::move(s.logprobs)};
   if (on_finish_) on_finish_(std::move(r));
   running_[i].slot = -1;
 }
@@ -122,20 +137,28 @@ bool Engine::step() {
   for (size_t j = 0; j < logit_seq_.size(); ++j) {
     Sequence& s = running_[logit_seq_[j]];
     const float* row = logits_.data() + j * size_t(V);
-    // Greedy: the first maximum, as torch.argmax.
-    const int32_t next = int32_t(std::max_element(row, row + V) - row);
+    const SamplingParams& sp = s.req.sampling;
+    TokenLogprob lp;
+    const int eos = opts_.ignore_eos || s.req.ignore_eos ? -1 : opts_.eos_token_id;
+    const int32_t next = sampler_.next(row, V, sp, s.seed, s.req.prompt, s.generated, eos,
+                                       sp.logprobs >= 0 ? &lp : nullptr);
     s.generated.push_back(next);
     s.tokens.push_back(next);
+    if (sp.logprobs >= 0) s.logprobs.push_back(std::move(lp));
   }
   for (size_t j = 0; j < logit_seq_.size(); ++j) {
     const size_t i = logit_seq_[j];
     Sequence& s = running_[i];
     const int32_t tok = s.generated.back();
     const bool eos = !opts_.ignore_eos && !s.req.ignore_eos && tok == opts_.eos_token_id;
+    const auto& stops = s.req.sampling.stop_token_ids;
+    const bool stop = std::find(stops.begin(), stops.end(), tok) != stops.end();
     FinishReason why = FinishReason::kLength;
     bool done = true;
     if (eos)
       why = FinishReason::kEos;
+    else if (stop)
+      why = FinishReason::kStop;
     else if (int(s.generated.size()) >= s.req.max_new_tokens)
       why = FinishReason::kLength;
     else if (int(s.tokens.size()) >= max_context_)
@@ -169,7 +192,7 @@ bool Engine::step() {
 void Engine::cancel(int64_t id) {
   for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
     if (it->id == id) {
-      Result r{id, {}, FinishReason::kCancelled};
+      Result r{id, {}, FinishReason::kCancelled, std::nullopt, {}};
       waiting_.erase(it);
       if (on_finish_) on_finish_(std::move(r));
       return;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <random>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -79,6 +80,8 @@ class Engine {
     int cached = 0;               // positions whose K, V are in the cache
     std::vector<int32_t> tokens;  // prompt, then generated
     std::vector<int32_t> generated;
+    std::vector<TokenLogprob> logprobs;  // per generated token, where asked
+    uint64_t seed = 0;                   // the request's, or one drawn for it
   };
   void schedule();  // fills batch_ from running_ and waiting_
   void finish(size_t i, FinishReason why);
@@ -97,6 +100,8 @@ class Engine {
   std::vector<Result> done_;
   std::function<void(Result&&)> on_finish_;
   TokenCallback on_token_;
+  Sampler sampler_;
+  std::random_device entropy_;  // seeds for requests that give none
   StepTiming timing_, total_timing_;
   PhaseTotals phases_;
   int step_prompt_tokens_ = 0;  // prompt tokens in the step being run

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/sampling.h"
+
 namespace moe::runtime {
 
 struct Request {
@@ -14,16 +16,22 @@ struct Request {
   int max_new_tokens = 16;
   bool ignore_eos = false;  // on top of the engine's own setting
   std::string text;         // a text prompt, before tokenization (prompt is then filled from it)
+  SamplingParams sampling;  // greedy unless asked otherwise
 };
 
-enum class FinishReason { kLength, kEos, kContext, kCancelled };
-const char* finish_reason_name(FinishReason r);  // "length", "eos", "context", "cancelled"
+// kStop: one of the request's stop_token_ids was generated (it ends the output, as eos does).
+enum class FinishReason { kLength, kEos, kContext, kCancelled, kStop };
+// "length", "eos", "context", "cancelled", "stop"
+const char* finish_reason_name(FinishReason r);
+// The inverse; nullopt for a name that is none of them.
+std::optional<FinishReason> parse_finish_reason(const std::string& name);
 
 struct Result {
   int64_t id = 0;
-  std::vector<int32_t> output;  // generated ids, eos included when hit
+  std::vector<int32_t> output;  // generated ids, eos (or the stop token) included when hit
   FinishReason finish = FinishReason::kLength;
   std::optional<std::string> text;  // the decoded output, for text prompts
+  std::vector<TokenLogprob> logprobs;  // one per output token, where the request asked
 };
 
 }  // namespace moe::runtime

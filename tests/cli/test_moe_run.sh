@@ -100,5 +100,61 @@ expect 2 "synthetic folder without config.json" "config.json: not found" -- "$BI
 # The CPU backend reproducing the GPU's bf16 roundings runs end to end.
 expect 0 "dtype bf16 on cpu" "cpu \\(bf16\\)" -- "$BIN/moe-run" --checkpoint "$CKPT" --dtype bf16 --prompt-ids 5,6,7,8 --no-stats-table --log-level info
 
+# Sampling: seeded requests give the same tokens at 1, 2 and 4 ranks (each rank samples its own
+# sequences; the draw depends on the seed and the token's index only), temperature 0 is greedy,
+# and the stop conditions end the output where they say.
+cat > "$TMP/sampled.jsonl" <<'JSONL'
+{"id": 0, "prompt_ids": [5, 6, 7, 8], "max_new_tokens": 24, "temperature": 1.0, "top_p": 0.9, "seed": 11, "ignore_eos": true}
+{"id": 1, "prompt_ids": [9, 10, 11], "max_new_tokens": 24, "temperature": 0.8, "top_k": 20, "seed": 12, "ignore_eos": true}
+{"id": 2, "prompt_ids": [12, 13], "max_new_tokens": 24, "temperature": 1.2, "min_p": 0.05, "repetition_penalty": 1.1, "seed": 13, "ignore_eos": true, "logprobs": 2}
+{"id": 3, "prompt_ids": [14, 15, 16, 17, 18], "max_new_tokens": 24, "temperature": 0, "ignore_eos": true}
+JSONL
+expect 0 "sampled, 1 rank" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/sampled.jsonl" --output "$TMP/sampled1.jsonl" --no-stats-table
+for np in 2 4; do
+  expect 0 "sampled, $np ranks" "" -- "${MPIRUN[@]}" -np $np "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/sampled.jsonl" --output "$TMP/sampled$np.jsonl" --no-stats-table
+  # Tokens and finish reasons equal; logprobs to 1e-4 (N-rank logits differ in their last bits).
+  python3 - "$TMP/sampled1.jsonl" "$TMP/sampled$np.jsonl" <<'PY' && ok "seeded sampling np$np == np1" || bad "seeded sampling np$np differs from np1"
+import json, sys
+a, b = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
+assert len(a) == len(b) == 4
+for x, y in zip(a, b):
+    assert (x["id"], x["output_ids"], x["finish_reason"]) == (y["id"], y["output_ids"], y["finish_reason"]), (x, y)
+    for p, q in zip(x.get("logprobs", []), y.get("logprobs", [])):
+        assert p["token"] == q["token"] and abs(p["logprob"] - q["logprob"]) < 1e-4, (p, q)
+PY
+done
+python3 - "$TMP/sampled1.jsonl" <<'PY' && ok "logprobs where asked, 2 alternatives each" || bad "logprobs missing or malformed"
+import json, sys
+r = {j["id"]: j for j in map(json.loads, open(sys.argv[1]))}
+lp = r[2]["logprobs"]
+assert len(lp) == len(r[2]["output_ids"]) and all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in lp)
+assert all("logprobs" not in r[i] for i in (0, 1, 3))
+PY
+expect 0 "greedy, 1 rank" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 14,15,16,17,18 --max-new-tokens 24 --ignore-eos --no-stats-table
+greedy=$(tr -d '\n' < "$TMP/out")
+t0=$(python3 -c "import json,sys; print(','.join(map(str, [j for j in map(json.loads, open(sys.argv[1])) if j['id'] == 3][0]['output_ids'])))" "$TMP/sampled1.jsonl")
+[ "$greedy" = "$t0" ] && ok "temperature 0 is greedy" || bad "temperature 0 ($t0) differs from greedy ($greedy)"
+# The greedy run's 5th token as a stop token: the output ends there, with finish_reason stop;
+# with min_tokens past it, the token is barred until then.
+stop=$(echo "$greedy" | cut -d, -f5)
+first=$(echo "$greedy" | tr ',' '\n' | grep -n -x "$stop" | head -1 | cut -d: -f1)
+printf '{"id": 0, "prompt_ids": [14, 15, 16, 17, 18], "max_new_tokens": 24, "ignore_eos": true, "stop_token_ids": [%s]}\n' "$stop" > "$TMP/stop.jsonl"
+expect 0 "stop token" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/stop.jsonl" --no-stats-table
+python3 - "$TMP/out" "$greedy" "$first" <<'PY' && ok "stop token ends the output, finish_reason stop" || bad "stop token: $(cat "$TMP/out")"
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+want = [int(t) for t in sys.argv[2].split(",")][: int(sys.argv[3])]
+assert r["output_ids"] == want and r["finish_reason"] == "stop", r
+PY
+printf '{"id": 0, "prompt_ids": [14, 15, 16, 17, 18], "max_new_tokens": 24, "ignore_eos": true, "stop_token_ids": [%s], "min_tokens": 24}\n' "$stop" > "$TMP/mintok.jsonl"
+expect 0 "min_tokens" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/mintok.jsonl" --no-stats-table
+python3 - "$TMP/out" "$stop" <<'PY' && ok "min_tokens bars the stop token" || bad "min_tokens: $(cat "$TMP/out")"
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+assert len(r["output_ids"]) == 24 and int(sys.argv[2]) not in r["output_ids"] and r["finish_reason"] == "length", r
+PY
+printf '{"id": 0, "prompt_ids": [1, 2], "temperature": -1}\n' > "$TMP/badtemp.jsonl"
+expect 2 "negative temperature refused" "temperature is -1" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/badtemp.jsonl"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
