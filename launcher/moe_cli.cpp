@@ -19,6 +19,7 @@
 #include "launcher/cli_parse.h"
 #include "common/error.h"
 #include "launcher/batch_io.h"
+#include "launcher/sampling_proto.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
 
@@ -96,6 +97,10 @@ struct GenerateOptions {
   std::string prompt;  // text, where the model has a tokenizer
   int max_new_tokens = 16;
   bool ignore_eos = false;
+  float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f;
+  int top_k = 0;
+  int64_t seed = -1;  // -1: none
+  std::string stop_token_ids;
 };
 
 int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
@@ -108,6 +113,14 @@ int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
     req.set_prompt_text(o.prompt);
   req.set_max_new_tokens(o.max_new_tokens);
   req.set_ignore_eos(o.ignore_eos);
+  runtime::SamplingParams sp;
+  sp.temperature = o.temperature;
+  sp.top_p = o.top_p;
+  sp.top_k = o.top_k;
+  sp.min_p = o.min_p;
+  if (o.seed >= 0) sp.seed = uint64_t(o.seed);
+  if (!o.stop_token_ids.empty()) sp.stop_token_ids = launcher::parse_id_list(o.stop_token_ids);
+  *req.mutable_sampling() = launcher::sampling_to_proto(sp);
   grpc::ClientContext ctx;
   auto reader = stub.Generate(&ctx, req);
   moe::v1::GenerateResponse r;
@@ -141,12 +154,9 @@ struct BatchOptions {
 };
 
 runtime::FinishReason finish_from_name(const std::string& s, int64_t id) {
-  if (s == "length") return runtime::FinishReason::kLength;
-  if (s == "eos") return runtime::FinishReason::kEos;
-  if (s == "context") return runtime::FinishReason::kContext;
-  if (s == "cancelled") return runtime::FinishReason::kCancelled;
+  if (const auto r = runtime::parse_finish_reason(s)) return *r;
   MOE_THROW("item " + std::to_string(id) + ": the server sent finish_reason '" + s +
-            "', expected length, eos, context or cancelled");
+            "', expected length, eos, stop, context or cancelled");
 }
 
 // The bar fills with the prompts completed; failed ones show as 'x' after them, so a failed
@@ -189,6 +199,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
     for (int32_t t : r.prompt) item->add_prompt_ids(t);
     if (r.prompt.empty()) item->set_prompt_text(r.text);
     item->set_max_new_tokens(r.max_new_tokens);
+    *item->mutable_sampling() = launcher::sampling_to_proto(r.sampling);
   }
   const auto t0 = Clock::now();
   moe::v1::SubmitBatchResponse submitted;
@@ -241,6 +252,13 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
     r.id = br.id();
     r.output.assign(br.output_ids().begin(), br.output_ids().end());
     r.finish = finish_from_name(br.finish_reason(), br.id());
+    for (const auto& lp : br.logprobs()) {
+      runtime::TokenLogprob t;
+      t.token = lp.token_id();
+      t.logprob = lp.logprob();
+      for (const auto& e : lp.top_logprobs()) t.top.emplace_back(e.token_id(), e.logprob());
+      r.logprobs.push_back(std::move(t));
+    }
     if (!br.output_text().empty() || text_ids.count(br.id())) r.text = br.output_text();
     generated += int64_t(r.output.size());
     by_id[r.id] = std::move(r);
@@ -392,6 +410,12 @@ int run(int argc, char** argv) {
   g->add_option("--prompt", gen.prompt, "the prompt as text (the model needs a tokenizer.model); streams text");
   g->add_option("--max-new-tokens", gen.max_new_tokens, "new tokens to generate");
   g->add_flag("--ignore-eos", gen.ignore_eos, "keep generating past the end-of-sequence token");
+  g->add_option("--temperature", gen.temperature, "sampling temperature (0: greedy)");
+  g->add_option("--top-p", gen.top_p, "nucleus sampling: keep the most likely tokens holding this share");
+  g->add_option("--top-k", gen.top_k, "keep the k most likely tokens (0: all)");
+  g->add_option("--min-p", gen.min_p, "keep tokens at least this share of the most likely one's probability");
+  g->add_option("--seed", gen.seed, "sampling seed (-1: none, the server draws one)");
+  g->add_option("--stop-token-ids", gen.stop_token_ids, "comma-separated token ids that end the output (finish_reason stop); default: none");
 
   auto* b = app.add_subcommand("batch", "submit a JSONL file as one batch; progress on stderr, results in input order");
   b->option_defaults()->always_capture_default();

@@ -13,6 +13,7 @@
 
 #include "comm/mpi_context.h"
 #include "common/error.h"
+#include "launcher/sampling_proto.h"
 #include "common/log.h"
 #include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
@@ -67,6 +68,7 @@ class GrpcController final : public runtime::Controller {
           a.request.prompt.assign(m.work().prompt_ids().begin(), m.work().prompt_ids().end());
           a.request.max_new_tokens = m.work().max_new_tokens();
           a.request.ignore_eos = m.work().ignore_eos();
+          a.request.sampling = launcher::sampling_from_proto(m.work().sampling());
           a.rank = m.work().rank();
           c.work.push_back(std::move(a));
           break;
@@ -103,6 +105,10 @@ class GrpcController final : public runtime::Controller {
       e->set_seq_id(t.id);
       e->set_token_id(t.token);
       e->set_finish_reason(t.finish);
+      if (t.logprob) {
+        e->set_logprob(t.logprob->logprob);
+        launcher::top_logprobs_to_proto(t.logprob->top, e->mutable_top_logprobs());
+      }
     }
     if (!stream_->Write(m)) spdlog::warn("the coordinator link is closed; dropping a step report");
   }

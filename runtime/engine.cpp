@@ -165,7 +165,9 @@ bool Engine::step() {
       why = FinishReason::kContext;
     else
       done = false;
-    if (on_token_) on_token_(s.req.id, tok, done ? &why : nullptr);
+    if (on_token_)
+      on_token_(s.req.id, tok, done ? &why : nullptr,
+                s.req.sampling.logprobs >= 0 ? &s.logprobs.back() : nullptr);
     if (done) finish(i, why);
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(),

@@ -32,8 +32,10 @@ struct PhaseTotals {
   double prefill_s = 0, decode_s = 0;
 };
 
-// Called for every generated token; `finish` is set on a sequence's last one.
-using TokenCallback = std::function<void(int64_t id, int32_t token, const FinishReason* finish)>;
+// Called for every generated token; `finish` is set on a sequence's last one, `logprob` where the
+// sequence asked for logprobs.
+using TokenCallback = std::function<void(int64_t id, int32_t token, const FinishReason* finish,
+                                         const TokenLogprob* logprob)>;
 
 struct EngineOptions {
   int max_tokens_per_step = 512;  // token budget of one step (prefill chunks + decodes)

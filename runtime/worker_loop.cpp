@@ -30,6 +30,32 @@ std::string broadcast_text(comm::Communicator& comm, std::string s) {
   return s;
 }
 
+json sampling_to_json(const SamplingParams& s) {
+  json j = {{"temperature", s.temperature}, {"top_p", s.top_p}, {"top_k", s.top_k},
+            {"min_p", s.min_p}, {"repetition_penalty", s.repetition_penalty},
+            {"frequency_penalty", s.frequency_penalty}, {"presence_penalty", s.presence_penalty},
+            {"logprobs", s.logprobs}, {"stop_token_ids", s.stop_token_ids},
+            {"min_tokens", s.min_tokens}};
+  if (s.seed) j["seed"] = *s.seed;
+  return j;
+}
+
+SamplingParams sampling_from_json(const json& j) {
+  SamplingParams s;
+  s.temperature = j["temperature"].get<float>();
+  s.top_p = j["top_p"].get<float>();
+  s.top_k = j["top_k"].get<int>();
+  s.min_p = j["min_p"].get<float>();
+  s.repetition_penalty = j["repetition_penalty"].get<float>();
+  s.frequency_penalty = j["frequency_penalty"].get<float>();
+  s.presence_penalty = j["presence_penalty"].get<float>();
+  s.logprobs = j["logprobs"].get<int>();
+  s.stop_token_ids = j["stop_token_ids"].get<std::vector<int32_t>>();
+  s.min_tokens = j["min_tokens"].get<int>();
+  if (j.contains("seed")) s.seed = j["seed"].get<uint64_t>();
+  return s;
+}
+
 std::string control_to_text(const Control& c) {
   json j;
   j["shutdown"] = c.shutdown;
@@ -38,7 +64,8 @@ std::string control_to_text(const Control& c) {
   json w = json::array();
   for (const auto& a : c.work)
     w.push_back({{"id", a.request.id}, {"rank", a.rank}, {"prompt", a.request.prompt},
-                 {"max_new", a.request.max_new_tokens}, {"ignore_eos", a.request.ignore_eos}});
+                 {"max_new", a.request.max_new_tokens}, {"ignore_eos", a.request.ignore_eos},
+                 {"sampling", sampling_to_json(a.request.sampling)}});
   j["work"] = w;
   return j.dump();
 }
@@ -55,6 +82,7 @@ Control control_from_text(const std::string& s) {
     a.request.prompt = w["prompt"].get<std::vector<int32_t>>();
     a.request.max_new_tokens = w["max_new"].get<int>();
     a.request.ignore_eos = w["ignore_eos"].get<bool>();
+    a.request.sampling = sampling_from_json(w["sampling"]);
     a.rank = w["rank"].get<int>();
     c.work.push_back(std::move(a));
   }
@@ -111,7 +139,11 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, do
 
   // Tokens: every rank's events, in rank order, to everyone (rank 0 uses them).
   json j = json::array();
-  for (const auto& e : mine) j.push_back({e.id, e.token, e.finish});
+  for (const auto& e : mine) {
+    json ev = {e.id, e.token, e.finish};
+    if (e.logprob) ev.push_back({e.logprob->logprob, e.logprob->top});
+    j.push_back(std::move(ev));
+  }
   mine.clear();
   const std::string text = j.dump();
   std::vector<int64_t> lens(N);
@@ -121,17 +153,28 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, do
     std::string s = r == comm_.rank() ? text : std::string(size_t(lens[r]), '\0');
     comm_.broadcast(s.data(), size_t(lens[r]), r);
     if (comm_.rank() == 0)
-      for (const auto& e : json::parse(s))
-        rep.tokens.push_back({e[0].get<int64_t>(), e[1].get<int32_t>(), e[2].get<std::string>()});
+      for (const auto& e : json::parse(s)) {
+        TokenEvent ev{e[0].get<int64_t>(), e[1].get<int32_t>(), e[2].get<std::string>(), {}};
+        if (e.size() > 3) {
+          TokenLogprob lp;
+          lp.token = ev.token;
+          lp.logprob = e[3][0].get<float>();
+          lp.top = e[3][1].get<std::vector<std::pair<int32_t, float>>>();
+          ev.logprob = std::move(lp);
+        }
+        rep.tokens.push_back(std::move(ev));
+      }
   }
   return rep;
 }
 
 void WorkerLoop::run() {
   std::vector<TokenEvent> made;
-  rt_.engine().set_on_token([&](int64_t id, int32_t tok, const FinishReason* fin) {
-    made.push_back({id, tok, fin ? finish_reason_name(*fin) : ""});
-  });
+  rt_.engine().set_on_token(
+      [&](int64_t id, int32_t tok, const FinishReason* fin, const TokenLogprob* lp) {
+        made.push_back({id, tok, fin ? finish_reason_name(*fin) : "",
+                        lp ? std::optional<TokenLogprob>(*lp) : std::nullopt});
+      });
   bool idle = true;
   double control = 0;  // this rank's loop time towards the next step, waiting for work excluded
   for (;;) {
@@ -145,7 +188,7 @@ void WorkerLoop::run() {
       } catch (const InputError& e) {
         // The coordinator validates first; a request that still fails here ends at once.
         spdlog::warn("refused sequence {}: {}", a.request.id, e.what());
-        made.push_back({a.request.id, -1, std::string("error: ") + e.what()});
+        made.push_back({a.request.id, -1, std::string("error: ") + e.what(), std::nullopt});
       }
     }
     for (int64_t id : c.cancels) rt_.engine().cancel(id);

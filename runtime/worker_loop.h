@@ -5,6 +5,7 @@
 // ranks, all ranks take one lockstep engine step, and the tokens made on every rank are
 // gathered back to rank 0 with the step's timings and load-statistics delta.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,7 @@ struct TokenEvent {
   int64_t id = 0;
   int32_t token = 0;
   std::string finish;  // "" until the sequence's last token
+  std::optional<TokenLogprob> logprob;  // where the sequence asked for logprobs
 };
 
 // One step's report over all ranks: counts summed; the step's wall time is the slowest rank's,

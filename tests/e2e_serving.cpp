@@ -448,6 +448,97 @@ TEST_F(ServingTest, GenerateStreamsTransformersTokensInOrder) {
   EXPECT_EQ(finish, "length");
 }
 
+// Sampling through the API: a seeded Generate and a seeded batch item give the tokens moe-run
+// gives for the same request line (the draw depends only on the seed and the token's index, not
+// on the rank count, batch or schedule), logprobs come with each token where asked, a stop
+// token ends the output with finish_reason "stop", and an out-of-range field is refused naming
+// it.
+TEST_F(ServingTest, SamplingMatchesMoeRunAndIsValidated) {
+  start({2, {}, {}});
+  const json line = {{"id", 3},          {"prompt_ids", {5, 6, 7, 8}}, {"max_new_tokens", 20},
+                     {"temperature", 0.9}, {"top_k", 40},               {"seed", 1234},
+                     {"logprobs", 2}};
+  const auto want = moe_run_results(line.dump() + "\n");
+  ASSERT_EQ(want.size(), 1u);
+  const auto want_ids = want.at(3)["output_ids"].get<std::vector<int32_t>>();
+
+  moe::v1::GenerateRequest req;
+  for (int x : {5, 6, 7, 8}) req.add_prompt_ids(x);
+  req.set_max_new_tokens(20);
+  req.mutable_sampling()->set_temperature(0.9f);
+  req.mutable_sampling()->set_top_k(40);
+  req.mutable_sampling()->set_seed(1234);
+  req.mutable_sampling()->set_logprobs(2);
+  {
+    auto ctx = ctx_for<int>(30);
+    auto reader = stub_->Generate(ctx.get(), req);
+    moe::v1::GenerateResponse r;
+    std::vector<int32_t> got;
+    while (reader->Read(&r)) {
+      got.push_back(r.token_id());
+      EXPECT_TRUE(r.has_logprob()) << "token " << got.size();
+      EXPECT_LE(r.logprob(), 0.0f);
+      EXPECT_EQ(r.top_logprobs_size(), 2);
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(got, want_ids);
+  }
+  // The same item in a batch beside others.
+  auto batch = small_batch(3, 20, 6);
+  auto* it = batch.add_items();
+  it->set_id(3);
+  for (int x : {5, 6, 7, 8}) it->add_prompt_ids(x);
+  it->set_max_new_tokens(20);
+  *it->mutable_sampling() = req.sampling();
+  const auto done = run_batch(batch, 60, nullptr);
+  ASSERT_EQ(done.state(), moe::v1::BATCH_STATE_DONE) << done.error();
+  const auto& r3 = done.results(3);
+  EXPECT_EQ(std::vector<int32_t>(r3.output_ids().begin(), r3.output_ids().end()), want_ids);
+  EXPECT_EQ(r3.logprobs_size(), r3.output_ids_size());
+
+  // A stop token: the greedy output's third token ends it.
+  moe::v1::GenerateRequest greedy;
+  for (int x : {5, 6, 7, 8}) greedy.add_prompt_ids(x);
+  greedy.set_max_new_tokens(10);
+  greedy.set_ignore_eos(true);
+  std::vector<int32_t> plain;
+  {
+    auto ctx = ctx_for<int>(30);
+    auto reader = stub_->Generate(ctx.get(), greedy);
+    moe::v1::GenerateResponse r;
+    while (reader->Read(&r)) plain.push_back(r.token_id());
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  ASSERT_EQ(plain.size(), 10u);
+  greedy.mutable_sampling()->add_stop_token_ids(plain[2]);
+  {
+    auto ctx = ctx_for<int>(30);
+    auto reader = stub_->Generate(ctx.get(), greedy);
+    moe::v1::GenerateResponse r;
+    std::vector<int32_t> got;
+    std::string finish;
+    while (reader->Read(&r)) {
+      got.push_back(r.token_id());
+      finish = r.finish_reason();
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    const size_t first = size_t(std::find(plain.begin(), plain.end(), plain[2]) - plain.begin());
+    EXPECT_EQ(got, std::vector<int32_t>(plain.begin(), plain.begin() + long(first) + 1));
+    EXPECT_EQ(finish, "stop");
+  }
+
+  // Out of range: refused, naming the field.
+  moe::v1::GenerateRequest bad = req;
+  bad.mutable_sampling()->set_top_p(1.5f);
+  auto ctx = ctx_for<int>(10);
+  auto reader = stub_->Generate(ctx.get(), bad);
+  moe::v1::GenerateResponse r;
+  EXPECT_FALSE(reader->Read(&r));
+  const grpc::Status st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("top_p"), std::string::npos) << st.error_message();
+}
+
 // A text prompt is tokenized with the checkpoint's tokenizer.model (which the worker sends to
 // the coordinator) and the output decoded: the streamed text adds up to what moe-run decodes
 // for the same prompt, and the ids are the same.

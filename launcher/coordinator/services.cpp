@@ -20,6 +20,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
   *item.mutable_prompt_ids() = req->prompt_ids();
   item.set_prompt_text(req->prompt_text());
   item.set_max_new_tokens(req->max_new_tokens());
+  *item.mutable_sampling() = req->sampling();
   std::vector<int64_t> ids;
   if (auto st = s_.admit({item}, "", req->ignore_eos(), &ids); !st.ok()) return st;
   const int64_t id = ids[0];
@@ -43,6 +44,10 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
         r.set_token_text(tok->decode_stream({s.output.begin(), s.output.begin() + long(sent) + 1},
                                             &text_emitted, last));
       if (last) r.set_finish_reason(s.finish);
+      if (sent < s.logprobs.size()) {
+        r.set_logprob(s.logprobs[sent].logprob());
+        *r.mutable_top_logprobs() = s.logprobs[sent].top_logprobs();
+      }
       if (!out->Write(r)) {  // the client is gone
         s_.cancel(id);
         s_.forget(id);

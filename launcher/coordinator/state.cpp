@@ -4,7 +4,9 @@
 #include <cstdio>
 #include <set>
 
+#include "common/error.h"
 #include "common/log.h"
+#include "launcher/sampling_proto.h"
 #include "runtime/load_stats.h"
 
 namespace moe::coordinator {
@@ -92,6 +94,7 @@ void State::finished_locked(std::map<int64_t, Sequence>::iterator it) {
     }
     moe::v1::BatchResult& r = B.results[size_t(s.batch_index)];
     *r.mutable_output_ids() = {s.output.begin(), s.output.end()};
+    *r.mutable_logprobs() = {s.logprobs.begin(), s.logprobs.end()};
     r.set_finish_reason(s.finish);
     if (s.text && tokenizer_) r.set_output_text(tokenizer_->decode(s.output));
     if (--B.remaining == 0) {
@@ -117,6 +120,13 @@ void State::on_step(const moe::v1::StepReport& st) {
       continue;
     }
     s.output.push_back(t.token_id());
+    if (t.has_logprob()) {
+      moe::v1::TokenLogprobs lp;
+      lp.set_token_id(t.token_id());
+      lp.set_logprob(t.logprob());
+      *lp.mutable_top_logprobs() = t.top_logprobs();
+      s.logprobs.push_back(std::move(lp));
+    }
     ++generated_;
     if (!s.batch.empty())
       if (auto b = batches_.find(s.batch); b != batches_.end()) ++b->second.generated;
@@ -232,6 +242,11 @@ grpc::Status State::validate_locked(const moe::v1::BatchItem& it, const std::str
     return invalid(who + "prompt of " + std::to_string(it.prompt_ids_size()) + " tokens plus " +
                    std::to_string(it.max_new_tokens()) + " new tokens exceeds the context of " +
                    std::to_string(model_.max_context) + " tokens");
+  try {
+    launcher::sampling_from_proto(it.sampling()).validate(model_.vocab);
+  } catch (const moe::InputError& e) {
+    return invalid(who + "sampling: " + e.what());
+  }
   return grpc::Status::OK;
 }
 
@@ -298,6 +313,7 @@ grpc::Status State::admit_locked(const std::vector<moe::v1::BatchItem>& items,
     *w->mutable_prompt_ids() = it.prompt_ids();
     w->set_max_new_tokens(s.max_new);
     w->set_ignore_eos(ignore_eos);
+    *w->mutable_sampling() = it.sampling();
     ids->push_back(s.id);
     seqs_.emplace(s.id, std::move(s));
     ++in_flight_;

@@ -42,6 +42,7 @@ struct Sequence {
   std::vector<int32_t> prompt;
   int max_new = 0;
   std::vector<int32_t> output;
+  std::vector<moe::v1::TokenLogprobs> logprobs;  // per output token, where asked
   std::string finish;       // "" while running
   grpc::Status error;       // not OK when it failed
   std::string batch;        // "" for Generate
