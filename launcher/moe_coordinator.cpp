@@ -12,6 +12,7 @@
 
 #include "launcher/cli_parse.h"
 #include "common/log.h"
+#include "launcher/coordinator/openai_api.h"
 #include "launcher/coordinator/services.h"
 
 namespace {
@@ -20,7 +21,8 @@ using namespace moe;
 
 int run(int argc, char** argv) {
   std::string listen = "127.0.0.1:50051", log_level = "info";
-  int metrics_port = 9464;
+  int metrics_port = 9464, openai_port = 0;
+  coordinator::OpenAiOptions openai;
   double drain_timeout_s = 30;
   coordinator::Options opt;
   CLI::App app{"moe-coordinator: schedules generation requests and batch jobs over a worker job "
@@ -28,6 +30,8 @@ int run(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   app.add_option("--listen", listen, "gRPC address for clients and the worker job");
   app.add_option("--metrics-port", metrics_port, "HTTP port for Prometheus /metrics on the listen host (0: off)");
+  app.add_option("--openai-port", openai_port, "HTTP port of the OpenAI-compatible API (/v1/completions, /v1/models, /health) on the listen host (0: off)");
+  app.add_option("--served-model-name", openai.model, "the model id the OpenAI-compatible API lists and answers with");
   app.add_option("--max-queue", opt.max_queue, "sequences in flight before requests get RESOURCE_EXHAUSTED");
   app.add_option("--rank-timeout-s", opt.rank_timeout_s, "seconds without a step report, with work in flight, before the worker job is declared dead");
   app.add_option("--drain-timeout-s", drain_timeout_s, "on SIGTERM/SIGINT, seconds to let in-flight work finish");
@@ -94,6 +98,27 @@ int run(int argc, char** argv) {
     spdlog::info("metrics on http://{}:{}/metrics", host, metrics_port);
   }
 
+  // The OpenAI-compatible API: a server of its own, so its clients and Prometheus' scrapes do
+  // not share threads.
+  httplib::Server openai_http;
+  std::thread openai_thread;
+  if (openai_port > 0) {
+    coordinator::add_openai_routes(openai_http, state, openai);
+    const std::string host = listen.substr(0, listen.rfind(':'));
+    if (!openai_http.bind_to_port(host, openai_port)) {
+      spdlog::error("cannot serve the OpenAI-compatible API on {}:{} (in use?)", host, openai_port);
+      server->Shutdown();
+      if (metrics.joinable()) {
+        http.stop();
+        metrics.join();
+      }
+      return 1;
+    }
+    openai_thread = std::thread([&] { openai_http.listen_after_bind(); });
+    spdlog::info("OpenAI-compatible API on http://{}:{}/v1 (model '{}')", host, openai_port,
+                 openai.model);
+  }
+
   // Watchdog and signals, in this thread.
   timespec tick{0, 100 * 1000 * 1000};
   int sig = 0;
@@ -125,6 +150,10 @@ int run(int argc, char** argv) {
   if (metrics.joinable()) {
     http.stop();
     metrics.join();
+  }
+  if (openai_thread.joinable()) {
+    openai_http.stop();
+    openai_thread.join();
   }
   spdlog::info("stopped");
   return 0;

@@ -52,6 +52,8 @@ struct Options {
   std::string config;
   std::string listen = "127.0.0.1:50051";
   int metrics_port = 9464;
+  int openai_port = 0;
+  std::string served_model_name = "moe";
   std::string mpirun = "mpirun";
   std::string mpirun_args;
   double startup_timeout_s = 120;
@@ -236,6 +238,8 @@ int run(int argc, char** argv) {
   app.add_option("--config", o.config, "YAML run config for moe-worker (fields as in configs/*.yaml)")->required();
   app.add_option("--listen", o.listen, "gRPC address of the coordinator (clients and workers)");
   app.add_option("--metrics-port", o.metrics_port, "HTTP port for Prometheus /metrics on the listen host (0: off)");
+  app.add_option("--openai-port", o.openai_port, "HTTP port of the OpenAI-compatible API on the listen host (0: off)");
+  app.add_option("--served-model-name", o.served_model_name, "the model id the OpenAI-compatible API answers with");
   app.add_option("--mpirun", o.mpirun, "the mpirun to use (a path, or a name looked up in PATH)");
   app.add_option("--mpirun-args", o.mpirun_args, "extra arguments for mpirun, split on spaces, no quoting (default: none)");
   app.add_option("--startup-timeout-s", o.startup_timeout_s, "seconds to wait for the job to serve before giving up");
@@ -316,7 +320,9 @@ int run(int argc, char** argv) {
                        std::to_string(o.max_queue), "--rank-timeout-s", num(o.rank_timeout_s),
                        "--drain-timeout-s", num(o.drain_timeout_s), "--stats-window-s",
                        num(o.stats_window_s), "--batch-retention-s", num(o.batch_retention_s),
-                       "--max-finished-batches", std::to_string(o.max_finished_batches)},
+                       "--max-finished-batches", std::to_string(o.max_finished_batches),
+                       "--openai-port", std::to_string(o.openai_port), "--served-model-name",
+                       o.served_model_name},
                       false);
   std::vector<std::string> margs{o.mpirun, "--oversubscribe"};
   // Open MPI refuses root without it; containers often run as root.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <sstream>
 #include <string>
 
 #include "common/error.h"
@@ -13,7 +14,9 @@ namespace moe::runtime {
 
 namespace {
 void refuse(const std::string& field, double value, const std::string& expected) {
-  throw InputError(field + " is " + std::to_string(value) + ", expected " + expected);
+  std::ostringstream v;
+  v << value;  // -1, 0.5, nan: as a user wrote it, not -1.000000
+  throw InputError(field + " is " + v.str() + ", expected " + expected);
 }
 }  // namespace
 

@@ -1,0 +1,403 @@
+#include "launcher/coordinator/openai_api.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "common/log.h"
+
+namespace moe::coordinator {
+
+namespace {
+
+using nlohmann::json;
+
+int http_status(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::INVALID_ARGUMENT: return 400;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return 429;
+    case grpc::StatusCode::UNAVAILABLE: return 503;
+    case grpc::StatusCode::NOT_FOUND: return 404;
+    default: return 500;
+  }
+}
+
+const char* error_type(int status) {
+  switch (status) {
+    case 400: return "invalid_request_error";
+    case 404: return "not_found_error";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    default: return "server_error";
+  }
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message,
+                const std::string& param = "") {
+  json e = {{"message", message}, {"type", error_type(status)}, {"code", status}};
+  e["param"] = param.empty() ? json(nullptr) : json(param);
+  res.status = status;
+  res.set_content(json{{"error", e}}.dump(), "application/json");
+}
+
+// A request field that is wrong: 400 naming it.
+struct BadField {
+  std::string param, message;
+};
+
+std::string random_id() {
+  static std::atomic<uint64_t> counter{0};
+  std::random_device rd;
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "cmpl-%08x%08x%04llx", rd(), rd(),
+                (unsigned long long)(counter++ & 0xffff));
+  return buf;
+}
+
+// OpenAI's finish reasons: eos and stop sequences are "stop"; the length limit and the context
+// are "length".
+const char* openai_finish(const std::string& f) {
+  return f == "length" || f == "context" ? "length" : "stop";
+}
+
+// The completion request, parsed: one BatchItem per prompt plus what the HTTP side does itself
+// (stop strings, streaming, logprobs shape).
+struct Completion {
+  std::vector<moe::v1::BatchItem> items;
+  std::vector<bool> text_prompt;
+  std::vector<std::string> stop;  // stop strings
+  bool stream = false, ignore_eos = false, include_usage = false;
+  int logprobs = -1;
+  std::string model;
+};
+
+float number(const json& j, const char* key, float def) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  if (!j[key].is_number()) throw BadField{key, std::string(key) + " must be a number"};
+  return j[key].get<float>();
+}
+
+int64_t integer(const json& j, const char* key, int64_t def) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  if (!j[key].is_number_integer()) throw BadField{key, std::string(key) + " must be an integer"};
+  return j[key].get<int64_t>();
+}
+
+Completion parse_completion(const std::string& body, const std::string& model) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw BadField{"", std::string("the body is not valid JSON: ") + e.what()};
+  }
+  if (!j.is_object()) throw BadField{"", "the body must be a JSON object"};
+  Completion c;
+  c.model = j.value("model", model);
+  if (!j.contains("prompt")) throw BadField{"prompt", "prompt is required"};
+  // prompt: "text" | ["text", ...] | [id, ...] | [[id, ...], ...]
+  std::vector<json> prompts;
+  const json& p = j["prompt"];
+  if (p.is_string()) {
+    prompts.push_back(p);
+  } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
+    prompts.push_back(p);
+  } else if (p.is_array() && !p.empty()) {
+    for (const auto& e : p) prompts.push_back(e);
+  } else {
+    throw BadField{"prompt", "prompt must be a string, a list of strings, a list of token ids or "
+                             "a list of such lists, and not empty"};
+  }
+  if (integer(j, "n", 1) != 1) throw BadField{"n", "only n = 1 is supported"};
+  if (j.value("echo", false)) throw BadField{"echo", "echo is not supported"};
+  if (j.contains("best_of") && integer(j, "best_of", 1) != 1)
+    throw BadField{"best_of", "only best_of = 1 is supported"};
+  const int64_t max_tokens = integer(j, "max_tokens", 16);
+  if (max_tokens < 1 || max_tokens > (1 << 24))
+    throw BadField{"max_tokens", "max_tokens must be in [1, 16777216]"};
+  moe::v1::SamplingParams s;
+  s.set_temperature(number(j, "temperature", 1.0f));  // OpenAI's default
+  s.set_top_p(number(j, "top_p", 1.0f));
+  s.set_top_k(int32_t(std::clamp<int64_t>(integer(j, "top_k", 0), -1, 1 << 30)));
+  s.set_min_p(number(j, "min_p", 0.0f));
+  if (j.contains("seed") && !j["seed"].is_null()) s.set_seed(uint64_t(integer(j, "seed", 0)));
+  s.set_repetition_penalty(number(j, "repetition_penalty", 1.0f));
+  s.set_frequency_penalty(number(j, "frequency_penalty", 0.0f));
+  s.set_presence_penalty(number(j, "presence_penalty", 0.0f));
+  s.set_min_tokens(int32_t(std::clamp<int64_t>(integer(j, "min_tokens", 0), -1, 1 << 30)));
+  if (j.contains("logprobs") && !j["logprobs"].is_null()) {
+    c.logprobs = int(std::clamp<int64_t>(integer(j, "logprobs", 0), -1, 1000));
+    s.set_logprobs(c.logprobs);
+  }
+  if (j.contains("stop_token_ids"))
+    for (const auto& t : j["stop_token_ids"]) {
+      if (!t.is_number_integer()) throw BadField{"stop_token_ids", "stop_token_ids must be token ids"};
+      s.add_stop_token_ids(t.get<int32_t>());
+    }
+  if (j.contains("stop") && !j["stop"].is_null()) {
+    const json& st = j["stop"];
+    if (st.is_string()) {
+      c.stop.push_back(st.get<std::string>());
+    } else if (st.is_array()) {
+      for (const auto& e : st) {
+        if (!e.is_string()) throw BadField{"stop", "stop must be a string or a list of strings"};
+        c.stop.push_back(e.get<std::string>());
+      }
+    } else {
+      throw BadField{"stop", "stop must be a string or a list of strings"};
+    }
+    if (c.stop.size() > 4) throw BadField{"stop", "at most 4 stop sequences"};
+    for (const auto& e : c.stop)
+      if (e.empty()) throw BadField{"stop", "a stop sequence must not be empty"};
+  }
+  c.stream = j.value("stream", false);
+  c.ignore_eos = j.value("ignore_eos", false);
+  if (j.contains("stream_options") && j["stream_options"].is_object())
+    c.include_usage = j["stream_options"].value("include_usage", false);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    moe::v1::BatchItem it;
+    it.set_id(int64_t(i));
+    if (prompts[i].is_string()) {
+      it.set_prompt_text(prompts[i].get<std::string>());
+      if (it.prompt_text().empty()) throw BadField{"prompt", "a prompt must not be empty"};
+    } else if (prompts[i].is_array()) {
+      for (const auto& t : prompts[i]) {
+        if (!t.is_number_integer()) throw BadField{"prompt", "token ids must be integers"};
+        const int64_t v = t.get<int64_t>();
+        if (v < INT32_MIN || v > INT32_MAX) throw BadField{"prompt", "a token id is out of range"};
+        it.add_prompt_ids(int32_t(v));
+      }
+    } else {
+      throw BadField{"prompt", "each prompt must be a string or a list of token ids"};
+    }
+    it.set_max_new_tokens(int32_t(max_tokens));
+    *it.mutable_sampling() = s;
+    c.text_prompt.push_back(prompts[i].is_string());
+    c.items.push_back(std::move(it));
+  }
+  return c;
+}
+
+// One choice's progress: the text released so far and where a stop string cut it.
+struct Choice {
+  int64_t seq = 0;
+  size_t tokens_seen = 0, decoded = 0;  // tokens handed out; bytes of text decoded
+  std::string text;                     // all text decoded so far (before any stop cut)
+  size_t released = 0;                  // bytes of `text` sent (streaming)
+  std::string finish;                   // OpenAI's reason once done
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  json logprobs;                        // OpenAI's logprobs object, where asked
+  bool done = false;
+};
+
+// Looks for the first stop string in `text`; returns its position.
+std::optional<size_t> find_stop(const std::string& text, const std::vector<std::string>& stop) {
+  std::optional<size_t> at;
+  for (const auto& s : stop)
+    if (const size_t p = text.find(s); p != std::string::npos && (!at || p < *at)) at = p;
+  return at;
+}
+
+// Text that may still turn out to be the start of a stop string is held back while streaming.
+size_t safe_length(const std::string& text, const std::vector<std::string>& stop) {
+  size_t hold = 0;
+  for (const auto& s : stop)
+    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  return text.size() - hold;
+}
+
+// Advances `c` with what sequence `s` has made; true when the choice is done.
+void advance(State& state, const Sequence& s, const Completion& req, Choice& c) {
+  auto tok = state.tokenizer();
+  for (; c.tokens_seen < s.output.size() && !c.done; ++c.tokens_seen) {
+    const size_t i = c.tokens_seen;
+    const bool last = i + 1 == s.output.size() && s.done();
+    std::vector<int32_t> so_far(s.output.begin(), s.output.begin() + long(i) + 1);
+    const std::string piece = tok ? tok->decode_stream(so_far, &c.decoded, last) : std::string();
+    c.text += piece;
+    ++c.completion_tokens;
+    if (req.logprobs >= 0 && i < s.logprobs.size()) {
+      const auto& lp = s.logprobs[i];
+      c.logprobs["tokens"].push_back(tok ? tok->decode({s.output[i]}) : std::to_string(s.output[i]));
+      c.logprobs["token_logprobs"].push_back(lp.logprob());
+      json top = json::object();
+      for (const auto& e : lp.top_logprobs())
+        top[tok ? tok->decode({e.token_id()}) : std::to_string(e.token_id())] = e.logprob();
+      c.logprobs["top_logprobs"].push_back(top);
+      c.logprobs["text_offset"].push_back(c.text.size() - piece.size());
+    }
+    if (!req.stop.empty())
+      if (const auto at = find_stop(c.text, req.stop)) {
+        c.text.resize(*at);  // cut before the stop string, as OpenAI does
+        c.finish = "stop";
+        c.done = true;
+        if (!s.done()) state.cancel(c.seq);
+      }
+  }
+  if (!c.done && s.done() && c.tokens_seen == s.output.size()) {
+    c.finish = s.error.ok() ? openai_finish(s.finish) : "error";
+    c.done = true;
+  }
+}
+
+json usage_of(const std::vector<Choice>& cs) {
+  int64_t p = 0, q = 0;
+  for (const auto& c : cs) {
+    p += c.prompt_tokens;
+    q += c.completion_tokens;
+  }
+  return {{"prompt_tokens", p}, {"completion_tokens", q}, {"total_tokens", p + q}};
+}
+
+json logprobs_or_null(const Completion& req, const Choice& c) {
+  if (req.logprobs < 0) return nullptr;
+  json l = c.logprobs.is_null() ? json::object() : c.logprobs;
+  for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+    if (!l.contains(k)) l[k] = json::array();
+  return l;
+}
+
+Clock::time_point in_ms(int ms) { return Clock::now() + std::chrono::milliseconds(ms); }
+
+void completions(State& state, const OpenAiOptions& opt, const httplib::Request& http_req,
+                 httplib::Response& res) {
+  Completion req;
+  try {
+    req = parse_completion(http_req.body, opt.model);
+  } catch (const BadField& e) {
+    return send_error(res, 400, e.message, e.param);
+  }
+  for (size_t i = 0; i < req.items.size(); ++i)
+    if (req.text_prompt[i] && !state.tokenizer())
+      return send_error(res, 400, "text prompts need a tokenizer and this model has none: send "
+                                  "token ids", "prompt");
+  std::vector<int64_t> ids;
+  if (auto st = state.admit(req.items, "", req.ignore_eos, &ids); !st.ok())
+    return send_error(res, http_status(st.error_code()), st.error_message());
+  auto choices = std::make_shared<std::vector<Choice>>(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    (*choices)[i].seq = ids[i];
+    (*choices)[i].prompt_tokens = req.items[i].prompt_ids_size();
+  }
+  // Text prompts were tokenized at admission: count their tokens from the sequence.
+  for (auto& c : *choices)
+    if (c.prompt_tokens == 0) c.prompt_tokens = int64_t(state.wait(c.seq, 0, Clock::now()).prompt.size());
+  const std::string id = random_id();
+  const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+
+  if (!req.stream) {
+    json out_choices = json::array();
+    for (size_t i = 0; i < choices->size(); ++i) {
+      Choice& c = (*choices)[i];
+      while (!c.done) advance(state, state.wait(c.seq, c.tokens_seen, in_ms(100)), req, c);
+      const Sequence last = state.wait(c.seq, c.tokens_seen, Clock::now());
+      if (!last.error.ok()) {
+        for (auto& o : *choices) state.forget(o.seq);
+        return send_error(res, http_status(last.error.error_code()), last.error.error_message());
+      }
+      out_choices.push_back({{"index", i}, {"text", c.text}, {"logprobs", logprobs_or_null(req, c)},
+                             {"finish_reason", c.finish}});
+    }
+    for (auto& c : *choices) state.forget(c.seq);
+    res.set_content(json{{"id", id}, {"object", "text_completion"}, {"created", created},
+                         {"model", req.model}, {"choices", out_choices},
+                         {"usage", usage_of(*choices)}}
+                        .dump(),
+                    "application/json");
+    return;
+  }
+
+  // Streaming: one event per piece of text as tokens arrive, the finish reason on each choice's
+  // last event, usage where asked, then [DONE].
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [&state, req, choices, id, created](size_t, httplib::DataSink& sink) {
+        auto event = [&](const json& j) {
+          const std::string s = "data: " + j.dump() + "\n\n";
+          return sink.write(s.data(), s.size());
+        };
+        for (size_t i = 0; i < choices->size(); ++i) {
+          Choice& c = (*choices)[i];
+          while (true) {
+            const Sequence s = state.wait(c.seq, c.tokens_seen, in_ms(100));
+            if (!sink.is_writable()) {  // the client went away
+              for (auto& o : *choices) {
+                state.cancel(o.seq);
+                state.forget(o.seq);
+              }
+              return false;
+            }
+            const size_t before = c.tokens_seen;
+            advance(state, s, req, c);
+            if (!s.error.ok() && c.done) {
+              event({{"error", {{"message", s.error.error_message()},
+                                {"type", error_type(http_status(s.error.error_code()))},
+                                {"code", http_status(s.error.error_code())}}}});
+              break;
+            }
+            const size_t upto = c.done ? c.text.size() : safe_length(c.text, req.stop);
+            if (upto > c.released || c.done || c.tokens_seen > before) {
+              json ch = {{"index", i}, {"text", c.text.substr(c.released, upto - c.released)},
+                         {"logprobs", nullptr},
+                         {"finish_reason", c.done ? json(c.finish) : json(nullptr)}};
+              c.released = std::max(c.released, upto);
+              if (!event({{"id", id}, {"object", "text_completion"}, {"created", created},
+                          {"model", req.model}, {"choices", {ch}}}))
+                return false;
+            }
+            if (c.done) break;
+          }
+        }
+        if (req.include_usage)
+          event({{"id", id}, {"object", "text_completion"}, {"created", created},
+                 {"model", req.model}, {"choices", json::array()}, {"usage", usage_of(*choices)}});
+        const std::string done = "data: [DONE]\n\n";
+        sink.write(done.data(), done.size());
+        for (auto& c : *choices) state.forget(c.seq);
+        sink.done();
+        return true;
+      });
+}
+
+}  // namespace
+
+void add_openai_routes(httplib::Server& http, State& state, OpenAiOptions options) {
+  http.Post("/v1/completions", [&state, options](const httplib::Request& req, httplib::Response& res) {
+    try {
+      completions(state, options, req, res);
+    } catch (const std::exception& e) {
+      spdlog::error("/v1/completions: {}", e.what());
+      send_error(res, 500, e.what());
+    }
+  });
+  http.Get("/v1/models", [options](const httplib::Request&, httplib::Response& res) {
+    res.set_content(json{{"object", "list"},
+                         {"data", {{{"id", options.model}, {"object", "model"}, {"created", 0},
+                                    {"owned_by", "moe-runtime"}}}}}
+                        .dump(),
+                    "application/json");
+  });
+  http.Get("/health", [&state](const httplib::Request&, httplib::Response& res) {
+    if (state.attached() && !state.draining())
+      res.set_content("ok\n", "text/plain");
+    else
+      send_error(res, 503, state.draining() ? "the coordinator is draining"
+                                            : "no worker job attached");
+  });
+  // Unknown routes and methods in OpenAI's error shape too.
+  http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (res.status == 404) send_error(res, 404, "no route " + req.method + " " + req.path);
+  });
+}
+
+}  // namespace moe::coordinator

@@ -1,0 +1,164 @@
+"""The OpenAI-compatible API through the real `openai` client (as users point their tools at it).
+
+usage: test_openai.py BUILD_BIN_DIR CONFIGS_DIR
+Starts moe-launch (2 CPU ranks, tiny_a) with --openai-port, and a bare moe-coordinator with no
+worker for the 503 case; every check prints 'ok - ...' or 'FAIL - ...', and the last line is
+'N passed, M failed'.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import openai
+
+BIN, CONFIGS = sys.argv[1], sys.argv[2]
+passed = failed = 0
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+        print(f"ok   - {name}")
+    else:
+        failed += 1
+        print(f"FAIL - {name} {detail}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, secs=60):
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            time.sleep(0.3)
+    return None
+
+
+tmp = tempfile.mkdtemp()
+grpc_port, http_port = free_port(), free_port()
+launch = subprocess.Popen(
+    [f"{BIN}/moe-launch", "--np", "2", "--config", f"{CONFIGS}/tiny_a.yaml", "--listen",
+     f"127.0.0.1:{grpc_port}", "--metrics-port", "0", "--openai-port", str(http_port),
+     "--max-queue", "3", "--served-model-name", "tiny-a"],
+    stdout=open(f"{tmp}/launch.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+bare = None
+try:
+    base = f"http://127.0.0.1:{http_port}"
+    end = time.time() + 90
+    while time.time() < end and wait_http(base + "/health", 2) != 200:
+        time.sleep(0.5)
+    check("/health is 200 once the worker attached", wait_http(base + "/health") == 200,
+          open(f"{tmp}/launch.log").read()[-2000:])
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+    models = client.models.list()
+    check("/v1/models lists the served name", [m.id for m in models.data] == ["tiny-a"])
+
+    # Greedy text equals what moe-run decodes for the same prompt.
+    prompt = "The licenses for most software"
+    with open(f"{tmp}/in.jsonl", "w") as f:
+        f.write(json.dumps({"id": 0, "prompt": prompt, "max_new_tokens": 12}) + "\n")
+    subprocess.run([f"{BIN}/moe-run", "--config", f"{CONFIGS}/tiny_a.yaml", "--input",
+                    f"{tmp}/in.jsonl", "--output", f"{tmp}/out.jsonl", "--no-stats-table",
+                    "--log-level", "warn"], check=True)
+    want = json.loads(open(f"{tmp}/out.jsonl").readline())
+    r = client.completions.create(model="tiny-a", prompt=prompt, max_tokens=12, temperature=0)
+    check("greedy completion equals moe-run's text", r.choices[0].text == want["output_text"],
+          f"{r.choices[0].text!r} vs {want['output_text']!r}")
+    check("finish_reason length -> 'length'",
+          r.choices[0].finish_reason == ("length" if want["finish_reason"] == "length" else "stop"))
+    check("usage counts the tokens", r.usage.completion_tokens == len(want["output_ids"])
+          and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+          and r.usage.prompt_tokens > 0, str(r.usage))
+
+    # Streaming gives the same text in pieces, the finish reason on the last chunk.
+    chunks = list(client.completions.create(model="tiny-a", prompt=prompt, max_tokens=12,
+                                            temperature=0, stream=True))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    check("streamed text equals the whole", text == r.choices[0].text, f"{text!r}")
+    check("finish_reason on the last chunk", chunks[-1].choices[0].finish_reason == "length")
+
+    # Token-id prompts, several prompts, seeded sampling, logprobs.
+    kw = dict(model="tiny-a", prompt=[5, 6, 7, 8], max_tokens=10, temperature=0.9, seed=7,
+              logprobs=2)
+    a, b = client.completions.create(**kw), client.completions.create(**kw)
+    check("a seed gives the same text", a.choices[0].text == b.choices[0].text)
+    lp = a.choices[0].logprobs
+    check("logprobs: one per token, 2 alternatives",
+          lp is not None and len(lp.token_logprobs) == a.usage.completion_tokens
+          and all(len(t) >= 1 for t in lp.top_logprobs) and all(v <= 0 for v in lp.token_logprobs),
+          str(lp))
+    m = client.completions.create(model="tiny-a", prompt=["one two", "three four"], max_tokens=4,
+                                  temperature=0)
+    check("two prompts, two choices", [c.index for c in m.choices] == [0, 1])
+
+    # A stop string: the text ends before it, finish_reason stop.
+    full = r.choices[0].text
+    stop = full[3:6] if len(full) >= 6 else None
+    if stop:
+        s = client.completions.create(model="tiny-a", prompt=prompt, max_tokens=12,
+                                      temperature=0, stop=[stop])
+        check("stop string cuts the text before it", s.choices[0].text == full[:full.find(stop)],
+              f"{s.choices[0].text!r} stop {stop!r} in {full!r}")
+        check("stop string: finish_reason stop", s.choices[0].finish_reason == "stop")
+        st = list(client.completions.create(model="tiny-a", prompt=prompt, max_tokens=12,
+                                            temperature=0, stop=[stop], stream=True))
+        check("streamed stop string cuts too",
+              "".join(c.choices[0].text for c in st if c.choices) == full[:full.find(stop)])
+    else:
+        check("greedy text long enough for a stop-string check", False, repr(full))
+
+    # Errors as OpenAI's error object with the right status.
+    for name, args, exc in [
+            ("negative temperature -> 400", dict(temperature=-1), openai.BadRequestError),
+            ("n = 2 -> 400", dict(n=2), openai.BadRequestError),
+            ("token id outside the vocabulary -> 400", dict(prompt=[1, 10**6]), openai.BadRequestError),
+            ("past the queue bound -> 429", dict(prompt=["a b", "c d", "e f", "g h"]), openai.RateLimitError)]:
+        kw = dict(model="tiny-a", prompt="hello", max_tokens=4)
+        kw.update(args)
+        try:
+            client.completions.create(**kw)
+            check(name, False, "no error")
+        except exc as e:
+            body = e.body if isinstance(e.body, dict) else {}
+            check(name, "message" in body, str(e.body))
+
+    # No worker attached: 503.
+    port2, grpc2 = free_port(), free_port()
+    bare = subprocess.Popen([f"{BIN}/moe-coordinator", "--listen", f"127.0.0.1:{grpc2}",
+                             "--metrics-port", "0", "--openai-port", str(port2)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    check("/health is 503 without a worker", wait_http(f"http://127.0.0.1:{port2}/health") == 503)
+    c2 = openai.OpenAI(base_url=f"http://127.0.0.1:{port2}/v1", api_key="x", max_retries=0)
+    try:
+        c2.completions.create(model="moe", prompt=[1, 2], max_tokens=2)
+        check("no worker -> 503", False, "no error")
+    except openai.APIStatusError as e:
+        check("no worker -> 503", e.status_code == 503, str(e))
+finally:
+    for p in (bare, launch):
+        if p is not None and p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM) if p is launch else p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
