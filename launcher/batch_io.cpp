@@ -77,12 +77,83 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
-                                                   const std::string& path, int default_max_new) {
+namespace {
+
+// A plain line: the request, with its user id in `*user_id`.
+runtime::Request parse_plain(const json& j, const std::string& where, int default_max_new,
+                             json* user_id) {
+  runtime::Request r;
+  if (j.contains("id")) {
+    const json& id = j["id"];
+    if (id.is_number_integer())
+      checked_int<int64_t>(id, where, "\"id\"");
+    else if (!id.is_string())
+      throw InputError(where + "\"id\" must be an integer or a string");
+    *user_id = id;
+  }
+  if (j.contains("prompt") && !j.contains("prompt_ids")) {
+    if (!j["prompt"].is_string())
+      throw InputError(where + "\"prompt\" must be a string (text; ids go in \"prompt_ids\")");
+    r.text = j["prompt"].get<std::string>();
+  } else if (!j.contains("prompt_ids") || !j["prompt_ids"].is_array()) {
+    throw InputError(where + "expected \"prompt_ids\": a list of token ids, or \"prompt\": text");
+  }
+  for (const auto& v : j.value("prompt_ids", nlohmann::json::array()))
+    r.prompt.push_back(checked_int<int32_t>(v, where, "\"prompt_ids\""));
+  r.max_new_tokens = default_max_new;
+  if (j.contains("max_new_tokens")) {
+    if (!j["max_new_tokens"].is_number_integer())
+      throw InputError(where + "\"max_new_tokens\" must be an integer");
+    r.max_new_tokens = checked_int<int>(j["max_new_tokens"], where, "\"max_new_tokens\"");
+  }
+  parse_sampling(j, where, r);
+  return r;
+}
+
+// An OpenAI batch line: {"custom_id", "method": "POST", "url": "/v1/completions", "body"}.
+runtime::Request parse_openai(const json& j, const std::string& where, json* user_id) {
+  if (!j["custom_id"].is_string()) throw InputError(where + "\"custom_id\" must be a string");
+  *user_id = j["custom_id"];
+  if (j.value("method", "POST") != "POST")
+    throw InputError(where + "\"method\" must be POST");
+  if (j.value("url", "/v1/completions") != "/v1/completions")
+    throw InputError(where + "\"url\" is " + j["url"].dump() +
+                     ", expected \"/v1/completions\" (the endpoint batch files run here)");
+  if (!j.contains("body") || !j["body"].is_object())
+    throw InputError(where + "expected \"body\": a completion request object");
+  const json& b = j["body"];
+  runtime::Request r;
+  const json& p = b.value("prompt", json());
+  if (p.is_string()) {
+    r.text = p.get<std::string>();
+  } else if (p.is_array()) {
+    for (const auto& v : p) r.prompt.push_back(checked_int<int32_t>(v, where, "\"body.prompt\""));
+  } else {
+    throw InputError(where + "\"body.prompt\" must be a string or a list of token ids");
+  }
+  r.max_new_tokens = 16;  // OpenAI's default max_tokens
+  if (b.contains("max_tokens"))
+    r.max_new_tokens = checked_int<int>(b["max_tokens"], where, "\"body.max_tokens\"");
+  r.sampling.temperature = 1.0f;  // OpenAI's default
+  if (b.contains("stop") && !b["stop"].is_null())
+    throw InputError(where + "\"body.stop\": stop strings are served by the OpenAI-compatible "
+                     "endpoint, not in batch files (use stop_token_ids)");
+  for (const char* k : {"n", "best_of"})
+    if (b.contains(k) && !(b[k].is_number_integer() && b[k].get<int64_t>() == 1))
+      throw InputError(where + "\"body." + k + "\": only 1 is supported");
+  parse_sampling(b, where, r);
+  return r;
+}
+
+}  // namespace
+
+RequestFile parse_request_file(const std::string& text, const std::string& path,
+                               int default_max_new) {
   std::istringstream in(text);
-  std::vector<runtime::Request> out;
-  std::set<int64_t> ids;
+  RequestFile f;
+  std::set<std::string> seen;
   std::string line;
+  bool first = true;
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(n) + ": ";
@@ -90,37 +161,81 @@ std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
     try {
       j = json::parse(line);
     } catch (const json::parse_error& e) {
-      throw InputError(where + "not valid JSON (" + e.what() + ")");
+      throw InputError(where + "not valid JSON: " + e.what());
     }
     if (!j.is_object()) throw InputError(where + "expected a JSON object per line");
-    runtime::Request r;
-    r.id = int64_t(out.size());
-    if (j.contains("id")) {
-      if (!j["id"].is_number_integer())
-        throw InputError(where + "\"id\" must be an integer");
-      r.id = checked_int<int64_t>(j["id"], where, "\"id\"");
-    }
-    if (!ids.insert(r.id).second)
-      throw InputError(where + "id " + std::to_string(r.id) + " appears twice");
-    if (j.contains("prompt") && !j.contains("prompt_ids")) {
-      if (!j["prompt"].is_string())
-        throw InputError(where + "\"prompt\" must be a string (text; ids go in \"prompt_ids\")");
-      r.text = j["prompt"].get<std::string>();
-    } else if (!j.contains("prompt_ids") || !j["prompt_ids"].is_array()) {
-      throw InputError(where + "expected \"prompt_ids\": a list of token ids, or \"prompt\": text");
-    }
-    for (const auto& v : j.value("prompt_ids", nlohmann::json::array()))
-      r.prompt.push_back(checked_int<int32_t>(v, where, "\"prompt_ids\""));
-    r.max_new_tokens = default_max_new;
-    if (j.contains("max_new_tokens")) {
-      if (!j["max_new_tokens"].is_number_integer())
-        throw InputError(where + "\"max_new_tokens\" must be an integer");
-      r.max_new_tokens = checked_int<int>(j["max_new_tokens"], where, "\"max_new_tokens\"");
-    }
-    parse_sampling(j, where, r);
-    out.push_back(std::move(r));
+    const BatchFormat fmt = j.contains("custom_id") ? BatchFormat::kOpenAi : BatchFormat::kPlain;
+    if (first) f.format = fmt;
+    if (fmt != f.format)
+      throw InputError(where + "mixes OpenAI batch lines (with \"custom_id\") and plain lines; "
+                       "expected one format per file");
+    first = false;
+    json user_id = int64_t(f.requests.size());
+    runtime::Request r = fmt == BatchFormat::kOpenAi
+                             ? parse_openai(j, where, &user_id)
+                             : parse_plain(j, where, default_max_new, &user_id);
+    if (!seen.insert(user_id.dump()).second)
+      throw InputError(where + "id " + user_id.dump() + " appears twice");
+    r.id = int64_t(f.requests.size());
+    f.requests.push_back(std::move(r));
+    f.user_ids.push_back(std::move(user_id));
   }
-  return out;
+  return f;
+}
+
+std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,
+                                                   const std::string& path, int default_max_new) {
+  return parse_request_file(text, path, default_max_new).requests;
+}
+
+std::string result_line(const RequestFile& f, size_t i, const runtime::Result& r,
+                        const std::string& model) {
+  if (f.format == BatchFormat::kPlain) {
+    json j = json::parse(result_to_json_line(r));
+    j["id"] = f.user_ids[i];
+    return j.dump();
+  }
+  // OpenAI's batch output line, its body a completion as /v1/completions returns it.
+  const char* finish = r.finish == runtime::FinishReason::kLength ||
+                               r.finish == runtime::FinishReason::kContext
+                           ? "length"
+                           : "stop";
+  const int64_t prompt_tokens = int64_t(f.requests[i].prompt.size());
+  const int64_t out_tokens = int64_t(r.output.size());
+  json choice = {{"index", 0}, {"text", r.text.value_or("")}, {"finish_reason", finish},
+                 {"logprobs", nullptr}, {"token_ids", r.output}};
+  json body = {{"id", "cmpl-" + std::to_string(i)}, {"object", "text_completion"},
+               {"model", model}, {"choices", {choice}},
+               {"usage", {{"prompt_tokens", prompt_tokens}, {"completion_tokens", out_tokens},
+                          {"total_tokens", prompt_tokens + out_tokens}}}};
+  return json{{"id", "batch_req_" + std::to_string(i)}, {"custom_id", f.user_ids[i]},
+              {"response", {{"status_code", 200}, {"body", body}}}, {"error", nullptr}}
+      .dump();
+}
+
+std::set<std::string> result_ids(const std::string& text, const std::string& source) {
+  std::set<std::string> ids;
+  std::istringstream in(text);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::parse_error&) {
+      // A line cut short by an interrupted run: that request runs again.
+      continue;
+    }
+    if (j.is_object() && j.contains("custom_id"))
+      ids.insert(j["custom_id"].dump());
+    else if (j.is_object() && j.contains("id") && j.contains("output_ids"))
+      ids.insert(j["id"].dump());
+    else
+      throw InputError(source + ":" + std::to_string(n) +
+                       ": not a result line (expected \"id\" and \"output_ids\", or "
+                       "\"custom_id\")");
+  }
+  return ids;
 }
 
 std::vector<int32_t> parse_id_list(const std::string& s) {

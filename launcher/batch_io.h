@@ -1,12 +1,42 @@
 #pragma once
 // JSON-lines request files for batch runs: {"id": ..., "prompt_ids": [...], "max_new_tokens": N}
 // per line in, {"id": ..., "output_ids": [...], "finish_reason": "..."} per line out.
+#include <set>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "runtime/request.h"
 
 namespace moe::launcher {
+
+// The two line formats a request file may use (one per file):
+//  - plain: {"id": 7 or "q-7", "prompt_ids": [...] or "prompt": "text", "max_new_tokens": N,
+//    sampling fields...}; results {"id": <as given>, "output_ids": [...], "finish_reason": ...};
+//  - OpenAI's batch input: {"custom_id": "...", "method": "POST", "url": "/v1/completions",
+//    "body": {completion request}}; results in OpenAI's batch output shape.
+enum class BatchFormat { kPlain, kOpenAi };
+
+// A request file: the requests, numbered 0..n-1 in file order (the ids the engine and the
+// coordinator see), and the id each line gave (an integer or a string, returned as given; the
+// line's index where it gave none).
+struct RequestFile {
+  std::vector<runtime::Request> requests;
+  std::vector<nlohmann::json> user_ids;  // [requests]
+  BatchFormat format = BatchFormat::kPlain;
+};
+
+// Throws InputError naming the file, the line and what was expected.
+RequestFile parse_request_file(const std::string& text, const std::string& source,
+                               int default_max_new);
+// The output line of request `i` of `f` with result `r` (its id is the request's number).
+// `model` names the model in OpenAI's output shape.
+std::string result_line(const RequestFile& f, size_t i, const runtime::Result& r,
+                        const std::string& model);
+// The user ids (JSON text of each, e.g. 7 or "q-7") a results file already holds, in either
+// format: what a resumed batch skips. Throws InputError naming a line that is not a result.
+std::set<std::string> result_ids(const std::string& text, const std::string& source);
 
 // Parses the text of a JSONL file; `source` names it in errors. Throws InputError naming the
 // file, the line and what was expected.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -148,9 +149,10 @@ int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
 // ---- batch --------------------------------------------------------------------------------
 
 struct BatchOptions {
-  std::string input, output;
+  std::string input, output, model = "moe";
   int max_new_tokens = 16;
   bool ignore_eos = false;
+  bool resume = false;
 };
 
 runtime::FinishReason finish_from_name(const std::string& s, int64_t id) {
@@ -180,16 +182,42 @@ void draw_progress(const moe::v1::BatchStatus& st) {
 }
 
 int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
-  const auto requests = launcher::parse_requests_jsonl(launcher::read_text_file(o.input), o.input,
-                                                       o.max_new_tokens);
-  if (requests.empty())
+  launcher::RequestFile all = launcher::parse_request_file(launcher::read_text_file(o.input),
+                                                            o.input, o.max_new_tokens);
+  if (all.requests.empty())
     throw InputError(o.input + ": no requests (expected one JSON object per line)");
+  // Resuming: the requests whose ids the output already holds are skipped, the rest appended.
+  launcher::RequestFile todo;
+  todo.format = all.format;
+  std::set<std::string> done_ids;
+  if (o.resume) {
+    if (o.output.empty()) throw InputError("--resume needs --output (the file to resume)");
+    std::string text;
+    if (std::filesystem::exists(o.output)) text = launcher::read_text_file(o.output);
+    done_ids = launcher::result_ids(text, o.output);
+    // A line cut short by the interrupted run is dropped: its request runs again.
+    if (!text.empty() && text.back() != '\n')
+      std::filesystem::resize_file(o.output, text.rfind('\n') == std::string::npos
+                                                 ? 0 : text.rfind('\n') + 1);
+  }
+  for (size_t i = 0; i < all.requests.size(); ++i) {
+    if (done_ids.count(all.user_ids[i].dump())) continue;
+    todo.requests.push_back(all.requests[i]);
+    todo.requests.back().id = int64_t(todo.user_ids.size());
+    todo.user_ids.push_back(all.user_ids[i]);
+  }
+  if (o.resume)
+    std::fprintf(stderr, "resuming: %zu of %zu requests already in %s, %zu to run\n",
+                 all.requests.size() - todo.requests.size(), all.requests.size(),
+                 o.output.c_str(), todo.requests.size());
+  const auto& requests = todo.requests;
   // Opened before the batch runs, so an unwritable path fails in a second, not after an hour.
   std::ofstream file;
   if (!o.output.empty()) {
-    file.open(o.output);
+    file.open(o.output, o.resume ? std::ios::app : std::ios::trunc);
     if (!file) throw InputError(o.output + ": cannot open the output file for writing");
   }
+  if (requests.empty()) return kExitOk;
 
   moe::v1::SubmitBatchRequest sub;
   sub.set_ignore_eos(o.ignore_eos);
@@ -265,14 +293,15 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   }
   // Written through moe-run's own formatter, so the two tools' outputs compare byte for byte.
   std::ostream& os = o.output.empty() ? std::cout : file;
-  for (const auto& req : requests) {
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const auto& req = requests[i];
     auto it = by_id.find(req.id);
     if (it == by_id.end())
       MOE_THROW("batch " + submitted.batch_id() + ": no result for item " +
                 std::to_string(req.id) + " (the server returned " +
                 std::to_string(done.results_size()) + " results for " +
                 std::to_string(requests.size()) + " items)");
-    os << launcher::result_to_json_line(it->second) << "\n";
+    os << launcher::result_line(todo, i, it->second, o.model) << "\n";
   }
   os.flush();
   if (!os) throw InputError((o.output.empty() ? "stdout" : o.output) + ": write failed");
@@ -422,6 +451,8 @@ int run(int argc, char** argv) {
   b->add_option("--input", batch.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..] or \"prompt\": \"text\", \"max_new_tokens\": N} per line")->required();
   b->add_option("--output", batch.output, "JSONL results, in input order (default: stdout)");
   b->add_option("--max-new-tokens", batch.max_new_tokens, "new tokens per prompt, where a request does not say");
+  b->add_flag("--resume", batch.resume, "skip the requests whose ids --output already holds and append the rest (default: off, the output is rewritten)");
+  b->add_option("--model", batch.model, "the model name written in OpenAI batch output lines");
   b->add_flag("--ignore-eos", batch.ignore_eos, "keep generating past the end-of-sequence token");
 
   auto* s = app.add_subcommand("stats", "table of tokens per expert and per device, with the imbalance");

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -94,7 +95,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   // ---- set-up: every rank reaches the same verdict, so a bad input ends all ranks cleanly ----
   std::unique_ptr<runtime::RankRuntime> rt;
   std::unique_ptr<runtime::Tokenizer> tokenizer;
-  std::vector<runtime::Request> requests;
+  launcher::RequestFile request_file;  // the requests, and the ids and format of the input
+  std::vector<runtime::Request>& requests = request_file.requests;
   std::string error;
   double load_s = 0;
   try {
@@ -123,19 +125,23 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       comm->broadcast(&readable, sizeof readable, 0);
       if (!readable) throw InputError(o.input + ": cannot open the input file");
       text = broadcast_string(*comm, text);
-      requests = launcher::parse_requests_jsonl(text, o.input, o.max_new_tokens);
+      request_file = launcher::parse_request_file(text, o.input, o.max_new_tokens);
     } else {
       requests.push_back({0, launcher::parse_id_list(o.prompt_ids), o.max_new_tokens});
+      request_file.user_ids.push_back(0);
     }
     const auto load0 = std::chrono::steady_clock::now();
     rt = std::make_unique<runtime::RankRuntime>(
         o.run, *comm, runtime::LocalRank{mpi.local_rank(), mpi.local_size()});
     load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load0).count();
     // Text prompts (JSONL "prompt") through the checkpoint's own tokenizer.model.
+    // OpenAI's batch output carries text: decoded wherever the checkpoint has a tokenizer.
     bool any_text = false;
     for (const auto& r : requests) any_text |= r.prompt.empty() && !r.text.empty();
-    if (any_text) {
-      tokenizer = runtime::Tokenizer::from_file(o.run.checkpoint + "/tokenizer.model");
+    const std::string spm = o.run.checkpoint + "/tokenizer.model";
+    const bool openai = request_file.format == launcher::BatchFormat::kOpenAi;
+    if (any_text || (openai && std::filesystem::exists(spm))) {
+      tokenizer = runtime::Tokenizer::from_file(spm);
       for (auto& r : requests)
         if (r.prompt.empty() && !r.text.empty()) r.prompt = tokenizer->encode(r.text);
     }
@@ -215,10 +221,16 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       if (!file) throw InputError(o.output + ": cannot open the output file for writing");
     }
     std::ostream& os = o.output.empty() ? std::cout : file;
-    for (const auto& req : requests) {
+    const bool openai = request_file.format == launcher::BatchFormat::kOpenAi;
+    // The model's name in OpenAI's output: the checkpoint folder's.
+    auto folder = std::filesystem::path(o.run.checkpoint).lexically_normal();
+    if (folder.filename().empty()) folder = folder.parent_path();
+    const std::string model = folder.filename().string();
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const runtime::Request& req = requests[i];
       runtime::Result& r = by_id.at(req.id);
-      if (!req.text.empty() && tokenizer) r.text = tokenizer->decode(r.output);
-      os << launcher::result_to_json_line(r) << "\n";
+      if ((!req.text.empty() || openai) && tokenizer) r.text = tokenizer->decode(r.output);
+      os << launcher::result_line(request_file, i, r, model) << "\n";
     }
   }
   spdlog::info("{} requests, {} tokens generated in {:.3f} s ({:.1f} tokens/s) on {} rank(s)",

@@ -153,6 +153,32 @@ import json, sys
 r = json.loads(open(sys.argv[1]).readline())
 assert len(r["output_ids"]) == 24 and int(sys.argv[2]) not in r["output_ids"] and r["finish_reason"] == "length", r
 PY
+# Batch files as users have them: string ids kept as strings, OpenAI's batch format (custom_id,
+# body) with results in OpenAI's batch output shape; one format per file, ids once each.
+printf '{"id": "first", "prompt_ids": [14, 15, 16, 17, 18], "max_new_tokens": 24, "ignore_eos": true}\n{"id": 42, "prompt_ids": [5, 6]}\n' > "$TMP/strid.jsonl"
+expect 0 "string and integer ids" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/strid.jsonl" --no-stats-table
+python3 - "$TMP/out" "$greedy" <<'PY' && ok "ids come back with their type" || bad "ids: $(cat "$TMP/out")"
+import json, sys
+a, b = [json.loads(l) for l in open(sys.argv[1])]
+assert a["id"] == "first" and b["id"] == 42 and ",".join(map(str, a["output_ids"])) == sys.argv[2], (a, b)
+PY
+printf '{"custom_id": "req-1", "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": [14, 15, 16, 17, 18], "max_tokens": 24, "temperature": 0, "ignore_eos": true}}\n{"custom_id": "req-2", "method": "POST", "url": "/v1/completions", "body": {"prompt": "The licenses for", "max_tokens": 4}}\n' > "$TMP/openai_batch.jsonl"
+expect 0 "OpenAI batch file" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/openai_batch.jsonl" --no-stats-table
+python3 - "$TMP/out" "$greedy" <<'PY' && ok "OpenAI batch output lines" || bad "OpenAI batch output: $(cat "$TMP/out")"
+import json, sys
+a, b = [json.loads(l) for l in open(sys.argv[1])]
+assert a["custom_id"] == "req-1" and a["error"] is None and a["response"]["status_code"] == 200, a
+body = a["response"]["body"]
+assert body["object"] == "text_completion" and body["choices"][0]["finish_reason"] == "length"
+assert ",".join(map(str, body["choices"][0]["token_ids"])) == sys.argv[2]
+assert body["usage"]["completion_tokens"] == 24 and body["usage"]["prompt_tokens"] == 5
+assert b["custom_id"] == "req-2" and isinstance(b["response"]["body"]["choices"][0]["text"], str)
+PY
+printf '{"custom_id": "a", "body": {"prompt": [1, 2]}}\n{"id": 3, "prompt_ids": [1, 2]}\n' > "$TMP/mixed.jsonl"
+expect 2 "mixed formats refused" "mixes OpenAI batch lines" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/mixed.jsonl"
+printf '{"id": "x", "prompt_ids": [1, 2]}\n{"id": "x", "prompt_ids": [3]}\n' > "$TMP/dup.jsonl"
+expect 2 "duplicate string id refused" 'id "x" appears twice' -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/dup.jsonl"
+
 printf '{"id": 0, "prompt_ids": [1, 2], "temperature": -1}\n' > "$TMP/badtemp.jsonl"
 expect 2 "negative temperature refused" "temperature is -1" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/badtemp.jsonl"
 

@@ -54,6 +54,35 @@ grep -q "tokens/s" "$TMP/batch.err" && ok "batch progress with tokens/s on stder
 "$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/run.jsonl" --no-stats-table --log-level warn
 cmp -s "$TMP/served.jsonl" "$TMP/run.jsonl" && ok "served batch == moe-run output" || bad "served batch differs from moe-run"
 
+# String ids, and a batch resumed after an interruption: the run is cut short by keeping only
+# the first 3 result lines and half of the 4th; --resume runs the rest and appends, so the file
+# ends up holding every id once, with the results of the uninterrupted run.
+python3 - "$CONFIGS/prompts/tiny_a.jsonl" "$TMP/strids.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1]):
+        j = json.loads(line)
+        j["id"] = f"q-{j['id']}"
+        out.write(json.dumps(j) + "\n")
+PY
+"$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/strids.jsonl" --output "$TMP/strids_out.jsonl" 2>/dev/null \
+  && python3 - "$TMP/strids_out.jsonl" "$TMP/run.jsonl" <<'PY' && ok "string ids come back as strings, same results" || bad "string ids: $(head -2 "$TMP/strids_out.jsonl")"
+import json, sys
+got = [json.loads(l) for l in open(sys.argv[1])]
+want = [json.loads(l) for l in open(sys.argv[2])]
+assert [g["id"] for g in got] == [f"q-{w['id']}" for w in want]
+assert [g["output_ids"] for g in got] == [w["output_ids"] for w in want]
+PY
+head -3 "$TMP/strids_out.jsonl" > "$TMP/resumed.jsonl"; sed -n 4p "$TMP/strids_out.jsonl" | head -c 20 >> "$TMP/resumed.jsonl"
+"$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/strids.jsonl" --output "$TMP/resumed.jsonl" --resume 2>"$TMP/resume.err" \
+  && grep -q "resuming: 3 of 8 requests" "$TMP/resume.err" \
+  && python3 - "$TMP/resumed.jsonl" "$TMP/strids_out.jsonl" <<'PY' && ok "--resume skips what the output holds and completes it" || bad "--resume: $(cat "$TMP/resume.err") $(cat "$TMP/resumed.jsonl" | head -5)"
+import json, sys
+got = {json.loads(l)["id"]: json.loads(l) for l in open(sys.argv[1])}
+want = {json.loads(l)["id"]: json.loads(l) for l in open(sys.argv[2])}
+assert len(open(sys.argv[1]).readlines()) == len(want) and got == want
+PY
+
 "$BIN/moe-cli" --server "$ADDR" stats >"$TMP/stats" 2>&1 && grep -q "imbalance" "$TMP/stats" && grep -q "rank1" "$TMP/stats" \
   && ok "stats table per expert and device" || bad "stats: $(head -5 "$TMP/stats")"
 
