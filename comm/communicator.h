@@ -39,6 +39,9 @@ class Communicator {
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   // Every rank's `bytes` gathered on every rank, in rank order: [size() * bytes].
   virtual void all_gather(const void* send, void* recv, size_t bytes) = 0;
+  // Every rank's `send`, of any length, to `root` alone: recv[i] is rank i's (left untouched on
+  // the other ranks). One exchange of lengths and one of the bytes, whatever the rank count.
+  virtual void gather_bytes(const std::string& send, std::vector<std::string>* recv, int root) = 0;
   virtual void barrier() = 0;
 };
 

@@ -34,6 +34,9 @@ class DeviceCommunicator : public Communicator {
     host_.all_gather(send, recv, bytes);
   }
   void barrier() override { host_.barrier(); }
+  void gather_bytes(const std::string& send, std::vector<std::string>* recv, int root) override {
+    host_.gather_bytes(send, recv, root);
+  }
 
   // all_to_all_v: DEVICE buffers, host counts and displacements [size()], enqueued on stream():
   // the caller's next op on the stream runs after the exchange; host reads of `recv` need a

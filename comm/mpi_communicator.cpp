@@ -82,4 +82,25 @@ void MpiCommunicator::all_gather(const void* send, void* recv, size_t bytes) {
 
 void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
 
+void MpiCommunicator::gather_bytes(const std::string& send, std::vector<std::string>* recv,
+                                   int root) {
+  const int n = to_int(int64_t(send.size()), "gather_bytes length");
+  std::vector<int> lens(rank_ == root ? size_ : 0), displs(lens.size());
+  MPI_CHECK(MPI_Gather(&n, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm_));
+  std::string all;
+  if (rank_ == root) {
+    int64_t total = 0;
+    for (int i = 0; i < size_; ++i) {
+      displs[i] = to_int(total, "gather_bytes total");
+      total += lens[i];
+    }
+    all.resize(size_t(to_int(total, "gather_bytes total")));
+  }
+  MPI_CHECK(MPI_Gatherv(send.data(), n, MPI_BYTE, all.data(), lens.data(), displs.data(),
+                        MPI_BYTE, root, comm_));
+  if (rank_ != root) return;
+  recv->resize(size_t(size_));
+  for (int i = 0; i < size_; ++i) (*recv)[i] = all.substr(size_t(displs[i]), size_t(lens[i]));
+}
+
 }  // namespace moe::comm

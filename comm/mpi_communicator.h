@@ -25,6 +25,7 @@ class MpiCommunicator final : public Communicator {
   void broadcast(void* data, size_t bytes, int root) override;
   void all_gather(const void* send, void* recv, size_t bytes) override;
   void barrier() override;
+  void gather_bytes(const std::string& send, std::vector<std::string>* recv, int root) override;
 
  private:
   MPI_Comm comm_;

@@ -26,7 +26,9 @@ namespace {
 using namespace moe;
 
 // Rank 0's side of the link: a reader thread queues what the coordinator sends; the worker
-// loop drains the queue once per step and publishes each step's tokens and statistics.
+// loop drains the queue once per step and publishes each step's tokens and statistics through a
+// writer thread, so a slow network write never holds up the ranks' next step (a gRPC stream
+// takes one write at a time: every write goes through that thread, in order).
 class GrpcController final : public runtime::Controller {
  public:
   GrpcController(const std::string& address, const runtime::RankRuntime& rt, int world,
@@ -47,9 +49,17 @@ class GrpcController final : public runtime::Controller {
     h->set_tokenizer_model(tokenizer_model);
     if (!stream_->Write(hello)) throw InputError("the coordinator at " + address + " closed the link");
     reader_ = std::thread([this] { read_loop(); });
+    writer_ = std::thread([this] { write_loop(); });
   }
 
   ~GrpcController() override {
+    flush(std::chrono::seconds(5));  // what the loop published still reaches the coordinator
+    {
+      std::lock_guard lk(out_mu_);
+      stop_writer_ = true;
+      out_cv_.notify_all();
+    }
+    if (writer_.joinable()) writer_.join();
     ctx_.TryCancel();
     if (reader_.joinable()) reader_.join();
   }
@@ -110,16 +120,46 @@ class GrpcController final : public runtime::Controller {
         launcher::top_logprobs_to_proto(t.logprob->top, e->mutable_top_logprobs());
       }
     }
-    if (!stream_->Write(m)) spdlog::warn("the coordinator link is closed; dropping a step report");
+    send(std::move(m));
   }
 
+  // Waits (up to `limit`) until the writer has sent it: the job is about to end.
   void report_error(const std::string& what) {
     moe::v1::WorkerMessage m;
     m.set_error(what);
-    stream_->Write(m);
+    send(std::move(m));
+    flush(std::chrono::seconds(5));
   }
 
  private:
+  void send(moe::v1::WorkerMessage m) {
+    std::lock_guard lk(out_mu_);
+    out_.push_back(std::move(m));
+    out_cv_.notify_all();
+  }
+
+  void flush(std::chrono::seconds limit) {
+    std::unique_lock lk(out_mu_);
+    out_cv_.wait_for(lk, limit, [&] { return out_.empty() && !writing_; });
+  }
+
+  void write_loop() {
+    std::unique_lock lk(out_mu_);
+    for (;;) {
+      out_cv_.wait(lk, [&] { return !out_.empty() || stop_writer_; });
+      if (out_.empty()) return;
+      moe::v1::WorkerMessage m = std::move(out_.front());
+      out_.pop_front();
+      writing_ = true;
+      lk.unlock();
+      const bool ok = stream_->Write(m);
+      lk.lock();
+      writing_ = false;
+      out_cv_.notify_all();
+      if (!ok) spdlog::warn("the coordinator link is closed; dropping a message to it");
+    }
+  }
+
   void read_loop() {
     moe::v1::CoordinatorMessage m;
     while (stream_->Read(&m)) {
@@ -143,6 +183,12 @@ class GrpcController final : public runtime::Controller {
   std::condition_variable cv_;
   std::deque<moe::v1::CoordinatorMessage> queue_;
   bool closed_ = false;
+  // The writer's queue.
+  std::thread writer_;
+  std::mutex out_mu_;
+  std::condition_variable out_cv_;
+  std::deque<moe::v1::WorkerMessage> out_;
+  bool writing_ = false, stop_writer_ = false;
 };
 
 int run(int argc, char** argv, comm::MpiContext& mpi) {

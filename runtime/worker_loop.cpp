@@ -2,17 +2,16 @@
 
 #include <algorithm>
 #include <chrono>
-
-#include <nlohmann/json.hpp>
+#include <cstring>
 
 #include "common/error.h"
 #include "common/log.h"
+#include "runtime/byte_stream.h"
 
 namespace moe::runtime {
 
 namespace {
 
-using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 // How long an idle rank 0 waits in poll() for work before the ranks check in again.
@@ -22,68 +21,90 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-std::string broadcast_text(comm::Communicator& comm, std::string s) {
-  int64_t n = int64_t(s.size());
-  comm.broadcast(&n, sizeof n, 0);
-  s.resize(size_t(n));
-  if (n) comm.broadcast(s.data(), size_t(n), 0);
+// Rank 0's bytes to every rank. The first kInline bytes travel in one fixed-size broadcast
+// that also carries the length, so a step's control (usually a few bytes: nothing new) costs
+// one collective; a larger one sends its remainder in a second.
+constexpr size_t kInline = 1024;
+std::string broadcast_bytes(comm::Communicator& comm, std::string s) {
+  char head[kInline];
+  const uint64_t n = s.size();
+  std::memcpy(head, &n, sizeof n);
+  std::memcpy(head + sizeof n, s.data(), std::min<size_t>(s.size(), kInline - sizeof n));
+  comm.broadcast(head, kInline, 0);
+  uint64_t len = 0;
+  std::memcpy(&len, head, sizeof len);
+  s.resize(size_t(len));
+  const size_t first = std::min<size_t>(len, kInline - sizeof len);
+  std::memcpy(s.data(), head + sizeof len, first);
+  if (len > first) comm.broadcast(s.data() + first, size_t(len - first), 0);
   return s;
 }
 
-json sampling_to_json(const SamplingParams& s) {
-  json j = {{"temperature", s.temperature}, {"top_p", s.top_p}, {"top_k", s.top_k},
-            {"min_p", s.min_p}, {"repetition_penalty", s.repetition_penalty},
-            {"frequency_penalty", s.frequency_penalty}, {"presence_penalty", s.presence_penalty},
-            {"logprobs", s.logprobs}, {"stop_token_ids", s.stop_token_ids},
-            {"min_tokens", s.min_tokens}};
-  if (s.seed) j["seed"] = *s.seed;
-  return j;
+void put_sampling(ByteWriter& w, const SamplingParams& p) {
+  w.put(p.temperature);
+  w.put(p.top_p);
+  w.put(p.top_k);
+  w.put(p.min_p);
+  w.put(uint8_t(p.seed.has_value()));
+  w.put(p.seed.value_or(0));
+  w.put(p.repetition_penalty);
+  w.put(p.frequency_penalty);
+  w.put(p.presence_penalty);
+  w.put(p.logprobs);
+  w.put(p.stop_token_ids);
+  w.put(p.min_tokens);
 }
 
-SamplingParams sampling_from_json(const json& j) {
-  SamplingParams s;
-  s.temperature = j["temperature"].get<float>();
-  s.top_p = j["top_p"].get<float>();
-  s.top_k = j["top_k"].get<int>();
-  s.min_p = j["min_p"].get<float>();
-  s.repetition_penalty = j["repetition_penalty"].get<float>();
-  s.frequency_penalty = j["frequency_penalty"].get<float>();
-  s.presence_penalty = j["presence_penalty"].get<float>();
-  s.logprobs = j["logprobs"].get<int>();
-  s.stop_token_ids = j["stop_token_ids"].get<std::vector<int32_t>>();
-  s.min_tokens = j["min_tokens"].get<int>();
-  if (j.contains("seed")) s.seed = j["seed"].get<uint64_t>();
-  return s;
+SamplingParams get_sampling(ByteReader& r) {
+  SamplingParams p;
+  p.temperature = r.get<float>();
+  p.top_p = r.get<float>();
+  p.top_k = r.get<int>();
+  p.min_p = r.get<float>();
+  const bool seeded = r.get<uint8_t>();
+  const uint64_t seed = r.get<uint64_t>();
+  if (seeded) p.seed = seed;
+  p.repetition_penalty = r.get<float>();
+  p.frequency_penalty = r.get<float>();
+  p.presence_penalty = r.get<float>();
+  p.logprobs = r.get<int>();
+  p.stop_token_ids = r.get_vector<int32_t>();
+  p.min_tokens = r.get<int>();
+  return p;
 }
 
-std::string control_to_text(const Control& c) {
-  json j;
-  j["shutdown"] = c.shutdown;
-  j["cancels"] = c.cancels;
-  j["waited_s"] = c.waited_s;
-  json w = json::array();
-  for (const auto& a : c.work)
-    w.push_back({{"id", a.request.id}, {"rank", a.rank}, {"prompt", a.request.prompt},
-                 {"max_new", a.request.max_new_tokens}, {"ignore_eos", a.request.ignore_eos},
-                 {"sampling", sampling_to_json(a.request.sampling)}});
-  j["work"] = w;
-  return j.dump();
+std::string encode_control(const Control& c) {
+  ByteWriter w;
+  w.put(uint8_t(c.shutdown));
+  w.put(c.waited_s);
+  w.put(c.cancels);
+  w.put(uint64_t(c.work.size()));
+  for (const auto& a : c.work) {
+    w.put(a.request.id);
+    w.put(a.rank);
+    w.put(a.request.prompt);
+    w.put(a.request.max_new_tokens);
+    w.put(uint8_t(a.request.ignore_eos));
+    put_sampling(w, a.request.sampling);
+  }
+  return std::move(w.bytes());
 }
 
-Control control_from_text(const std::string& s) {
-  const json j = json::parse(s);
+Control decode_control(const std::string& s) {
+  ByteReader r(s);
   Control c;
-  c.shutdown = j["shutdown"].get<bool>();
-  c.cancels = j["cancels"].get<std::vector<int64_t>>();
-  c.waited_s = j["waited_s"].get<double>();
-  for (const auto& w : j["work"]) {
+  c.shutdown = r.get<uint8_t>();
+  c.waited_s = r.get<double>();
+  c.cancels = r.get_vector<int64_t>();
+  const uint64_t n = r.get<uint64_t>();
+  for (uint64_t i = 0; i < n; ++i) {
     WorkAssignment a;
-    a.request.id = w["id"].get<int64_t>();
-    a.request.prompt = w["prompt"].get<std::vector<int32_t>>();
-    a.request.max_new_tokens = w["max_new"].get<int>();
-    a.request.ignore_eos = w["ignore_eos"].get<bool>();
-    a.request.sampling = sampling_from_json(w["sampling"]);
-    a.rank = w["rank"].get<int>();
+    a.request.id = r.get<int64_t>();
+    a.rank = r.get<int>();
+    a.request.prompt = r.get_vector<int32_t>();
+    a.request.max_new_tokens = r.get<int>();
+    a.request.ignore_eos = r.get<uint8_t>();
+    a.request.sampling = get_sampling(r);
     c.work.push_back(std::move(a));
   }
   return c;
@@ -103,67 +124,92 @@ Control WorkerLoop::exchange_control(bool idle) {
     Control c = controller_->poll(idle ? kIdleWaitMs : 0);
     // Only an idle poll waits; the other ranks wait as long in the broadcast below.
     c.waited_s = idle ? seconds_since(t0) : 0;
-    text = control_to_text(c);
+    text = encode_control(c);
   }
-  return control_from_text(broadcast_text(comm_, text));
+  return decode_control(broadcast_bytes(comm_, text));
 }
 
 StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, double control_s) {
   const int N = comm_.size();
-  StepReport rep;
+  // Everything rank 0 reports, from every rank, in one gather: timings, tokens still owed, the
+  // load-statistics delta since the last report and the tokens made.
   // The engine keeps its last step's timing: a report without a step must not repeat it.
   const StepTiming t = ran ? rt_.engine().last_timing() : StepTiming{};
-  double times[4] = {t.compute(), t.exchange, t.schedule, control_s};
-  comm_.all_reduce(times, 4, comm::Communicator::Op::kSum);
-  rep.compute_s = times[0] / N;
-  rep.exchange_s = times[1] / N;
-  rep.schedule_s = times[2] / N;
-  rep.control_s = times[3] / N;
-  rep.step_s = t.total;
-  comm_.all_reduce(&rep.step_s, 1, comm::Communicator::Op::kMax);
-  rep.step = rt_.engine().steps();
-
-  // This step's counts: what this rank counted since the last report, summed over ranks.
   LoadStats& now = rt_.stats();
-  rep.delta = now;
-  for (size_t i = 0; i < now.tokens.size(); ++i) rep.delta.tokens[i] -= reported_.tokens[i];
-  for (size_t i = 0; i < now.rows.size(); ++i) rep.delta.rows[i] -= reported_.rows[i];
-  for (size_t i = 0; i < now.rows_computed.size(); ++i)
-    rep.delta.rows_computed[i] -= reported_.rows_computed[i];
+  ByteWriter w;
+  w.put(t.compute());
+  w.put(t.exchange);
+  w.put(t.schedule);
+  w.put(control_s);
+  w.put(t.total);
+  w.put(rt_.engine().outstanding_tokens());
+  for (auto [cur, old] : {std::pair{&now.tokens, &reported_.tokens}, std::pair{&now.rows, &reported_.rows},
+                          std::pair{&now.rows_computed, &reported_.rows_computed}}) {
+    std::vector<int64_t> d(*cur);
+    for (size_t i = 0; i < d.size(); ++i) d[i] -= (*old)[i];
+    w.put(d);
+  }
   reported_ = now;
-  rep.delta.reduce(comm_);
-
-  rep.outstanding.assign(N, 0);
-  const int64_t mine_out = rt_.engine().outstanding_tokens();
-  comm_.all_gather(&mine_out, rep.outstanding.data(), sizeof(int64_t));
-
-  // Tokens: every rank's events, in rank order, to everyone (rank 0 uses them).
-  json j = json::array();
+  w.put(uint64_t(mine.size()));
   for (const auto& e : mine) {
-    json ev = {e.id, e.token, e.finish};
-    if (e.logprob) ev.push_back({e.logprob->logprob, e.logprob->top});
-    j.push_back(std::move(ev));
+    w.put(e.id);
+    w.put(e.token);
+    w.put(e.finish);
+    w.put(uint8_t(e.logprob.has_value()));
+    if (e.logprob) {
+      w.put(e.logprob->logprob);
+      std::vector<int32_t> ids;
+      std::vector<float> lps;
+      for (const auto& [id, lp] : e.logprob->top) {
+        ids.push_back(id);
+        lps.push_back(lp);
+      }
+      w.put(ids);
+      w.put(lps);
+    }
   }
   mine.clear();
-  const std::string text = j.dump();
-  std::vector<int64_t> lens(N);
-  const int64_t len = int64_t(text.size());
-  comm_.all_gather(&len, lens.data(), sizeof(int64_t));
+  std::vector<std::string> all;
+  comm_.gather_bytes(w.bytes(), &all, 0);
+
+  StepReport rep;
+  rep.step = rt_.engine().steps();
+  if (comm_.rank() != 0) return rep;
+  rep.delta = LoadStats(now.n_layers, now.n_experts, now.world);
+  rep.outstanding.assign(size_t(N), 0);
   for (int r = 0; r < N; ++r) {
-    std::string s = r == comm_.rank() ? text : std::string(size_t(lens[r]), '\0');
-    comm_.broadcast(s.data(), size_t(lens[r]), r);
-    if (comm_.rank() == 0)
-      for (const auto& e : json::parse(s)) {
-        TokenEvent ev{e[0].get<int64_t>(), e[1].get<int32_t>(), e[2].get<std::string>(), {}};
-        if (e.size() > 3) {
-          TokenLogprob lp;
-          lp.token = ev.token;
-          lp.logprob = e[3][0].get<float>();
-          lp.top = e[3][1].get<std::vector<std::pair<int32_t, float>>>();
-          ev.logprob = std::move(lp);
-        }
-        rep.tokens.push_back(std::move(ev));
+    ByteReader in(all[size_t(r)]);
+    rep.compute_s += in.get<double>() / N;
+    rep.exchange_s += in.get<double>() / N;
+    rep.schedule_s += in.get<double>() / N;
+    rep.control_s += in.get<double>() / N;
+    rep.step_s = std::max(rep.step_s, in.get<double>());
+    rep.outstanding[size_t(r)] = in.get<int64_t>();
+    for (auto* sum : {&rep.delta.tokens, &rep.delta.rows, &rep.delta.rows_computed}) {
+      const auto d = in.get_vector<int64_t>();
+      MOE_CHECK(d.size() == sum->size(), "rank " + std::to_string(r) + "'s report has " +
+                                             std::to_string(d.size()) + " counts, expected " +
+                                             std::to_string(sum->size()));
+      for (size_t i = 0; i < d.size(); ++i) (*sum)[i] += d[i];
+    }
+    const uint64_t n = in.get<uint64_t>();
+    for (uint64_t i = 0; i < n; ++i) {
+      TokenEvent ev;
+      ev.id = in.get<int64_t>();
+      ev.token = in.get<int32_t>();
+      ev.finish = in.get_string();
+      if (in.get<uint8_t>()) {
+        TokenLogprob lp;
+        lp.token = ev.token;
+        lp.logprob = in.get<float>();
+        const auto ids = in.get_vector<int32_t>();
+        const auto lps = in.get_vector<float>();
+        MOE_CHECK(ids.size() == lps.size(), "a report's top logprobs do not pair up");
+        for (size_t k = 0; k < ids.size(); ++k) lp.top.emplace_back(ids[k], lps[k]);
+        ev.logprob = std::move(lp);
       }
+      rep.tokens.push_back(std::move(ev));
+    }
   }
   return rep;
 }
