@@ -239,6 +239,9 @@ std::set<std::string> result_ids(const std::string& text, const std::string& sou
 }
 
 std::vector<int32_t> parse_id_list(const std::string& s) {
+  // getline drops a trailing empty field: "1,2," must not pass as "1,2".
+  if (!s.empty() && s.back() == ',')
+    throw InputError("--prompt-ids: '" + s + "' ends with a comma (expected e.g. 1,2,3)");
   std::vector<int32_t> ids;
   std::stringstream ss(s);
   std::string tok;

@@ -246,7 +246,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
                  "share of the free GPU memory the layers, KV cache and workspace may take");
   app.add_option("--warmup", o.warmup, "untimed steps first");
   app.add_option("--repeats", o.repeats, "timed steps (the median is printed)");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv, true)) return *code;
   set_log_level(log_level);
   if (mpi.world_size() != 1)

@@ -38,7 +38,8 @@ int run(int argc, char** argv) {
   app.add_option("--stats-window-s", opt.stats_window_s, "span of the recent-window load statistics");
   app.add_option("--batch-retention-s", opt.batch_retention_s, "seconds a finished batch's results stay readable (GetBatch); NOT_FOUND after");
   app.add_option("--max-finished-batches", opt.max_finished_batches, "finished batches kept at most; the oldest expire first past it");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
   set_log_name("coordinator");
   set_log_level(log_level);

@@ -243,7 +243,8 @@ int run(int argc, char** argv) {
   app.add_option("--mpirun", o.mpirun, "the mpirun to use (a path, or a name looked up in PATH)");
   app.add_option("--mpirun-args", o.mpirun_args, "extra arguments for mpirun, split on spaces, no quoting (default: none)");
   app.add_option("--startup-timeout-s", o.startup_timeout_s, "seconds to wait for the job to serve before giving up");
-  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off (also passed to both children)");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off (also passed to both children)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   // Passed on to moe-coordinator (docs/SERVING.md).
   app.add_option("--max-queue", o.max_queue, "coordinator: sequences in flight before requests get RESOURCE_EXHAUSTED");
   app.add_option("--rank-timeout-s", o.rank_timeout_s, "coordinator: seconds without a step report, with work in flight, before the worker job is declared dead");

@@ -88,7 +88,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
   app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON (default: not written)");
   app.add_flag("--no-stats-table", o.quiet_table, "do not print the expert-load table (default: printed)");
-  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv, rank == 0)) return *code;
   set_log_level(o.log_level);
 

@@ -202,7 +202,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.option_defaults()->always_capture_default();
   app.add_option("--coordinator", coordinator, "address of moe-coordinator");
   launcher::add_run_options(app, ro);
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv, rank == 0)) return *code;
   set_log_level(log_level);
 

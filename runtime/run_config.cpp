@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <vector>
 
 #include "common/error.h"
@@ -28,6 +29,9 @@ void read(const YAML::Node& root, const char* key, T& out, const std::string& pa
 
 RunConfig RunConfig::from_yaml_file(const std::string& path) {
   YAML::Node root;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw InputError(path + ": is a folder, expected a YAML config file (see configs/)");
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
@@ -41,6 +45,10 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
       "max_tokens_per_step", "max_seqs", "max_seq_len", "gpu_memory_utilization",
       "ignore_eos", "threads", "synthetic", "seed", "num_layers"};
   for (const auto& kv : root) {
+    if (!kv.first.IsScalar())
+      throw InputError(path + ": line " + std::to_string(kv.first.Mark().line + 1) +
+                       ": a field name must be a plain word, found a " +
+                       (kv.first.IsSequence() ? "list" : "mapping"));
     const std::string key = kv.first.as<std::string>();
     if (std::find(known.begin(), known.end(), key) == known.end()) {
       std::string list;

@@ -179,6 +179,14 @@ expect 2 "mixed formats refused" "mixes OpenAI batch lines" -- "$BIN/moe-run" --
 printf '{"id": "x", "prompt_ids": [1, 2]}\n{"id": "x", "prompt_ids": [3]}\n' > "$TMP/dup.jsonl"
 expect 2 "duplicate string id refused" 'id "x" appears twice' -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/dup.jsonl"
 
+# Small input defects, each refused with exit 2 and the culprit named.
+expect 2 "--prompt-ids with a trailing comma" "ends with a comma" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2,
+expect 2 "--log-level typo" "loud not in" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --log-level loud
+one_line "--log-level typo"
+expect 2 "--config given a folder" "$TMP: is a folder" -- "$BIN/moe-run" --config "$TMP" --prompt-ids 1,2
+printf '[a, b]: 1\n' > "$TMP/listkey.yaml"
+expect 2 "YAML list as a field name" "listkey.yaml: line 1: a field name must be a plain word" -- "$BIN/moe-run" --config "$TMP/listkey.yaml" --prompt-ids 1,2
+
 printf '{"id": 0, "prompt_ids": [1, 2], "temperature": -1}\n' > "$TMP/badtemp.jsonl"
 expect 2 "negative temperature refused" "temperature is -1" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/badtemp.jsonl"
 
