@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -155,11 +156,24 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   f.data_size_ = size - 8 - size_t(header_len);
 
   json header;
+  // The JSON parser keeps the last of two equal keys: a header naming a tensor twice would load
+  // one of them silently, so each name of the top level is counted as it is parsed.
+  std::set<std::string> names;
+  std::string twice;
+  const json::parser_callback_t once = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key && !names.insert(parsed.get<std::string>()).second &&
+        twice.empty())
+      twice = parsed.get<std::string>();
+    return true;
+  };
   try {
-    header = json::parse(hdr, hdr + header_len);
+    header = json::parse(hdr, hdr + header_len, once);
   } catch (const json::parse_error& e) {
     throw InputError(path + ": safetensors header is not valid JSON: " + e.what());
   }
+  if (!twice.empty())
+    throw InputError(path + ": the safetensors header names '" + twice +
+                     "' twice (expected each tensor once)");
   if (!header.is_object()) {
     throw InputError(path + ": safetensors header is a JSON " + std::string(header.type_name()) +
                      ", expected an object of tensor name -> {dtype, shape, data_offsets}");

@@ -145,6 +145,19 @@ TEST(Safetensors, HeaderNotObject) {
       mentions(input_error([&] { SafetensorsFile::open(path); }), {path, "array", "object"}));
 }
 
+// JSON keeps the last of two equal keys: the header must not load one tensor of two silently.
+TEST(Safetensors, TensorNamedTwice) {
+  TempDir dir;
+  const std::string path = dir.file("twice.safetensors");
+  const std::string entry = R"({"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})";
+  write_raw(path, "{\"w\": " + entry + ", \"w\": " + entry + "}", {0, 0, 0, 0});
+  EXPECT_TRUE(mentions(input_error([&] { SafetensorsFile::open(path); }), {path, "'w' twice"}));
+  // The same name inside an entry's own fields is another matter (and not a tensor).
+  write_raw(path, "{\"a\": " + entry + ", \"b\": {\"dtype\": \"F32\", \"shape\": [1], "
+                  "\"data_offsets\": [4, 8]}}", {0, 0, 0, 0, 0, 0, 0, 0});
+  EXPECT_NO_THROW(SafetensorsFile::open(path));
+}
+
 TEST(Safetensors, EntryMissingField) {
   TempDir dir;
   const std::string path = dir.file("f.safetensors");
