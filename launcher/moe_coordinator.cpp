@@ -19,6 +19,16 @@ namespace {
 
 using namespace moe;
 
+// An HTTP server that slow or idle clients cannot starve: a client that sends nothing is dropped
+// after a few seconds, and the pool has room for many of them beside the real requests (a
+// Prometheus scrape, a streamed completion).
+void harden(httplib::Server& http, size_t threads) {
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_read_timeout(5, 0);
+  http.set_write_timeout(30, 0);
+  http.set_keep_alive_timeout(5);
+}
+
 int run(int argc, char** argv) {
   std::string listen = "127.0.0.1:50051", log_level = "info";
   int metrics_port = 9464, openai_port = 0;
@@ -84,6 +94,7 @@ int run(int argc, char** argv) {
   spdlog::info("listening on {} (clients and workers)", listen);
 
   httplib::Server http;
+  harden(http, 32);
   std::thread metrics;
   if (metrics_port > 0) {
     http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
@@ -102,6 +113,7 @@ int run(int argc, char** argv) {
   // The OpenAI-compatible API: a server of its own, so its clients and Prometheus' scrapes do
   // not share threads.
   httplib::Server openai_http;
+  harden(openai_http, 128);  // a streamed completion holds its thread while it runs
   std::thread openai_thread;
   if (openai_port > 0) {
     coordinator::add_openai_routes(openai_http, state, openai);

@@ -51,10 +51,10 @@ def wait_http(url, secs=60):
 
 
 tmp = tempfile.mkdtemp()
-grpc_port, http_port = free_port(), free_port()
+grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
 launch = subprocess.Popen(
     [f"{BIN}/moe-launch", "--np", "2", "--config", f"{CONFIGS}/tiny_a.yaml", "--listen",
-     f"127.0.0.1:{grpc_port}", "--metrics-port", "0", "--openai-port", str(http_port),
+     f"127.0.0.1:{grpc_port}", "--metrics-port", str(metrics_port), "--openai-port", str(http_port),
      "--max-queue", "3", "--served-model-name", "tiny-a"],
     stdout=open(f"{tmp}/launch.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
 bare = None
@@ -138,6 +138,24 @@ try:
         except exc as e:
             body = e.body if isinstance(e.body, dict) else {}
             check(name, "message" in body, str(e.body))
+
+    # Idle clients that connect and send nothing do not starve the servers: 12 on each port,
+    # then a scrape and a completion still answer at once.
+    idle = []
+    for port in (metrics_port, http_port):
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", port))
+            idle.append(s)
+    t = time.time()
+    scraped = wait_http(f"http://127.0.0.1:{metrics_port}/metrics", 10) == 200
+    check("a scrape answers beside 12 idle clients", scraped and time.time() - t < 3,
+          f"{time.time() - t:.1f} s")
+    t = time.time()
+    r2 = client.completions.create(model="tiny-a", prompt=[5, 6], max_tokens=2, temperature=0)
+    check("a completion answers beside 12 idle clients", time.time() - t < 3 and r2.choices,
+          f"{time.time() - t:.1f} s")
+    for s in idle:
+        s.close()
 
     # No worker attached: 503.
     port2, grpc2 = free_port(), free_port()
