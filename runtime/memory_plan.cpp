@@ -25,8 +25,10 @@ void check_weights_fit(const WeightBytes& w, const DeviceMemory& m, int rank) {
   throw InputError("rank " + std::to_string(rank) + ": the weights it holds need " +
                    gib(double(w.total())) + " (shared " + gib(double(w.shared)) + " + " +
                    std::to_string(w.n_experts) + " expert FFNs over all layers " +
-                   gib(double(w.experts)) + ", " + dtype_name(w.dtype) + ") but CUDA device " +
-                   std::to_string(m.device) + " has " + gib(double(m.free)) + " free of " +
+                   gib(double(w.experts)) + ", " + dtype_name(w.dtype) + ") but " +
+                   (m.device >= 0 ? "CUDA device " + std::to_string(m.device)
+                                  : std::string("this machine")) +
+                   " has " + gib(double(m.free)) + " free of " +
                    gib(double(m.total)) + sharing(m) +
                    "; expected more ranks (the experts spread thinner), a placement giving this "
                    "rank fewer experts, or, with synthetic weights, fewer num_layers");

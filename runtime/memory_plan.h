@@ -11,8 +11,8 @@
 namespace moe::runtime {
 
 struct DeviceMemory {
-  size_t free = 0, total = 0;  // bytes, as cudaMemGetInfo reports them
-  int device = 0;              // for messages
+  size_t free = 0, total = 0;  // bytes, as cudaMemGetInfo reports them (MemAvailable on cpu)
+  int device = 0;              // for messages; -1: the host's memory (cpu backend)
   int ranks_sharing = 1;       // ranks of this job on this device
 };
 

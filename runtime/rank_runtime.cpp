@@ -57,9 +57,13 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRa
   };
   ModelWeights weights;
   collective_step(host, [&] {
-    if (backend_->device() >= 0)
+    // On cpu, against the host's available memory shared by the node's ranks: a model too
+    // large is refused now, naming the sizes, not by an allocation failing halfway through.
+    DeviceMemory mem = device_memory();
+    if (backend_->device() < 0) mem.ranks_sharing = std::max(1, local.size);
+    if (mem.total > 0)
       check_weights_fit(ModelWeights::footprint(cfg_, placement_, host.rank(), ops.weight_dtype()),
-                        device_memory(), host.rank());
+                        mem, host.rank());
     weights = run.synthetic
                   ? ModelWeights::synthesize(cfg_, placement_, host.rank(), ops, run.seed)
                   : ModelWeights::load(*ckpt, cfg_, placement_, host.rank(), ops);

@@ -92,13 +92,19 @@ TEST(CpuLinear, Bf16WeightsComputeAsTheirWidening) {
     bits[i] = f32_to_bf16(w[i]);
     w[i] = bf16_to_f32(bits[i]);
   }
-  for (int M : {1, 5, 9, 33}) {
-    const auto x = random_vec(rng, size_t(M) * K);
-    std::vector<float> want(size_t(M) * N), got(size_t(M) * N);
-    kernels::cpu::linear({x.data(), {w.data(), DType::kF32, N, K}, want.data(), M});
-    kernels::cpu::linear({x.data(), {bits.data(), DType::kBF16, N, K}, got.data(), M});
-    EXPECT_EQ(got, want) << "M " << M;
+  // At 1 and 2 threads: the widening runs in an OpenMP region, whose workers must write the
+  // calling thread's buffer.
+  for (int threads : {1, 2}) {
+    kernels::cpu::set_threads(threads);
+    for (int M : {1, 5, 9, 33}) {
+      const auto x = random_vec(rng, size_t(M) * K);
+      std::vector<float> want(size_t(M) * N), got(size_t(M) * N);
+      kernels::cpu::linear({x.data(), {w.data(), DType::kF32, N, K}, want.data(), M});
+      kernels::cpu::linear({x.data(), {bits.data(), DType::kBF16, N, K}, got.data(), M});
+      EXPECT_EQ(got, want) << "M " << M << ", " << threads << " threads";
+    }
   }
+  kernels::cpu::set_threads(1);
   std::vector<float> e32(2 * K), e16(2 * K), n32(2 * K), n16(2 * K);
   const int32_t ids[2] = {3, N - 1};
   kernels::cpu::embedding({ids, {w.data(), DType::kF32, N, K}, e32.data(), 2});

@@ -4,6 +4,8 @@
 // backend's numerics up to the order of fp32 sums.
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
@@ -34,7 +36,21 @@ class CpuOps final : public Ops {
   // widened exactly where they are used.
   DType weight_dtype() const override { return precision_; }
   DType kv_dtype() const override { return DType::kF32; }
-  MemoryInfo memory_info() const override { return {}; }
+  // MemAvailable and MemTotal of /proc/meminfo; {0, 0} where that cannot be read.
+  MemoryInfo memory_info() const override {
+    MemoryInfo m;
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    size_t kib = 0;
+    std::string unit;
+    while (in >> key >> kib) {
+      std::getline(in, unit);
+      if (key == "MemTotal:") m.total = kib << 10;
+      if (key == "MemAvailable:") m.free = kib << 10;
+    }
+    if (m.free > m.total) m = {};
+    return m;
+  }
 
   Buffer alloc(size_t bytes) override {
     if (bytes == 0) return Buffer();

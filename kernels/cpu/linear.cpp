@@ -141,14 +141,18 @@ void linear_blas(const LinearParams& p) {
   const int block_rows = int(std::max<int64_t>(64, kBlockElems / std::max(K, 1)));
   thread_local std::vector<float> wide;
   wide.resize(size_t(std::min(block_rows, N)) * K);
+  // NOTES: the OpenMP threads below must write the calling thread's buffer: inside the parallel
+  // region `wide` would name each worker's own (empty) thread_local vector.
+  float* const dst = wide.data();
   const auto* w = static_cast<const uint16_t*>(p.w.data);
   for (int n0 = 0; n0 < N; n0 += block_rows) {
     const int n = std::min(block_rows, N - n0);
     const int64_t count = int64_t(n) * K;
+    const uint16_t* src = w + int64_t(n0) * K;
 #pragma omp parallel for schedule(static) if (count > (1 << 16))
-    for (int64_t i = 0; i < count; ++i) wide[size_t(i)] = bf16_to_f32(w[int64_t(n0) * K + i]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, n, K, 1.0f, p.x, K, wide.data(), K,
-                beta, p.out + n0, N);
+    for (int64_t i = 0; i < count; ++i) dst[i] = bf16_to_f32(src[i]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, n, K, 1.0f, p.x, K, dst, K, beta,
+                p.out + n0, N);
   }
 }
 

@@ -184,6 +184,11 @@ expect 2 "--prompt-ids with a trailing comma" "ends with a comma" -- "$BIN/moe-r
 expect 2 "--log-level typo" "loud not in" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --log-level loud
 one_line "--log-level typo"
 expect 2 "--config given a folder" "$TMP: is a folder" -- "$BIN/moe-run" --config "$TMP" --prompt-ids 1,2
+# A model far past this machine's memory is refused at once, with the sizes, not by an
+# allocation failing minutes into the load.
+mkdir -p "$TMP/huge" && python3 -c "
+import json, sys; c = json.load(open(sys.argv[1])); c.update(hidden_size=8192, intermediate_size=28672, num_hidden_layers=64, num_attention_heads=64, num_key_value_heads=8); json.dump(c, open(sys.argv[2], 'w'))" "$CKPT/config.json" "$TMP/huge/config.json"
+expect 2 "model past the host's memory" "the weights it holds need .* GiB .* but this machine has .* GiB free" -- timeout 60 "$BIN/moe-run" --checkpoint "$TMP/huge" --synthetic --prompt-ids 1,2
 printf '[a, b]: 1\n' > "$TMP/listkey.yaml"
 expect 2 "YAML list as a field name" "listkey.yaml: line 1: a field name must be a plain word" -- "$BIN/moe-run" --config "$TMP/listkey.yaml" --prompt-ids 1,2
 
