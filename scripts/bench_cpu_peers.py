@@ -38,7 +38,6 @@ Internal: "bench_cpu_peers.py _worker make_model|transformers ARGS.json" runs in
 """
 import argparse
 import datetime
-import glob
 import json
 import os
 import platform
@@ -71,13 +70,20 @@ def log(msg):
     print(f"[{datetime.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_step(step, cmd, logfile, env=None, cwd=None):
-    """Runs cmd with its output in logfile; a failure names the step, the command and the log's tail."""
+def run_step(step, cmd, logfile, stdout_only=False):
+    """Runs cmd with its output in logfile and returns that output (with stdout_only, stderr goes
+    to logfile and stdout, returned, to logfile + '.out': llama-bench's JSON is not mixed with its
+    logs). A failure names the step, the command and the log's tail."""
+    out_file = logfile + ".out" if stdout_only else None
     with open(logfile, "w") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
         try:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
+            if out_file:
+                with open(out_file, "w") as o:
+                    rc = subprocess.run(cmd, stdout=o, stderr=f).returncode
+            else:
+                rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
         except OSError as e:
             raise StepError(f"step '{step}' could not start: {shlex.join(cmd)}: {e}")
     if rc != 0:
@@ -85,7 +91,7 @@ def run_step(step, cmd, logfile, env=None, cwd=None):
             tail = "".join(f.readlines()[-25:])
         raise StepError(f"step '{step}' failed with exit code {rc}: {shlex.join(cmd)}\n"
                         f"last lines of {logfile}:\n{tail}")
-    with open(logfile, errors="replace") as f:
+    with open(out_file or logfile, errors="replace") as f:
         return f.read()
 
 
@@ -230,8 +236,11 @@ def timed_cmd(cmd, rss_file):
 def read_rss_kib(files):
     total = 0
     for fn in files:
-        with open(fn) as f:
-            lines = [l for l in f.read().split() if l.isdigit()]
+        try:
+            with open(fn) as f:
+                lines = [l for l in f.read().split() if l.isdigit()]
+        except OSError as e:
+            raise StepError(f"no maximum RSS: {e}")
         if not lines:
             raise StepError(f"no maximum RSS in {fn}")
         total += int(lines[-1])
@@ -240,7 +249,7 @@ def read_rss_kib(files):
 
 def bench_moe(a, mdir, wl, ranks, dtype, rundir):
     key = f"moe{ranks}_{dtype}"
-    res = {"prefill": [], "decode": [], "batch": [], "rss_kib": 0, "tokens": {}}
+    res = {"prefill": [], "decode": [], "batch": [], "rss_kib": 0, "tokens": {}, "failed": {}}
     jobs = {
         "prefill": ([{"id": 0, "prompt_ids": wl.prefill, "max_new_tokens": 1}]),
         "decode": ([{"id": 0, "prompt_ids": wl.decode, "max_new_tokens": a.decode_tokens}]),
@@ -252,38 +261,44 @@ def bench_moe(a, mdir, wl, ranks, dtype, rundir):
         inp = os.path.join(rundir, f"{key}.{work}.in.jsonl")
         with open(inp, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in reqs)
-        for rep in range(a.repeats):
-            out = os.path.join(rundir, f"{key}.{work}.{rep}.out.jsonl")
-            rss = os.path.join(rundir, f"{key}.{work}.{rep}.rss")
-            moe = [a.moe_run, "--checkpoint", mdir, "--input", inp, "--output", out,
-                   "--ignore-eos", "--dtype", dtype, "--threads", str(threads),
-                   "--no-stats-table"]
-            if ranks == 1:
-                cmd, rss_files = timed_cmd(moe, rss), [rss]
-            else:
-                # One /usr/bin/time per rank, each writing its own file: peak RSS summed over ranks.
-                cmd = shlex.split(a.mpirun) + ["-np", str(ranks), "sh", "-c",
-                                               'exec /usr/bin/time -f %M -o "$0.$OMPI_COMM_WORLD_RANK" "$@"',
-                                               rss] + moe
-                rss_files = [f"{rss}.{r}" for r in range(ranks)]
-            text = run_step(f"moe-run {ranks} rank(s) {dtype} {work}", cmd,
-                            os.path.join(rundir, f"{key}.{work}.{rep}.log"))
-            res["rss_kib"] = max(res["rss_kib"], read_rss_kib(rss_files))
-            if work == "prefill":
-                m = re.search(r"prefill (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s", text)
-            elif work == "decode":
-                m = re.search(r"decode (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s", text)
-            else:
-                m = re.search(r"(\d+) requests, (\d+) tokens generated in ([\d.]+) s \(([\d.]+) tokens/s",
-                              text)
-            if not m:
-                raise StepError(f"step 'moe-run {ranks} rank(s) {dtype} {work}': no {work} figure in "
-                                f"its output (see {rundir}/{key}.{work}.{rep}.log)")
-            res[work].append(float(m.group(3) if work != "batch" else m.group(4)))
-            if rep == 0 and work != "prefill":
-                with open(out) as f:
-                    rows = sorted((json.loads(l) for l in f if l.strip()), key=lambda r: r["id"])
-                res["tokens"][work] = [r["output_ids"] for r in rows]
+        # A crash in one workload is reported in its cell; the other workloads still run.
+        try:
+            for rep in range(a.repeats):
+                out = os.path.join(rundir, f"{key}.{work}.{rep}.out.jsonl")
+                rss = os.path.join(rundir, f"{key}.{work}.{rep}.rss")
+                moe = [a.moe_run, "--checkpoint", mdir, "--input", inp, "--output", out,
+                       "--ignore-eos", "--dtype", dtype, "--threads", str(threads),
+                       "--no-stats-table"]
+                if ranks == 1:
+                    cmd, rss_files = timed_cmd(moe, rss), [rss]
+                else:
+                    # One /usr/bin/time per rank, each with its own file: RSS summed over ranks.
+                    per_rank = 'exec /usr/bin/time -f %M -o "$0.$OMPI_COMM_WORLD_RANK" "$@"'
+                    cmd = shlex.split(a.mpirun) + ["-np", str(ranks), "sh", "-c", per_rank,
+                                                   rss] + moe
+                    rss_files = [f"{rss}.{r}" for r in range(ranks)]
+                text = run_step(f"moe-run {ranks} rank(s) {dtype} {work}", cmd,
+                                os.path.join(rundir, f"{key}.{work}.{rep}.log"))
+                res["rss_kib"] = max(res["rss_kib"], read_rss_kib(rss_files))
+                if work == "prefill":
+                    m = re.search(r"prefill (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s", text)
+                elif work == "decode":
+                    m = re.search(r"decode (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s", text)
+                else:
+                    m = re.search(r"(\d+) requests, (\d+) tokens generated in ([\d.]+) s "
+                                  r"\(([\d.]+) tokens/s", text)
+                if not m:
+                    raise StepError(f"step 'moe-run {ranks} rank(s) {dtype} {work}': no {work} "
+                                    f"figure in its output (see {rundir}/{key}.{work}.{rep}.log)")
+                res[work].append(float(m.group(3) if work != "batch" else m.group(4)))
+                if rep == 0 and work != "prefill":
+                    with open(out) as f:
+                        rows = sorted((json.loads(l) for l in f if l.strip()),
+                                      key=lambda r: r["id"])
+                    res["tokens"][work] = [r["output_ids"] for r in rows]
+        except StepError as e:
+            res[work] = []
+            res["failed"][work] = str(e)
     return res
 
 
@@ -302,7 +317,7 @@ def bench_transformers(a, py, mdir, wl, rundir):
 
 def bench_llama(a, bins, gguf, t, wl, rundir):
     key = f"llama_{t}"
-    res = {"prefill": [], "decode": [], "batch": [], "rss_kib": 0}
+    res = {"prefill": [], "decode": [], "batch": [], "rss_kib": 0, "failed": {}}
     thr = str(a.threads)
     rss = os.path.join(rundir, f"{key}.bench.rss")
     # llama-bench repeats itself (-r) after one warm-up; its samples are our repeats.
@@ -310,7 +325,7 @@ def bench_llama(a, bins, gguf, t, wl, rundir):
                     timed_cmd([bins["llama-bench"], "-m", gguf, "-p", str(len(wl.prefill)),
                                "-n", str(a.decode_tokens), "-r", str(a.repeats), "-t", thr,
                                "-o", "json"], rss),
-                    os.path.join(rundir, f"{key}.bench.log"))
+                    os.path.join(rundir, f"{key}.bench.log"), stdout_only=True)
     res["rss_kib"] = read_rss_kib([rss])
     try:
         rows = json.loads(text[text.index("["):text.rindex("]") + 1])
@@ -327,7 +342,7 @@ def bench_llama(a, bins, gguf, t, wl, rundir):
                                    "-b", "2048", "-ub", "512", "-npp", str(a.short_prompt),
                                    "-ntg", str(a.batch_tokens), "-npl", str(a.batch_seqs),
                                    "-t", thr, "-tb", thr, "--output-format", "jsonl"], rss),
-                        os.path.join(rundir, f"{key}.batched.{rep}.log"))
+                        os.path.join(rundir, f"{key}.batched.{rep}.log"), stdout_only=True)
         res["rss_kib"] = max(res["rss_kib"], read_rss_kib([rss]))
         row = None
         for line in text.splitlines():
@@ -344,6 +359,9 @@ def compare_tokens(moe, hf):
     """'same' or where the first difference is: a sequence and the position of the new token."""
     notes = []
     for work in ("decode", "batch"):
+        if work not in moe.get("tokens", {}) or work not in hf.get("tokens", {}):
+            notes.append(f"{work}: no tokens to compare (a run failed)")
+            continue
         for s, (x, y) in enumerate(zip(moe["tokens"][work], hf["tokens"][work])):
             if x != y:
                 pos = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
@@ -474,9 +492,13 @@ def render(report):
             ("peak RSS, MiB", "rss_mib", "{:.0f}")]
     head = [""] + [h for _, h in cols]
     body = []
+    def cell(r, k, fmt):
+        if k in r.get("failed", {}):
+            return "FAIL"
+        return fmt.format(r[k]) if r.get(k) else "-"
+
     for label, k, fmt in rows:
-        body.append([label] + [fmt.format(report["results"][c][k]) if report["results"][c].get(k)
-                               is not None else "-" for c, _ in cols])
+        body.append([label] + [cell(report["results"][c], k, fmt) for c, _ in cols])
     body.append(["greedy = transformers"] + [report["results"][c].get("greedy_vs_hf", "-")
                                              if len(report["results"][c].get("greedy_vs_hf", "-")) < 18
                                              else "differs*" for c, _ in cols])
@@ -494,6 +516,8 @@ def render(report):
         g = report["results"][c].get("greedy_vs_hf", "")
         if len(g) >= 18:
             lines.append(f"* {h}: {g}")
+    if any(r.get("failed") for r in report["results"].values()):
+        lines.append("FAIL: that run exited with an error (the steps are listed below)")
     lines.append("peak RSS: moe-run summed over its ranks; moe-run threads per rank = "
                  f"{report['threads']} / ranks; transformers and llama.cpp {report['threads']} threads")
     return "\n".join(lines)
@@ -587,18 +611,25 @@ def main():
         rundir = os.path.join(a.cache, "runs")
         shutil.rmtree(rundir, ignore_errors=True)
         os.makedirs(rundir)
-        wl = Workloads(a)
-        results = {}
-        for ranks, dtype in ((1, "f32"), (2, "f32"), (1, "bf16"), (2, "bf16")):
-            log(f"moe-run: {ranks} rank(s), {dtype}")
-            results[f"moe{ranks}_{dtype}"] = bench_moe(a, mdir, wl, ranks, dtype, rundir)
-        log("transformers: fp32")
-        results["hf_f32"] = bench_transformers(a, py, mdir, wl, rundir)
-        for t in ("f32", "f16"):
-            log(f"llama.cpp: {t}")
-            results[f"llama_{t}"] = bench_llama(a, bins, ggufs[t], t, wl, rundir)
     except StepError as e:
-        sys.exit(f"{ME}: {e}")
+        sys.exit(f"{ME}: {e}")  # without the set-up nothing can be measured
+    wl = Workloads(a)
+    results = {}
+    for ranks, dtype in ((1, "f32"), (2, "f32"), (1, "bf16"), (2, "bf16")):
+        log(f"moe-run: {ranks} rank(s), {dtype}")
+        results[f"moe{ranks}_{dtype}"] = bench_moe(a, mdir, wl, ranks, dtype, rundir)
+    # A failed peer fills its column with FAIL; the others are still measured and shown.
+    peers = [("hf_f32", "transformers: fp32", lambda: bench_transformers(a, py, mdir, wl, rundir))]
+    peers += [(f"llama_{t}", f"llama.cpp: {t}",
+               lambda t=t: bench_llama(a, bins, ggufs[t], t, wl, rundir)) for t in ("f32", "f16")]
+    for key, what, fn in peers:
+        log(what)
+        try:
+            results[key] = fn()
+        except StepError as e:
+            results[key] = {"prefill": [], "decode": [], "batch": [], "rss_kib": 0,
+                            "failed": {"prefill": str(e), "decode": str(e), "batch": str(e)}}
+    failures = sorted({m for r in results.values() for m in r.get("failed", {}).values()})
     for k in ("moe1_f32", "moe2_f32"):
         results[k]["greedy_vs_hf"] = compare_tokens(results[k], results["hf_f32"])
     versions = results["hf_f32"].get("versions", {})
@@ -622,6 +653,7 @@ def main():
                       "decode_tokens": a.decode_tokens, "batch_seqs": a.batch_seqs,
                       "batch_tokens": a.batch_tokens},
         "versions": dict(versions, **{"llama-cpp-python": a.llama_cpp_python}),
+        "moe_run": os.path.abspath(a.moe_run),
         "results": results,
     }
     print()
@@ -630,6 +662,11 @@ def main():
         with open(a.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {a.json}")
+    if failures:
+        print(f"\n{ME}: {len(failures)} measurement step(s) failed:", file=sys.stderr)
+        for m in failures:  # the step, its command and its log; the log's tail is in the JSON
+            print("- " + "\n  ".join(m.splitlines()[:2]), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
