@@ -7,7 +7,7 @@ checkpoint, on this machine, in one run. A benchmark, not a test: nothing here a
     python3 scripts/bench_cpu_peers.py --hidden 256 --intermediate 512 --layers 2 --repeats 1
 
 Everything it needs comes from PyPI and is kept under --cache (default /tmp/moe-peer-cache), each
-step skipped when its result is already there:
+step skipped when its result is already there (--setup-only fills the cache and stops):
   venv/                      torch, transformers, safetensors, sentencepiece, gguf, numpy
   sdist/, src/               llama-cpp-python's source package; llama.cpp is vendored inside it
   llama-build/               llama-bench and llama-batched-bench (CPU, Release, native ISA)
@@ -547,6 +547,8 @@ def parse_args():
                    help="llama-cpp-python release whose vendored llama.cpp is built")
     p.add_argument("--build-jobs", type=int, default=os.cpu_count() or 1,
                    help="parallel jobs of the llama.cpp build")
+    p.add_argument("--setup-only", action="store_true",
+                   help="fill the cache (venv, llama.cpp, model, GGUF files) and stop, measuring nothing")
     p.add_argument("--json", default="", help="also write the results here as JSON (default: not written)")
     g = p.add_argument_group("model (a random MixtralForCausalLM; default: 791M parameters)")
     g.add_argument("--hidden", type=int, default=1024, help="hidden_size")
@@ -608,6 +610,9 @@ def main():
         py = setup_python(a)
         llama_src, bins = setup_llama(a)
         mdir, ggufs = setup_model(a, py, llama_src)
+        if a.setup_only:
+            log(f"set-up done in {a.cache}")
+            return
         rundir = os.path.join(a.cache, "runs")
         shutil.rmtree(rundir, ignore_errors=True)
         os.makedirs(rundir)
