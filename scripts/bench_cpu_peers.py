@@ -375,7 +375,6 @@ def compare_tokens(moe, hf):
 
 def worker_make_model(spec):
     import random
-    import tempfile
 
     import sentencepiece as spm
     import torch
@@ -397,23 +396,28 @@ def worker_make_model(spec):
                      do_sample=False).save_pretrained(s["dir"])
     # llama.cpp's converter needs a tokenizer.model. Pseudo-words from a seeded generator give BPE
     # enough distinct merges for a 32000-piece vocabulary; byte fallback covers everything else.
+    # The trainer writes its input paths into the model file: a fixed folder (not a temporary one)
+    # keeps tokenizer.model byte for byte the same from run to run; one thread keeps the pieces so.
     rng = random.Random(s["seed"])
     cons = "b c d f g h j k l m n p r s t v w z ch sh th st tr pl".split()
     vow = "a e i o u ai ou ea".split()
     lex = sorted({"".join(rng.choice(cons) + rng.choice(vow) for _ in range(rng.randint(1, 4)))
                   for _ in range(120000)})
     pieces = min(s["vocab"], 32000)
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = os.path.join(tmp, "corpus.txt")
-        with open(corpus, "w") as f:
-            for _ in range(30000):
-                f.write(" ".join(rng.choice(lex) for _ in range(16)) + "\n")
-        spm.SentencePieceTrainer.train(
-            input=corpus, model_prefix=os.path.join(tmp, "tok"), vocab_size=pieces,
-            model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True,
-            character_coverage=1.0, num_threads=2, hard_vocab_limit=False,
-            shuffle_input_sentence=False, minloglevel=2)
-        shutil.copy(os.path.join(tmp, "tok.model"), os.path.join(s["dir"], "tokenizer.model"))
+    tmp = os.path.join(s["dir"], "tokenizer-training")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    corpus = os.path.join(tmp, "corpus.txt")
+    with open(corpus, "w") as f:
+        for _ in range(30000):
+            f.write(" ".join(rng.choice(lex) for _ in range(16)) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=corpus, model_prefix=os.path.join(tmp, "tok"), vocab_size=pieces,
+        model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True,
+        character_coverage=1.0, num_threads=1, hard_vocab_limit=False,
+        shuffle_input_sentence=False, minloglevel=2)
+    shutil.copy(os.path.join(tmp, "tok.model"), os.path.join(s["dir"], "tokenizer.model"))
+    shutil.rmtree(tmp)
     sp = spm.SentencePieceProcessor(model_file=os.path.join(s["dir"], "tokenizer.model"))
     with open(os.path.join(s["dir"], "tokenizer_config.json"), "w") as f:
         json.dump({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
