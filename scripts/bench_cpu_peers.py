@@ -99,16 +99,16 @@ def run_step(step, cmd, logfile, stdout_only=False):
 # Set-up: Python packages, llama.cpp, the model and its GGUF files.
 
 def setup_python(a):
-    check = [None, "-c", "import " + ", ".join(PY_PACKAGES)]
+    check = ["-c", "import " + ", ".join(PY_PACKAGES)]
     if a.system_python:
         py = sys.executable
-        if subprocess.run([py] + check[1:], capture_output=True).returncode != 0:
+        if subprocess.run([py] + check, capture_output=True).returncode != 0:
             raise StepError(f"step 'python packages': --system-python {py} lacks one of "
                             f"{' '.join(PY_PACKAGES)} (pip install them, or drop --system-python)")
         return py
     venv = os.path.join(a.cache, "venv")
     py = os.path.join(venv, "bin", "python")
-    if os.path.exists(py) and subprocess.run([py] + check[1:], capture_output=True).returncode == 0:
+    if os.path.exists(py) and subprocess.run([py] + check, capture_output=True).returncode == 0:
         log(f"python packages: cached in {venv}")
         return py
     log(f"python packages: installing {' '.join(PY_PACKAGES)} into {venv} (torch is large)")
@@ -604,7 +604,7 @@ def main():
                       (shlex.split(a.mpirun)[0], "the 2-rank runs (apt-get install openmpi-bin)")):
         if not shutil.which(tool):
             sys.exit(f"{ME}: {tool} not found; it is needed for {why}")
-    if not os.access(a.moe_run, os.X_OK):
+    if not a.setup_only and not os.access(a.moe_run, os.X_OK):
         sys.exit(f"{ME}: --moe-run {a.moe_run} is not an executable (build the project, or point "
                  "--moe-run at build/bin/moe-run)")
     os.makedirs(a.cache, exist_ok=True)
