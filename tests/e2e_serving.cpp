@@ -527,6 +527,41 @@ TEST_F(ServingTest, SamplingMatchesMoeRunAndIsValidated) {
     EXPECT_EQ(finish, "stop");
   }
 
+  // A stop string over gRPC: the streamed text ends before it, finish_reason "stop"; refused in
+  // a batch (stop_token_ids serve there).
+  {
+    moe::v1::GenerateRequest text_req;
+    text_req.set_prompt_text("The licenses for most software");
+    text_req.set_max_new_tokens(12);
+    text_req.set_ignore_eos(true);
+    auto stream_text = [&](const moe::v1::GenerateRequest& g, std::string* finish) {
+      auto ctx = ctx_for<int>(30);
+      auto reader = stub_->Generate(ctx.get(), g);
+      moe::v1::GenerateResponse r;
+      std::string text;
+      while (reader->Read(&r)) {
+        text += r.token_text();
+        *finish = r.finish_reason();
+      }
+      EXPECT_TRUE(reader->Finish().ok());
+      return text;
+    };
+    std::string finish;
+    const std::string full = stream_text(text_req, &finish);
+    ASSERT_GE(full.size(), 6u) << full;
+    const std::string stop = full.substr(3, 3);
+    text_req.mutable_sampling()->add_stop(stop);
+    const std::string cut = stream_text(text_req, &finish);
+    EXPECT_EQ(cut, full.substr(0, full.find(stop))) << "stop '" << stop << "' in '" << full << "'";
+    EXPECT_EQ(finish, "stop");
+    auto with_stop = small_batch(2, 20, 4);
+    with_stop.mutable_items(1)->mutable_sampling()->add_stop("x");
+    moe::v1::SubmitBatchResponse resp;
+    const auto st = stub_->SubmitBatch(ctx_for<int>(10).get(), with_stop, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("sampling.stop"), std::string::npos) << st.error_message();
+  }
+
   // Out of range: refused, naming the field.
   moe::v1::GenerateRequest bad = req;
   bad.mutable_sampling()->set_top_p(1.5f);

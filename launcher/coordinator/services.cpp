@@ -1,5 +1,6 @@
 #include "launcher/coordinator/services.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "common/log.h"
@@ -25,8 +26,13 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
   if (auto st = s_.admit({item}, "", req->ignore_eos(), &ids); !st.ok()) return st;
   const int64_t id = ids[0];
   size_t sent = 0, text_emitted = 0;
-  // Text prompts stream text too: the tokenizer is fixed while this job is attached.
-  const auto tok = req->prompt_ids_size() == 0 ? s_.tokenizer() : nullptr;
+  // Text prompts stream text too, and stop strings need it: the tokenizer is fixed while this
+  // job is attached (admission refused stop strings where there is none).
+  const std::vector<std::string> stop(req->sampling().stop().begin(), req->sampling().stop().end());
+  const auto tok = req->prompt_ids_size() == 0 || !stop.empty() ? s_.tokenizer() : nullptr;
+  // With stop strings, text that may be the start of one is held back until it is not.
+  std::string text;      // everything decoded so far
+  size_t released = 0;   // bytes of `text` streamed
   for (;;) {
     // Wake at least every 100 ms to notice a client that went away.
     const Sequence s = s_.wait(id, sent, in(0.1));
@@ -39,11 +45,33 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
       moe::v1::GenerateResponse r;
       r.set_token_id(s.output[sent]);
       r.set_index(int32_t(sent));
-      const bool last = sent + 1 == s.output.size() && !s.finish.empty();
-      if (tok)
-        r.set_token_text(tok->decode_stream({s.output.begin(), s.output.begin() + long(sent) + 1},
-                                            &text_emitted, last));
-      if (last) r.set_finish_reason(s.finish);
+      bool last = sent + 1 == s.output.size() && !s.finish.empty();
+      bool stopped = false;  // a stop string ended the text at this token
+      std::string finish = s.finish;
+      if (tok) {
+        text += tok->decode_stream({s.output.begin(), s.output.begin() + long(sent) + 1},
+                                   &text_emitted, last);
+        size_t upto = text.size();
+        if (!stop.empty()) {
+          size_t hit = std::string::npos;
+          for (const auto& x : stop) hit = std::min(hit, text.find(x));
+          if (hit != std::string::npos) {  // cut before it, as OpenAI's API does, and stop
+            upto = hit;
+            last = stopped = true;
+            finish = "stop";
+          } else if (!last) {
+            for (const auto& x : stop)  // the longest end of `text` that begins a stop string
+              for (size_t k = std::min(x.size() - 1, text.size()); k > 0; --k)
+                if (text.compare(text.size() - k, k, x, 0, k) == 0) {
+                  upto = std::min(upto, text.size() - k);
+                  break;
+                }
+          }
+        }
+        if (upto > released) r.set_token_text(text.substr(released, upto - released));
+        released = std::max(released, upto);
+      }
+      if (last) r.set_finish_reason(finish);
       if (sent < s.logprobs.size()) {
         r.set_logprob(s.logprobs[sent].logprob());
         *r.mutable_top_logprobs() = s.logprobs[sent].top_logprobs();
@@ -52,6 +80,11 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
         s_.cancel(id);
         s_.forget(id);
         return {grpc::StatusCode::CANCELLED, "the client went away"};
+      }
+      if (stopped) {  // the rest is not wanted (nor streamed, should it have come already)
+        if (s.finish.empty()) s_.cancel(id);
+        s_.forget(id);
+        return grpc::Status::OK;
       }
     }
     if (!s.error.ok()) {

@@ -247,6 +247,14 @@ grpc::Status State::validate_locked(const moe::v1::BatchItem& it, const std::str
   } catch (const moe::InputError& e) {
     return invalid(who + "sampling: " + e.what());
   }
+  if (it.sampling().stop_size() > 4)
+    return invalid(who + "sampling.stop holds " + std::to_string(it.sampling().stop_size()) +
+                   " strings, expected at most 4");
+  for (const auto& s : it.sampling().stop())
+    if (s.empty()) return invalid(who + "sampling.stop holds an empty string");
+  if (it.sampling().stop_size() > 0 && !tokenizer_)
+    return invalid(who + "sampling.stop needs a tokenizer, and this model has none (use "
+                         "stop_token_ids)");
   return grpc::Status::OK;
 }
 
@@ -328,6 +336,14 @@ grpc::Status State::admit_locked(const std::vector<moe::v1::BatchItem>& items,
 
 grpc::Status State::submit_batch(const moe::v1::SubmitBatchRequest& req, std::string* batch_id) {
   std::vector<moe::v1::BatchItem> items(req.items().begin(), req.items().end());
+  for (size_t i = 0; i < items.size(); ++i)
+    if (items[i].sampling().stop_size() > 0) {
+      std::lock_guard lk(mu_);
+      ++refused_;
+      return invalid("item " + std::to_string(i) + " (id " + std::to_string(items[i].id()) +
+                     "): sampling.stop is served on Generate and /v1/completions, not in "
+                     "batches (use stop_token_ids)");
+    }
   // One lock throughout: no step report can touch the batch before it is complete, and a
   // refused batch gives its number back.
   std::lock_guard lk(mu_);
