@@ -2,12 +2,26 @@
 // Text <-> token ids through the checkpoint's SentencePiece model (tokenizer.model, as Mixtral
 // ships it). Prompts get the bos id prepended, as Mixtral's tokenizer does. Optional: token ids
 // always work without one. libsentencepiece is reached through runtime/spm_shim.cpp, loaded in
-// isolation (see the note there).
+// a link-map namespace of its own (see the note there).
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace moe::runtime {
+
+// The shim's entry points (runtime/spm_shim.h) as loaded, loading it on first use. Throws
+// moe::Error naming every place tried when it cannot be loaded. Tests reach the shim here.
+struct SpmShim {
+  void* (*load)(const char*, size_t, char*, size_t);
+  void (*free_sp)(void*);
+  int (*encode)(void*, const char*, size_t, int**, size_t*, char*, size_t);
+  int (*decode)(void*, const int*, size_t, char**, size_t*, char*, size_t);
+  void (*release)(void*);
+  int (*piece_size)(void*);
+  int (*bos)(void*);
+  int (*eos)(void*);
+};
+const SpmShim& spm_shim();
 
 class Tokenizer {
  public:
