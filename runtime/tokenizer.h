@@ -7,19 +7,21 @@
 #include <string>
 #include <vector>
 
+#include "runtime/spm_shim.h"
+
 namespace moe::runtime {
 
 // The shim's entry points (runtime/spm_shim.h) as loaded, loading it on first use. Throws
 // moe::Error naming every place tried when it cannot be loaded. Tests reach the shim here.
 struct SpmShim {
-  void* (*load)(const char*, size_t, char*, size_t);
-  void (*free_sp)(void*);
-  int (*encode)(void*, const char*, size_t, int**, size_t*, char*, size_t);
-  int (*decode)(void*, const int*, size_t, char**, size_t*, char*, size_t);
-  void (*release)(void*);
-  int (*piece_size)(void*);
-  int (*bos)(void*);
-  int (*eos)(void*);
+  decltype(&moe_spm_load) load;
+  decltype(&moe_spm_free) free_sp;
+  decltype(&moe_spm_encode) encode;
+  decltype(&moe_spm_decode) decode;
+  decltype(&moe_spm_release) release;
+  decltype(&moe_spm_piece_size) piece_size;
+  decltype(&moe_spm_bos_id) bos;
+  decltype(&moe_spm_eos_id) eos;
 };
 const SpmShim& spm_shim();
 
