@@ -157,6 +157,11 @@ RequestFile parse_request_file(const std::string& text, const std::string& path,
   for (int n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(n) + ": ";
+    // The JSON parser takes a NUL byte for the end of its input and would accept whatever
+    // garbage follows it on the line.
+    if (const size_t nul = line.find('\0'); nul != std::string::npos)
+      throw InputError(where + "a NUL byte at column " + std::to_string(nul + 1) +
+                       ", expected one JSON object of text per line");
     json j;
     try {
       j = json::parse(line);

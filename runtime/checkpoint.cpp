@@ -22,8 +22,14 @@ nlohmann::json read_json(const fs::path& path, const char* what) {
   if (!in) throw InputError(path.string() + ": cannot read " + what);
   std::stringstream ss;
   ss << in.rdbuf();
+  const std::string text = ss.str();
+  // The JSON parser takes a NUL byte for the end of its input and would accept whatever
+  // follows it.
+  if (const size_t nul = text.find('\0'); nul != std::string::npos)
+    throw InputError(path.string() + ": " + what + " holds a NUL byte at offset " +
+                     std::to_string(nul) + ", expected JSON text");
   try {
-    return nlohmann::json::parse(ss.str());
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     throw InputError(path.string() + ": " + what + " is not valid JSON: " + e.what());
   }

@@ -157,22 +157,30 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
 }
 
 void ModelConfig::validate(const std::string& source) const {
-  const std::pair<const char*, int> sizes[] = {
-      {"vocab_size", vocab_size},
-      {"hidden_size", hidden_size},
-      {"intermediate_size", intermediate_size},
-      {"num_hidden_layers", num_hidden_layers},
-      {"num_attention_heads", num_attention_heads},
-      {"num_key_value_heads", num_key_value_heads},
-      {"head_dim", head_dim},
-      {"num_local_experts", num_local_experts},
-      {"num_experts_per_tok", num_experts_per_tok},
-      {"max_position_embeddings", max_position_embeddings},
+  struct Size {
+    const char* name;
+    int value;
+    int max;
   };
-  for (const auto& [name, v] : sizes) {
-    if (v < 1) {
+  // Top-k is bounded by the expert count below, and key/value heads by the query heads they
+  // divide; both are still held to the largest query head count here, so that the message
+  // for an absurd value names the bound rather than the relation.
+  const Size sizes[] = {
+      {"vocab_size", vocab_size, kMaxVocabSize},
+      {"hidden_size", hidden_size, kMaxHiddenSize},
+      {"intermediate_size", intermediate_size, kMaxIntermediateSize},
+      {"num_hidden_layers", num_hidden_layers, kMaxLayers},
+      {"num_attention_heads", num_attention_heads, kMaxHeads},
+      {"num_key_value_heads", num_key_value_heads, kMaxHeads},
+      {"head_dim", head_dim, kMaxHeadDim},
+      {"num_local_experts", num_local_experts, kMaxExperts},
+      {"num_experts_per_tok", num_experts_per_tok, kMaxExperts},
+      {"max_position_embeddings", max_position_embeddings, kMaxPositions},
+  };
+  for (const auto& [name, v, max] : sizes) {
+    if (v < 1 || v > max) {
       throw InputError(prefix(source) + name + " is " + std::to_string(v) +
-                       ", expected an integer >= 1");
+                       ", expected an integer in [1, " + std::to_string(max) + "]");
     }
   }
   if (num_attention_heads % num_key_value_heads != 0) {
@@ -198,9 +206,10 @@ void ModelConfig::validate(const std::string& source) const {
     throw InputError(prefix(source) + "rope_theta is " + num(rope_theta) +
                      ", expected a finite number > 0");
   }
-  if (sliding_window < 0) {
+  if (sliding_window < 0 || sliding_window > kMaxPositions) {
     throw InputError(prefix(source) + "sliding_window is " + std::to_string(sliding_window) +
-                     ", expected >= 0 (0 or null: no sliding window)");
+                     ", expected an integer in [0, " + std::to_string(kMaxPositions) +
+                     "] (0 or null: no sliding window)");
   }
 }
 
@@ -211,7 +220,6 @@ void ModelConfig::check_supported(const std::string& backend, const std::string&
                        std::to_string(max) + " (" + why + ")");
   };
   limit("num_experts_per_tok", num_experts_per_tok, kernels::kMaxTopK, "the router's top-k limit");
-  limit("head_dim", head_dim, 1024, "the largest head this runtime supports");
   if (backend == "cuda") {
     limit("head_dim", head_dim, kernels::kCudaMaxHeadDim, "the CUDA attention kernel's limit");
     limit("num_local_experts", num_local_experts, kernels::kCudaMaxExperts,

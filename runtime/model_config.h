@@ -8,6 +8,21 @@
 namespace moe::runtime {
 
 struct ModelConfig {
+  // The largest value of each size that validate() accepts, each a power of two above the
+  // largest published model's. NOTES: together they keep every product of sizes in range:
+  // q_dim() and kv_dim() (at most 2^20) in int, the largest tensor (vocab x hidden, 2^36
+  // elements) and all the experts' bytes (layers x experts x 3 x hidden x intermediate x 4,
+  // under 2^62) in int64; and no table (placement, load statistics) is sized from an unbounded
+  // count.
+  static constexpr int kMaxVocabSize = 1 << 20;
+  static constexpr int kMaxHiddenSize = 1 << 16;
+  static constexpr int kMaxIntermediateSize = 1 << 18;
+  static constexpr int kMaxLayers = 1 << 10;
+  static constexpr int kMaxHeads = 1 << 10;  // query heads; key/value heads divide them
+  static constexpr int kMaxHeadDim = 1 << 10;
+  static constexpr int kMaxExperts = 1 << 10;
+  static constexpr int kMaxPositions = 1 << 24;  // max_position_embeddings and sliding_window
+
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;  // per expert
@@ -28,11 +43,12 @@ struct ModelConfig {
   // required field or an impossible value throws InputError naming the field and what was
   // expected.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
-  // Throws InputError naming the first field that is impossible, and what was expected.
+  // Throws InputError naming the first field that is impossible or past its kMax bound, and
+  // what was expected.
   void validate(const std::string& source) const;
   // Throws InputError naming the first field past what this runtime's `backend` ("cpu" or
-  // "cuda") supports: top-k at most kMaxTopK, head_dim at most 1024, and on cuda head_dim and
-  // the expert count at most the CUDA kernels' limits (kernels/params.h).
+  // "cuda") supports: top-k at most kMaxTopK, and on cuda head_dim and the expert count at most
+  // the CUDA kernels' limits (kernels/params.h).
   void check_supported(const std::string& backend, const std::string& source) const;
 
   int q_dim() const { return num_attention_heads * head_dim; }

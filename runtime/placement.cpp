@@ -4,11 +4,19 @@
 #include <string>
 
 #include "common/error.h"
+#include "runtime/model_config.h"
 
 namespace moe::runtime {
 
 Placement Placement::make(Kind kind, int n_layers, int n_experts, int world_size) {
   if (world_size < 1) throw InputError("placement: world size must be >= 1");
+  // The table is n_layers x n_experts: sized only from counts config.json's bounds allow.
+  if (n_layers < 1 || n_layers > ModelConfig::kMaxLayers)
+    throw InputError("placement: " + std::to_string(n_layers) + " layers, expected [1, " +
+                     std::to_string(ModelConfig::kMaxLayers) + "]");
+  if (n_experts < 1 || n_experts > ModelConfig::kMaxExperts)
+    throw InputError("placement: " + std::to_string(n_experts) + " experts, expected [1, " +
+                     std::to_string(ModelConfig::kMaxExperts) + "]");
   std::vector<std::vector<int>> layer(n_experts);
   if (world_size <= n_experts) {
     // Contiguous blocks as even as they can be: the first E % N ranks hold one expert more, so

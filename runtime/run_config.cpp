@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "runtime/model_config.h"
 
 namespace moe::runtime {
 
@@ -107,7 +108,8 @@ void RunConfig::validate() const {
   range("max_tokens_per_step", max_tokens_per_step, 1, kMaxTokensPerStep);
   range("max_seqs", max_seqs, 0, kMaxSeqs);
   range("max_seq_len", max_seq_len, 0, kMaxSeqLen);
-  range("num_layers", num_layers, 0, 1 << 16);
+  // The layers a synthetic run builds replace config.json's count, so they are held to its bound.
+  range("num_layers", num_layers, 0, ModelConfig::kMaxLayers);
   range("threads", threads, 0, kMaxThreads);
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0))
     bad("gpu_memory_utilization", std::to_string(gpu_memory_utilization), "a number in (0, 1]");

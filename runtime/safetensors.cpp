@@ -155,6 +155,12 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   f.data_ = bytes + 8 + header_len;
   f.data_size_ = size - 8 - size_t(header_len);
 
+  // The JSON parser takes a NUL byte for the end of its input and would accept whatever
+  // follows it; the format pads a header with spaces, never NULs.
+  if (const void* nul = std::memchr(hdr, '\0', size_t(header_len)))
+    throw InputError(path + ": safetensors header holds a NUL byte at offset " +
+                     std::to_string(static_cast<const char*>(nul) - hdr + 8) +
+                     ", expected JSON text padded with spaces");
   json header;
   // The JSON parser keeps the last of two equal keys: a header naming a tensor twice would load
   // one of them silently, so each name of the top level is counted as it is parsed.

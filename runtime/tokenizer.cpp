@@ -15,17 +15,6 @@ namespace moe::runtime {
 
 namespace {
 
-// The shim's entry points (runtime/spm_shim.cpp).
-struct Shim {
-  void* (*load)(const char*, size_t, char*, size_t);
-  void (*free_sp)(void*);
-  int (*encode)(void*, const char*, size_t, int**, size_t*, char*, size_t);
-  int (*decode)(void*, const int*, size_t, char**, size_t*, char*, size_t);
-  int (*piece_size)(void*);
-  int (*bos)(void*);
-  int (*eos)(void*);
-};
-
 // Where the shim is: $MOE_SPM_SHIM, else lib/ beside the executable's bin/, else the build tree.
 std::vector<std::string> shim_candidates() {
   std::vector<std::string> c;
@@ -37,14 +26,22 @@ std::vector<std::string> shim_candidates() {
   return c;
 }
 
-const Shim& shim() {
-  static Shim s;
+// A buffer the shim allocated, handed back to it (its heap is not ours: runtime/spm_shim.h).
+struct ShimRelease {
+  void operator()(void* p) const { spm_shim().release(p); }
+};
+
+}  // namespace
+
+const SpmShim& spm_shim() {
+  static SpmShim s;
   static std::once_flag once;
   std::call_once(once, [] {
     std::string tried;
     void* h = nullptr;
     for (const auto& path : shim_candidates()) {
-      h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      // A new namespace: see runtime/spm_shim.cpp for why the shim may not share ours.
+      h = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (h) break;
       tried += "\n  " + path + ": " + dlerror();
     }
@@ -58,6 +55,7 @@ const Shim& shim() {
     s.free_sp = reinterpret_cast<decltype(s.free_sp)>(sym("moe_spm_free"));
     s.encode = reinterpret_cast<decltype(s.encode)>(sym("moe_spm_encode"));
     s.decode = reinterpret_cast<decltype(s.decode)>(sym("moe_spm_decode"));
+    s.release = reinterpret_cast<decltype(s.release)>(sym("moe_spm_release"));
     s.piece_size = reinterpret_cast<decltype(s.piece_size)>(sym("moe_spm_piece_size"));
     s.bos = reinterpret_cast<decltype(s.bos)>(sym("moe_spm_bos_id"));
     s.eos = reinterpret_cast<decltype(s.eos)>(sym("moe_spm_eos_id"));
@@ -65,11 +63,9 @@ const Shim& shim() {
   return s;
 }
 
-}  // namespace
-
 std::unique_ptr<Tokenizer> Tokenizer::from_serialized(const std::string& bytes) {
   char err[512] = "";
-  void* sp = shim().load(bytes.data(), bytes.size(), err, sizeof err);
+  void* sp = spm_shim().load(bytes.data(), bytes.size(), err, sizeof err);
   if (!sp) throw InputError(std::string("serialized tokenizer: not a SentencePiece model (") + err + ")");
   return std::unique_ptr<Tokenizer>(new Tokenizer(sp));
 }
@@ -79,25 +75,25 @@ std::unique_ptr<Tokenizer> Tokenizer::from_file(const std::string& path) {
   if (!in) throw InputError(path + ": cannot open the tokenizer model");
   const std::string bytes((std::istreambuf_iterator<char>(in)), {});
   char err[512] = "";
-  void* sp = shim().load(bytes.data(), bytes.size(), err, sizeof err);
+  void* sp = spm_shim().load(bytes.data(), bytes.size(), err, sizeof err);
   if (!sp) throw InputError(path + ": not a SentencePiece model (" + err + ")");
   return std::unique_ptr<Tokenizer>(new Tokenizer(sp));
 }
 
 Tokenizer::~Tokenizer() {
-  if (sp_) shim().free_sp(sp_);
+  if (sp_) spm_shim().free_sp(sp_);
 }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
   int* ids = nullptr;
   size_t n = 0;
   char err[512] = "";
-  if (shim().encode(sp_, text.data(), text.size(), &ids, &n, err, sizeof err) != 0)
-    throw InputError(std::string("cannot tokenize the prompt: ") + err);
+  const int rc = spm_shim().encode(sp_, text.data(), text.size(), &ids, &n, err, sizeof err);
+  const std::unique_ptr<int, ShimRelease> owned(ids);
+  if (rc != 0) throw InputError(std::string("cannot tokenize the prompt: ") + err);
   std::vector<int32_t> out;
   if (add_bos && bos_id() >= 0) out.push_back(bos_id());
-  out.insert(out.end(), ids, ids + n);
-  std::free(ids);
+  if (n > 0) out.insert(out.end(), ids, ids + n);
   return out;
 }
 
@@ -106,11 +102,10 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   char* text = nullptr;
   size_t len = 0;
   char err[512] = "";
-  if (shim().decode(sp_, v.data(), v.size(), &text, &len, err, sizeof err) != 0)
-    throw InputError(std::string("cannot decode token ids: ") + err);
-  std::string out(text, len);
-  std::free(text);
-  return out;
+  const int rc = spm_shim().decode(sp_, v.data(), v.size(), &text, &len, err, sizeof err);
+  const std::unique_ptr<char, ShimRelease> owned(text);
+  if (rc != 0) throw InputError(std::string("cannot decode token ids: ") + err);
+  return std::string(text, len);
 }
 
 std::string Tokenizer::decode_stream(const std::vector<int32_t>& ids, size_t* emitted,
@@ -124,8 +119,8 @@ std::string Tokenizer::decode_stream(const std::vector<int32_t>& ids, size_t* em
   return out;
 }
 
-int Tokenizer::vocab_size() const { return shim().piece_size(sp_); }
-int Tokenizer::bos_id() const { return shim().bos(sp_); }
-int Tokenizer::eos_id() const { return shim().eos(sp_); }
+int Tokenizer::vocab_size() const { return spm_shim().piece_size(sp_); }
+int Tokenizer::bos_id() const { return spm_shim().bos(sp_); }
+int Tokenizer::eos_id() const { return spm_shim().eos(sp_); }
 
 }  // namespace moe::runtime

@@ -2,12 +2,28 @@
 // Text <-> token ids through the checkpoint's SentencePiece model (tokenizer.model, as Mixtral
 // ships it). Prompts get the bos id prepended, as Mixtral's tokenizer does. Optional: token ids
 // always work without one. libsentencepiece is reached through runtime/spm_shim.cpp, loaded in
-// isolation (see the note there).
+// a link-map namespace of its own (see the note there).
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "runtime/spm_shim.h"
+
 namespace moe::runtime {
+
+// The shim's entry points (runtime/spm_shim.h) as loaded, loading it on first use. Throws
+// moe::Error naming every place tried when it cannot be loaded. Tests reach the shim here.
+struct SpmShim {
+  decltype(&moe_spm_load) load;
+  decltype(&moe_spm_free) free_sp;
+  decltype(&moe_spm_encode) encode;
+  decltype(&moe_spm_decode) decode;
+  decltype(&moe_spm_release) release;
+  decltype(&moe_spm_piece_size) piece_size;
+  decltype(&moe_spm_bos_id) bos;
+  decltype(&moe_spm_eos_id) eos;
+};
+const SpmShim& spm_shim();
 
 class Tokenizer {
  public:

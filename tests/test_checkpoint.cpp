@@ -170,6 +170,15 @@ TEST(Checkpoint, ConfigInvalidJson) {
                        {dir.file("config.json"), "not valid JSON"}));
 }
 
+// The JSON parser stops at a NUL byte; what follows it must not be ignored.
+TEST(Checkpoint, ConfigWithANulByte) {
+  TempDir dir;
+  write_text(dir.file("config.json"), std::string("{\"hidden_size\": 64}") + '\0' + "garbage");
+  write_safetensors(dir.file("model.safetensors"), {iota_f32("w", {1})});
+  EXPECT_TRUE(mentions(input_error([&] { Checkpoint::open(dir.str()); }),
+                       {dir.file("config.json"), "NUL byte at offset 19"}));
+}
+
 TEST(Checkpoint, NoWeights) {
   TempDir dir;
   write_config(dir);

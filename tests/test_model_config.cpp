@@ -179,13 +179,13 @@ TEST(ModelConfig, TopKExceedsExperts) {
 TEST(ModelConfig, ZeroLayers) {
   json j = minimal();
   j["num_hidden_layers"] = 0;
-  EXPECT_TRUE(mentions(from_json_error(j), {kSource, "num_hidden_layers is 0", ">= 1"}));
+  EXPECT_TRUE(mentions(from_json_error(j), {kSource, "num_hidden_layers is 0", "[1, 1024]"}));
 }
 
 TEST(ModelConfig, NegativeSizes) {
   json j = minimal();
   j["intermediate_size"] = -8;
-  EXPECT_TRUE(mentions(from_json_error(j), {"intermediate_size is -8", ">= 1"}));
+  EXPECT_TRUE(mentions(from_json_error(j), {"intermediate_size is -8", "[1, 262144]"}));
   j = minimal();
   j["num_attention_heads"] = 0;  // must not divide by zero deriving head_dim
   EXPECT_TRUE(mentions(from_json_error(j), {"num_attention_heads is 0"}));
@@ -194,7 +194,7 @@ TEST(ModelConfig, NegativeSizes) {
 TEST(ModelConfig, NegativeSlidingWindow) {
   json j = minimal();
   j["sliding_window"] = -1;
-  EXPECT_TRUE(mentions(from_json_error(j), {kSource, "sliding_window is -1", ">= 0"}));
+  EXPECT_TRUE(mentions(from_json_error(j), {kSource, "sliding_window is -1", "[0, 16777216]"}));
 }
 
 TEST(ModelConfig, OddHeadDim) {
@@ -237,9 +237,6 @@ TEST(ModelConfig, BeyondWhatABackendSupports) {
   EXPECT_NO_THROW(c.check_supported("cpu", kSource));
   EXPECT_TRUE(mentions(input_error([&] { c.check_supported("cuda", kSource); }),
                        {kSource, "head_dim is 512", "at most 256", "CUDA attention"}));
-  c.head_dim = 2048;
-  EXPECT_TRUE(mentions(input_error([&] { c.check_supported("cpu", kSource); }),
-                       {"head_dim is 2048", "at most 1024"}));
   c = mixtral;
   c.num_local_experts = 300;
   EXPECT_NO_THROW(c.check_supported("cpu", kSource));
@@ -248,6 +245,79 @@ TEST(ModelConfig, BeyondWhatABackendSupports) {
   c.num_experts_per_tok = 17;
   EXPECT_TRUE(mentions(input_error([&] { c.check_supported("cpu", kSource); }),
                        {"num_experts_per_tok is 17", "at most 16"}));
+}
+
+// Every size at its bound at once: accepted, and the products the runtime forms from them
+// still fit their types.
+TEST(ModelConfig, AllSizesAtTheirBounds) {
+  json j = minimal();
+  j["vocab_size"] = ModelConfig::kMaxVocabSize;
+  j["hidden_size"] = ModelConfig::kMaxHiddenSize;
+  j["intermediate_size"] = ModelConfig::kMaxIntermediateSize;
+  j["num_hidden_layers"] = ModelConfig::kMaxLayers;
+  j["num_attention_heads"] = ModelConfig::kMaxHeads;
+  j["num_key_value_heads"] = ModelConfig::kMaxHeads;
+  j["head_dim"] = ModelConfig::kMaxHeadDim;
+  j["num_local_experts"] = ModelConfig::kMaxExperts;
+  j["num_experts_per_tok"] = ModelConfig::kMaxExperts;
+  j["max_position_embeddings"] = ModelConfig::kMaxPositions;
+  j["sliding_window"] = ModelConfig::kMaxPositions;
+  const ModelConfig c = ModelConfig::from_json(j, kSource);
+  EXPECT_EQ(c.q_dim(), 1 << 20);
+  EXPECT_EQ(c.kv_dim(), 1 << 20);
+}
+
+// One past its bound, each size is refused by name with the range expected.
+TEST(ModelConfig, EachSizePastItsBound) {
+  const std::pair<const char*, int> bounds[] = {
+      {"vocab_size", ModelConfig::kMaxVocabSize},
+      {"hidden_size", ModelConfig::kMaxHiddenSize},
+      {"intermediate_size", ModelConfig::kMaxIntermediateSize},
+      {"num_hidden_layers", ModelConfig::kMaxLayers},
+      {"num_attention_heads", ModelConfig::kMaxHeads},
+      {"num_key_value_heads", ModelConfig::kMaxHeads},
+      {"head_dim", ModelConfig::kMaxHeadDim},
+      {"num_local_experts", ModelConfig::kMaxExperts},
+      {"max_position_embeddings", ModelConfig::kMaxPositions},
+  };
+  for (const auto& [field, max] : bounds) {
+    json j = minimal();
+    j["head_dim"] = 16;  // given, so that a large hidden_size need not divide by the heads
+    j[field] = max + 1;
+    EXPECT_TRUE(mentions(from_json_error(j),
+                         {kSource, std::string(field) + " is " + std::to_string(max + 1),
+                          "[1, " + std::to_string(max) + "]"}))
+        << field;
+  }
+  json j = minimal();
+  j["num_local_experts"] = ModelConfig::kMaxExperts;
+  j["num_experts_per_tok"] = ModelConfig::kMaxExperts + 1;
+  EXPECT_TRUE(mentions(from_json_error(j), {kSource, "num_experts_per_tok is 1025", "[1, 1024]"}));
+  j = minimal();
+  j["sliding_window"] = ModelConfig::kMaxPositions + 1;
+  EXPECT_TRUE(mentions(from_json_error(j), {kSource, "sliding_window is 16777217"}));
+}
+
+// 2^21 query heads of 1024: their product, the query width, is past a 32-bit integer; refused
+// before anything computes it.
+TEST(ModelConfig, QueryWidthPastAnInt) {
+  json j = minimal();
+  j["num_attention_heads"] = 2097152;
+  j["num_key_value_heads"] = 1;
+  j["head_dim"] = 1024;
+  EXPECT_TRUE(mentions(from_json_error(j), {kSource, "num_attention_heads is 2097152", "[1, 1024]"}));
+}
+
+// The expert count sizes the placement and statistics tables, so it is bounded on every backend,
+// not only by the CUDA router's limit.
+TEST(ModelConfig, ExpertCountBoundedOnEveryBackend) {
+  for (const int experts : {2147483647, 100000000, ModelConfig::kMaxExperts + 1}) {
+    json j = minimal();
+    j["num_local_experts"] = experts;
+    EXPECT_TRUE(mentions(from_json_error(j), {kSource,
+                                              "num_local_experts is " + std::to_string(experts),
+                                              "[1, 1024]"}));
+  }
 }
 
 TEST(ModelConfig, ValidateOnAHandBuiltConfig) {

@@ -74,6 +74,26 @@ TEST(PlacementTest, ExplicitMapRefusesRankOutOfRange) {
   }
 }
 
+// The table is layers x experts: counts outside config.json's bounds are refused before it is
+// built (no experts at all would divide by zero spreading the ranks over them).
+TEST(PlacementTest, CountsOutsideTheConfigBoundsRefused) {
+  const struct {
+    int layers, experts;
+    const char* says;
+  } cases[] = {{2, 0, "0 experts, expected [1, 1024]"},
+               {2, 1025, "1025 experts, expected [1, 1024]"},
+               {0, 8, "0 layers, expected [1, 1024]"},
+               {1025, 8, "1025 layers, expected [1, 1024]"}};
+  for (const auto& c : cases) {
+    try {
+      Placement::make(Placement::Kind::kContiguous, c.layers, c.experts, 4);
+      FAIL() << "accepted " << c.layers << " layers of " << c.experts << " experts";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(PlacementTest, UnknownKind) {
   EXPECT_THROW(Placement::parse_kind("random"), InputError);
 }

@@ -50,6 +50,8 @@ TEST(RunConfig, EachBadFieldIsNamedWithWhatIsAllowed) {
       {[](auto& c) { c.gpu_memory_utilization = 0; }, {"gpu_memory_utilization is 0", "(0, 1]"}},
       {[](auto& c) { c.gpu_memory_utilization = 1.01; }, {"gpu_memory_utilization is 1.01"}},
       {[](auto& c) { c.num_layers = 4; }, {"num_layers is 4", "unless synthetic is true"}},
+      // A synthetic run's layer count replaces config.json's, within config.json's bound.
+      {[](auto& c) { c.synthetic = true; c.num_layers = 1025; }, {"num_layers is 1025", "[0, 1024]"}},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     runtime::RunConfig c = valid();

@@ -137,6 +137,15 @@ TEST(Safetensors, HeaderNotJson) {
       mentions(input_error([&] { SafetensorsFile::open(path); }), {path, "not valid JSON"}));
 }
 
+// The JSON parser stops at a NUL byte; what follows it in the header must not be ignored.
+TEST(Safetensors, HeaderWithANulByte) {
+  TempDir dir;
+  const std::string path = dir.file("nul.safetensors");
+  write_raw(path, std::string("{}") + '\0' + "garbage", {});
+  EXPECT_TRUE(mentions(input_error([&] { SafetensorsFile::open(path); }),
+                       {path, "NUL byte at offset 10"}));
+}
+
 TEST(Safetensors, HeaderNotObject) {
   TempDir dir;
   const std::string path = dir.file("array.safetensors");

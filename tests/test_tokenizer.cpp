@@ -1,5 +1,6 @@
 // The C++ tokenizer (libsentencepiece) against the Python sentencepiece reference encodings of
 // tests/data/tiny_a (scripts/make_tokenizer.py).
+#include <cstdint>
 #include <fstream>
 
 #include "common/error.h"
@@ -42,6 +43,30 @@ TEST(TokenizerTest, StreamingPiecesAddUpToTheWholeText) {
   }
   EXPECT_EQ(streamed, tok->decode(ids));
   EXPECT_EQ(streamed, text);
+}
+
+// Whitespace alone encodes to no pieces at all: the prompt is then the bos id alone, as in
+// Python's sentencepiece (encode(" ") == []).
+TEST(TokenizerTest, WhitespaceOnlyTextHasNoPieces) {
+  auto tok = runtime::Tokenizer::from_file(data_dir("tiny_a") + "/checkpoint/tokenizer.model");
+  for (const std::string text : {" ", "   ", "", "\t"}) {
+    EXPECT_EQ(tok->encode(text, false), std::vector<int32_t>{}) << "'" << text << "'";
+    EXPECT_EQ(tok->encode(text), std::vector<int32_t>{1}) << "'" << text << "'";
+  }
+  EXPECT_EQ(tok->decode({}), "");
+}
+
+// A load that fails inside the shim comes back as an error, never as an exception across its
+// C face (which would also lose the half-built processor). A size past what protobuf can parse
+// is one such failure, refused before a byte is read.
+TEST(TokenizerTest, ShimRefusesAnImpossibleModelSize) {
+  const runtime::SpmShim& shim = runtime::spm_shim();
+  const char byte = 0;
+  char err[256] = "";
+  void* sp = &err;
+  EXPECT_NO_THROW(sp = shim.load(&byte, SIZE_MAX, err, sizeof err));
+  EXPECT_EQ(sp, nullptr);
+  EXPECT_NE(std::string(err).find("expected at most 2147483647"), std::string::npos) << err;
 }
 
 TEST(TokenizerTest, NotAModelIsRefused) {

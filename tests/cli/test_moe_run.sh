@@ -44,6 +44,27 @@ expect 2 "token outside vocabulary" "outside the vocabulary" -- "$BIN/moe-run" -
 expect 2 "prompt beyond context" "exceeds the context" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --max-new-tokens 100000
 printf '{"id": 1, "prompt_ids": [1, 2]}\n{"id": 2, "prompt_ids": "oops"}\n' > "$TMP/bad.jsonl"
 expect 2 "malformed JSONL names file and line" "bad.jsonl:2" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/bad.jsonl"
+# The JSON parser stops at a NUL byte: what follows it on the line must not be ignored.
+printf '{"id": 1, "prompt_ids": [1, 2]}\0garbage\n' > "$TMP/nul.jsonl"
+expect 2 "a NUL byte in a JSONL line" "nul.jsonl:1: a NUL byte at column 32" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/nul.jsonl"
+one_line "a NUL byte in a JSONL line"
+# Whitespace alone tokenizes to no pieces: the prompt is then the bos id alone.
+printf '{"id": 0, "prompt": " ", "max_new_tokens": 2}\n' > "$TMP/blank.jsonl"
+expect 0 "a whitespace-only text prompt" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/blank.jsonl" --output "$TMP/blank.out.jsonl" --no-stats-table
+grep -q '"id":0,' "$TMP/blank.out.jsonl" 2>/dev/null && ok "a result for the whitespace-only prompt" || bad "no result for the whitespace-only prompt"
+# config.json sizes past their bounds: refused by name before any table is sized from them
+# (timeout: 10^8 experts once spent minutes building the placement table).
+huge_config() {  # huge_config NAME FIELD=VALUE...: a copy of tiny_a with config.json edited
+  local dir=$TMP/$1; shift
+  mkdir -p "$dir"; for f in "$CKPT"/*; do ln -sf "$f" "$dir/"; done; rm "$dir/config.json"
+  local edits=()
+  for kv in "$@"; do edits+=(-e "s/\"${kv%%=*}\": [^,]*,/\"${kv%%=*}\": ${kv#*=},/"); done
+  sed -E "${edits[@]}" "$CKPT/config.json" > "$dir/config.json"
+}
+huge_config heads num_attention_heads=2097152 num_key_value_heads=1 head_dim=1024
+expect 2 "query width past an int" "num_attention_heads is 2097152, expected an integer in \\[1, 1024\\]" -- timeout 60 "$BIN/moe-run" --checkpoint "$TMP/heads" --prompt-ids 1,2
+huge_config experts num_local_experts=100000000
+expect 2 "10^8 experts on cpu" "num_local_experts is 100000000, expected an integer in \\[1, 1024\\]" -- timeout 60 "$BIN/moe-run" --checkpoint "$TMP/experts" --prompt-ids 1,2
 printf 'checkpoint: %s\nmax_seqs: -1\n' "$CKPT" > "$TMP/bad.yaml"
 expect 2 "config field out of range" "max_seqs is -1, expected an integer in \\[0, 65536\\]" -- "$BIN/moe-run" --config "$TMP/bad.yaml" --prompt-ids 1,2
 expect 2 "bad dtype" "dtype is 'fp8', expected auto, f32 or bf16" -- "$BIN/moe-run" --checkpoint "$CKPT" --dtype fp8 --prompt-ids 1,2

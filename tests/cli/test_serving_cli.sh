@@ -96,6 +96,9 @@ printf '{"id": 1, "prompt": "The licenses for most software", "max_new_tokens": 
 want=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["output_text"])' "$TMP/text_run.jsonl" 2>/dev/null)
 [ "$rc" -eq 0 ] && [ "$(cat "$TMP/text")" = "$want" ] && ok "generate --prompt streams moe-run's decoded text" || bad "generate --prompt: exit $rc, got '$(cat "$TMP/text")', want '$want'"
 
+# Whitespace alone tokenizes to no pieces; the coordinator's prompt is then the bos id alone.
+"$BIN/moe-cli" --server "$ADDR" generate --prompt " " --max-new-tokens 2 >/dev/null 2>"$TMP/blank.err"; rc=$?
+[ "$rc" -eq 0 ] && ok "generate --prompt ' ' (whitespace only)" || bad "generate --prompt ' ': exit $rc $(tail -3 "$TMP/blank.err")"
 "$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 1,99999 >/dev/null 2>"$TMP/inv"; rc=$?
 [ "$rc" -eq 2 ] && grep -q "INVALID_ARGUMENT" "$TMP/inv" && ok "invalid request: exit 2, one line" || bad "invalid request: exit $rc $(cat "$TMP/inv")"
 
