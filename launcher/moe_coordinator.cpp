@@ -5,6 +5,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <httplib.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 #include <signal.h>
 
 #include <atomic>
@@ -22,11 +26,25 @@ using namespace moe;
 // An HTTP server that slow or idle clients cannot starve: a client that sends nothing is dropped
 // after a few seconds, and the pool has room for many of them beside the real requests (a
 // Prometheus scrape, a streamed completion).
-void harden(httplib::Server& http, size_t threads) {
+// `*listening` receives the listening socket, for widen_backlog.
+void harden(httplib::Server& http, size_t threads, int* listening) {
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_read_timeout(5, 0);
   http.set_write_timeout(30, 0);
   http.set_keep_alive_timeout(5);
+  http.set_socket_options([listening](int sock) {
+    int yes = 1;  // as cpp-httplib's default options
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    *listening = sock;
+  });
+}
+
+// cpp-httplib (Debian's is a compiled library) listens with a backlog of 5: a burst of clients
+// connecting at once (a benchmark at concurrency 32) then sees resets and 1 s SYN retries. Linux
+// takes a second listen() on a listening socket as a new backlog.
+void widen_backlog(int listening) {
+  if (listening >= 0 && ::listen(listening, 1024) != 0)
+    spdlog::warn("could not widen the HTTP listen backlog: {}", std::strerror(errno));
 }
 
 int run(int argc, char** argv) {
@@ -94,7 +112,8 @@ int run(int argc, char** argv) {
   spdlog::info("listening on {} (clients and workers)", listen);
 
   httplib::Server http;
-  harden(http, 32);
+  int http_sock = -1, openai_sock = -1;
+  harden(http, 32, &http_sock);
   std::thread metrics;
   if (metrics_port > 0) {
     http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
@@ -106,6 +125,7 @@ int run(int argc, char** argv) {
       server->Shutdown();
       return 1;
     }
+    widen_backlog(http_sock);
     metrics = std::thread([&] { http.listen_after_bind(); });
     spdlog::info("metrics on http://{}:{}/metrics", host, metrics_port);
   }
@@ -113,7 +133,7 @@ int run(int argc, char** argv) {
   // The OpenAI-compatible API: a server of its own, so its clients and Prometheus' scrapes do
   // not share threads.
   httplib::Server openai_http;
-  harden(openai_http, 128);  // a streamed completion holds its thread while it runs
+  harden(openai_http, 128, &openai_sock);  // a streamed completion holds its thread while it runs
   std::thread openai_thread;
   if (openai_port > 0) {
     coordinator::add_openai_routes(openai_http, state, openai);
@@ -127,6 +147,7 @@ int run(int argc, char** argv) {
       }
       return 1;
     }
+    widen_backlog(openai_sock);
     openai_thread = std::thread([&] { openai_http.listen_after_bind(); });
     spdlog::info("OpenAI-compatible API on http://{}:{}/v1 (model '{}')", host, openai_port,
                  openai.model);
