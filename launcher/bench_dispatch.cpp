@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <thread>
 
 #include "comm/mpi_context.h"
 #include "common/log.h"
@@ -48,6 +49,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--warmup", warmup, "untimed repetitions first");
   app.add_option("--repeats", repeats, "timed repetitions (the median is printed)");
   std::string dtype = "f32";
+  int threads = 0;
+  app.add_option("--threads", threads, "threads per rank (0: the node's cores shared by its ranks, as moe-run)");
   app.add_option("--dtype", dtype, "precision of the rows on the wire (and of the CPU's roundings)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv, comm->rank() == 0)) return *code;
@@ -62,7 +65,9 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   const auto placement =
       runtime::Placement::make(runtime::Placement::Kind::kContiguous, 1, experts, N);
   const DType precision = dtype == "bf16" ? DType::kBF16 : DType::kF32;
-  auto ops = kernels::make_cpu_ops(precision);
+  if (threads <= 0)
+    threads = std::max(1, int(std::thread::hardware_concurrency()) / std::max(1, mpi.local_size()));
+  auto ops = kernels::make_cpu_ops(precision, threads);
 
   // Random weights: a random router spreads tokens roughly evenly over the experts.
   std::mt19937 rng(1234 + me);

@@ -14,6 +14,7 @@ void rmsnorm(const RmsNormParams& p);
 // cross), linear_blas from there.
 void linear(const LinearParams& p);
 constexpr int kLinearStreamMaxRows = 8;
+constexpr int64_t kLinearStreamMinElems = int64_t(1) << 16;
 // W streamed once, each row of x dotted with each row of W in a fixed order: a row's result
 // does not depend on the number of rows, the threads or the instruction set.
 void linear_streamed(const LinearParams& p);

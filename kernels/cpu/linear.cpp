@@ -160,10 +160,13 @@ void linear_blas(const LinearParams& p) {
 // (OpenBLAS copies W into its panel layout on every call: 80% of a decode step's cycles) than in
 // the multiply, so the weight is streamed once instead, every row of x dotted with each row of W
 // while it is in cache. Decode (one row per sequence), the router and the expert FFNs of decode
-// steps (a handful of rows per expert) take that path; prefill takes the GEMM.
+// steps (a handful of rows per expert) take that path; prefill takes the GEMM. A small weight
+// (under kLinearStreamMinElems, a few hundred KB) is cheap to pack and stays in cache: the
+// GEMM's fixed costs are lower there.
 void linear(const LinearParams& p) {
   if (p.M == 0 || p.w.rows == 0) return;
-  if (p.M <= kLinearStreamMaxRows) return linear_streamed(p);
+  if (p.M <= kLinearStreamMaxRows && p.w.rows * p.w.cols >= kLinearStreamMinElems)
+    return linear_streamed(p);
   linear_blas(p);
 }
 
