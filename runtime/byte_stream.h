@@ -24,11 +24,12 @@ class ByteWriter {
   void put(const std::vector<T>& v) {
     static_assert(std::is_trivially_copyable_v<T>);
     put(uint64_t(v.size()));
-    buf_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+    // An empty vector's data() may be null: memcpy's pointers must not be, even for 0 bytes.
+    if (!v.empty()) buf_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
   }
   void put(const std::string& s) {
     put(uint64_t(s.size()));
-    buf_.append(s);
+    if (!s.empty()) buf_.append(s);
   }
   std::string& bytes() { return buf_; }
 
@@ -67,6 +68,7 @@ class ByteReader {
   }
   void take(void* out, size_t n) {
     MOE_CHECK(n <= size_t(end_ - p_), "byte stream: read past the end");
+    if (n == 0) return;  // `out` may be an empty vector's null data()
     std::memcpy(out, p_, n);
     p_ += n;
   }
