@@ -7,20 +7,10 @@
 
 #include "common/error.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/lanes.h"
 
 namespace moe::kernels::cpu {
 namespace {
-
-// 16 fp32 lanes (GCC's vector extension: one AVX-512 register, two AVX2, four SSE), as the
-// streamed linear.
-typedef float Lanes __attribute__((vector_size(64)));
-constexpr int kLanes = 16;
-inline Lanes load_lanes(const float* p) {
-  Lanes v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
 
 // One query head of one token over its visible keys: scores, softmax, the weighted sum of
 // values. The score is a dot product summed in 16 lanes then a fixed tree (the same result on
@@ -36,11 +26,7 @@ void attend_head(const float* __restrict__ q, const float* __restrict__ kbase,
     const float* k = kbase + int64_t(j) * stride;
     Lanes acc = {};
     for (int d = 0; d < d_main; d += kLanes) acc += load_lanes(q + d) * load_lanes(k + d);
-    float a[kLanes];
-    std::memcpy(a, &acc, sizeof a);
-    for (int width = kLanes / 2; width > 0; width /= 2)
-      for (int i = 0; i < width; ++i) a[i] += a[i + width];
-    float s = a[0];
+    float s = sum_lanes(acc);
     for (int d = d_main; d < head_dim; ++d) s += q[d] * k[d];
     score[j] = s * scale;
     mx = std::max(mx, score[j]);

@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/lanes.h"
 
 namespace moe::kernels::cpu {
 namespace {
@@ -16,26 +17,6 @@ namespace {
 // Rows of x dotted with one row of W per pass over it.
 constexpr int kRowBlock = 4;
 
-// 16 fp32 lanes: one AVX-512 register, two AVX2 ones, four SSE ones. GCC's vector extension
-// keeps the lanes' arithmetic lane-wise whatever the instruction set.
-typedef float Lanes __attribute__((vector_size(64)));
-typedef uint16_t Bf16Lanes __attribute__((vector_size(32)));
-typedef uint32_t BitLanes __attribute__((vector_size(64)));
-constexpr int kLanes = 16;
-inline Lanes load_lanes(const float* p) {
-  Lanes v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-// bf16 widened exactly: its bits are the high half of the fp32 value.
-inline Lanes load_lanes(const uint16_t* p) {
-  Bf16Lanes h;
-  std::memcpy(&h, p, sizeof h);
-  const BitLanes bits = __builtin_convertvector(h, BitLanes) << 16;
-  Lanes v;
-  std::memcpy(&v, &bits, sizeof v);
-  return v;
-}
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return bf16_to_f32(v); }
 
@@ -66,11 +47,7 @@ void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* _
     }
     for (int i = 0; i < nw; ++i)
       for (int m = 0; m < kRows; ++m) {
-        float a[kLanes];
-        std::memcpy(a, &acc[i][m], sizeof a);
-        for (int width = kLanes / 2; width > 0; width /= 2)
-          for (int j = 0; j < width; ++j) a[j] += a[j + width];
-        float s = a[0];
+        float s = sum_lanes(acc[i][m]);
         for (int k = k_main; k < K; ++k) s += x[int64_t(m) * K + k] * widen(wn[i][k]);
         float& o = out[int64_t(m) * ldo + n0 + i];
         o = accumulate ? o + s : s;

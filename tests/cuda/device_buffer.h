@@ -14,8 +14,10 @@ namespace moe::test {
 template <typename T>
 class DeviceVector {
  public:
-  explicit DeviceVector(size_t n) : n_(n) {
+  // poison: every byte 0xff first (NaN as floats), so an element nothing wrote shows.
+  explicit DeviceVector(size_t n, bool poison = false) : n_(n) {
     CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)));
+    if (poison) CUDA_CHECK(cudaMemset(p_, 0xff, std::max<size_t>(n, 1) * sizeof(T)));
   }
   explicit DeviceVector(const std::vector<T>& h) : DeviceVector(h.size()) {
     CUDA_CHECK(cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));

@@ -21,37 +21,15 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/random_fill.h"
+#include "tests/cuda/device_buffer.h"
 #include "tests/support/test_env.h"
 
 namespace moe::kernels {
 namespace {
 
-// A device copy of a host vector, freed on scope exit.
+// A device copy of a host vector, freed on scope exit (tests/cuda/device_buffer.h).
 template <typename T>
-class DeviceBuffer {
- public:
-  // poison: every byte 0xff first (NaN as floats), so an element nothing wrote shows.
-  explicit DeviceBuffer(size_t n, bool poison = false) : n_(n) {
-    CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)));
-    if (poison) CUDA_CHECK(cudaMemset(p_, 0xff, std::max<size_t>(n, 1) * sizeof(T)));
-  }
-  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) {
-    CUDA_CHECK(cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  T* get() const { return p_; }
-  std::vector<T> to_host() const {
-    std::vector<T> h(n_);
-    CUDA_CHECK(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_ = 0;
-};
+using DeviceBuffer = test::DeviceVector<T>;
 
 std::vector<float> random_floats(std::mt19937& rng, size_t n, float scale = 1.0f) {
   std::normal_distribution<float> d(0.0f, scale);
