@@ -7,30 +7,25 @@
 
 #include "common/dtype.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "tests/support/random_values.h"
 #include "tests/support/test_env.h"
 
 namespace moe::test {
 namespace {
 
-std::vector<float> random_vec(std::mt19937& rng, size_t n) {
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
 
 // K = 53 and 1024 + 7: lane tails; N = 37: an odd row count for the two-rows-a-pass loop.
 TEST(CpuLinear, BothPathsMatchADoubleSum) {
   std::mt19937 rng(11);
   for (int K : {53, 1031}) {
     const int N = 37;
-    const auto w = random_vec(rng, size_t(N) * K);
+    const auto w = random_floats(rng, size_t(N) * K);
     for (int M : {1, 3, 4, 5, 8, 9, 40}) {
       for (bool acc : {false, true}) {
         SCOPED_TRACE("K " + std::to_string(K) + " M " + std::to_string(M) +
                      (acc ? " accumulate" : ""));
-        const auto x = random_vec(rng, size_t(M) * K);
-        const auto init = random_vec(rng, size_t(M) * N);
+        const auto x = random_floats(rng, size_t(M) * K);
+        const auto init = random_floats(rng, size_t(M) * N);
         std::vector<float> want(size_t(M) * N);
         for (int m = 0; m < M; ++m)
           for (int n = 0; n < N; ++n) {
@@ -52,8 +47,8 @@ TEST(CpuLinear, BothPathsMatchADoubleSum) {
 TEST(CpuLinear, StreamedRowsDoNotDependOnTheBatchOrThreads) {
   std::mt19937 rng(12);
   const int N = 301, K = 1000, M = 11;
-  const auto w = random_vec(rng, size_t(N) * K);
-  const auto x = random_vec(rng, size_t(M) * K);
+  const auto w = random_floats(rng, size_t(N) * K);
+  const auto x = random_floats(rng, size_t(M) * K);
   // Each row alone, one thread.
   kernels::cpu::set_threads(1);
   std::vector<float> alone(size_t(M) * N);
@@ -86,7 +81,7 @@ TEST(CpuLinear, Bf16WeightsComputeAsTheirWidening) {
   std::mt19937 rng(13);
   // 14000 rows of 77: two of linear_blas's widened blocks (1M elements each).
   const int N = 14000, K = 77;
-  auto w = random_vec(rng, size_t(N) * K);
+  auto w = random_floats(rng, size_t(N) * K);
   std::vector<uint16_t> bits(w.size());
   for (size_t i = 0; i < w.size(); ++i) {
     bits[i] = f32_to_bf16(w[i]);
@@ -97,7 +92,7 @@ TEST(CpuLinear, Bf16WeightsComputeAsTheirWidening) {
   for (int threads : {1, 2}) {
     kernels::cpu::set_threads(threads);
     for (int M : {1, 5, 9, 33}) {
-      const auto x = random_vec(rng, size_t(M) * K);
+      const auto x = random_floats(rng, size_t(M) * K);
       std::vector<float> want(size_t(M) * N), got(size_t(M) * N);
       kernels::cpu::linear({x.data(), {w.data(), DType::kF32, N, K}, want.data(), M});
       kernels::cpu::linear({x.data(), {bits.data(), DType::kBF16, N, K}, got.data(), M});

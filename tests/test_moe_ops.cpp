@@ -109,15 +109,6 @@ TEST(MoeOps, DispatchLayoutRefusesAnExpertOutOfRange) {
   EXPECT_THROW(run_cpu_layout(c), moe::Error);
 }
 
-// A payload of R rows carrying `c.slots`, with `hidden` values of `dtype` from `values`.
-std::vector<char> payload_of(const GroupCase& c, const kernels::RowLayout& L,
-                             const std::vector<float>& values) {
-  std::vector<char> buf(size_t(c.R) * L.stride());
-  std::vector<int32_t> token(static_cast<size_t>(c.R));
-  for (int r = 0; r < c.R; ++r) token[size_t(r)] = r;
-  kernels::cpu::pack_rows({values.data(), token.data(), c.slots.data(), buf.data(), L, c.R});
-  return buf;
-}
 
 TEST(MoeOps, GroupByExpertIsAStableSortByLocalExpert) {
   for (const auto& c : group_cases()) {

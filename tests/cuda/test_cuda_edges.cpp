@@ -32,6 +32,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
 #include "tests/cuda/device_buffer.h"
+#include "tests/support/random_values.h"
 #include "tests/support/test_env.h"
 
 namespace moe::kernels {
@@ -39,22 +40,8 @@ namespace {
 
 using test::DeviceVector;
 
-std::vector<float> random_floats(std::mt19937& rng, size_t n, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-// `v` rounded to bf16 in place; returns the bits.
-std::vector<uint16_t> round_to_bf16(std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    b[i] = f32_to_bf16(v[i]);
-    v[i] = bf16_to_f32(b[i]);
-  }
-  return b;
-}
+using test::random_floats;
+using test::round_to_bf16;
 
 class CudaEdges : public ::testing::Test {
  protected:

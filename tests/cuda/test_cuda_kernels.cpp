@@ -22,6 +22,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/random_fill.h"
 #include "tests/cuda/device_buffer.h"
+#include "tests/support/random_values.h"
 #include "tests/support/test_env.h"
 
 namespace moe::kernels {
@@ -31,22 +32,8 @@ namespace {
 template <typename T>
 using DeviceBuffer = test::DeviceVector<T>;
 
-std::vector<float> random_floats(std::mt19937& rng, size_t n, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-// Rounds `w` to bf16: the bf16 bits for the device and, in place, their fp32 widening.
-std::vector<uint16_t> round_to_bf16(std::vector<float>& w) {
-  std::vector<uint16_t> b(w.size());
-  for (size_t i = 0; i < w.size(); ++i) {
-    b[i] = f32_to_bf16(w[i]);
-    w[i] = bf16_to_f32(b[i]);
-  }
-  return b;
-}
+using test::random_floats;
+using test::round_to_bf16;
 
 // A KV cache (or any tensor) on the device as `dtype` (F32, or BF16 bits), made from `values`;
 // for BF16 `values` is rounded in place, so the host keeps exactly what the device holds.

@@ -120,11 +120,7 @@ TEST_F(CudaMoeOps, GroupByExpertMatchesCpu) {
     for (DType dt : {DType::kF32, DType::kBF16}) {
       SCOPED_TRACE(c.name + " " + dtype_name(dt));
       const kernels::RowLayout L{7, c.k, dt};
-      std::vector<float> x(size_t(c.R) * 7, 0.5f);
-      std::vector<int32_t> ident(static_cast<size_t>(c.R));
-      for (int r = 0; r < c.R; ++r) ident[size_t(r)] = r;
-      std::vector<char> payload(size_t(c.R) * L.stride());
-      kernels::cpu::pack_rows({x.data(), ident.data(), c.slots.data(), payload.data(), L, c.R});
+      const auto payload = payload_of(c, L, std::vector<float>(size_t(c.R) * 7, 0.5f));
       const size_t pairs = size_t(c.R) * c.k;
       std::vector<int32_t> offsets(size_t(c.n_local + 1)), gather(pairs), slot_row(pairs);
       std::vector<float> slot_weight(pairs);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/params.h"
 #include "runtime/placement.h"
 
@@ -118,6 +119,16 @@ inline std::vector<GroupCase> group_cases() {
   v.push_back(make_group_case("E4_replica_local1", 200, 2, 4, {1}, rng));
   v.push_back(make_group_case("E8_local2_k2_large", 30000, 2, 8, {0, 1}, rng));
   return v;
+}
+
+// A payload of R rows carrying `c.slots`, with `hidden` values of `dtype` from `values`.
+inline std::vector<char> payload_of(const GroupCase& c, const kernels::RowLayout& L,
+                                    const std::vector<float>& values) {
+  std::vector<char> buf(size_t(c.R) * L.stride());
+  std::vector<int32_t> token(static_cast<size_t>(c.R));
+  for (int r = 0; r < c.R; ++r) token[size_t(r)] = r;
+  kernels::cpu::pack_rows({values.data(), token.data(), c.slots.data(), buf.data(), L, c.R});
+  return buf;
 }
 
 }  // namespace moe::test
