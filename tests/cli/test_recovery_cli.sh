@@ -39,7 +39,7 @@ until_serving() {
   local t0=$1 lost=
   for _ in $(seq 1 $(( $2 * 20 ))); do
     if "$BIN/moe-cli" --server "$ADDR" health >/dev/null 2>&1; then
-      [ -n "$lost" ] && { printf '%.2f' "$(echo "$(date +%s.%N) - $t0" | bc)"; return; }
+      [ -n "$lost" ] && { awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }'; return; }
     else
       lost=1
     fi
