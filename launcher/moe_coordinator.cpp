@@ -64,7 +64,7 @@ int run(int argc, char** argv) {
   std::string listen = "127.0.0.1:50051", log_level = "info";
   std::string worker_secret_file, api_keys_file, tls_cert, tls_key;
   double drain_grace_s = 30;
-  int max_message_mb = 64;
+  int max_message_mb = 64, max_context = 0;
   int metrics_port = 9464, openai_port = 0;
   coordinator::OpenAiOptions openai;
   double drain_timeout_s = 30;
@@ -89,6 +89,7 @@ int run(int argc, char** argv) {
   app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC over TLS (with --tls-key; default: plain text)");
   app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
   app.add_option("--max-message-mb", max_message_mb, "largest request message accepted, in MiB; larger ones are refused before they are buffered (a batch over it must be split)");
+  app.add_option("--max-context", max_context, "the model's context in tokens, where known before the worker attaches (moe-launch passes it): the message limit becomes what --max-queue sequences of that length need, if less than --max-message-mb; 0: unknown");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
@@ -97,7 +98,7 @@ int run(int argc, char** argv) {
   if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 ||
       opt.stats_window_s <= 0 || opt.batch_retention_s < 0 || opt.max_finished_batches < 0 ||
       opt.recovery_wait_s < 0 || drain_grace_s < 0 || max_message_mb < 1 ||
-      max_message_mb > 2047) {
+      max_message_mb > 2047 || max_context < 0) {
     spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
                   "--drain-timeout-s, --drain-grace-s, --recovery-wait-s, --batch-retention-s "
                   "and --max-finished-batches >= 0, --max-message-mb in [1, 2047]");
@@ -159,16 +160,24 @@ int run(int argc, char** argv) {
   builder.AddListeningPort(listen, credentials, &bound_port);
   builder.RegisterService(&inference);
   builder.RegisterService(&link);
-  builder.SetMaxReceiveMessageSize(max_message_mb << 20);
+  // A request is refused from its size, before it is buffered: no valid one is larger than the
+  // queue's worth of sequences at the context's length (varint ids of at most 5 bytes, and
+  // room for each item's fields).
+  int64_t message_limit = int64_t(max_message_mb) << 20;
+  if (max_context > 0)
+    message_limit = std::min(message_limit, int64_t(opt.max_queue) * (int64_t(max_context) * 5 + 512) +
+                                                (int64_t(1) << 16));
+  builder.SetMaxReceiveMessageSize(int(message_limit));
   server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     spdlog::error("cannot listen on {} (in use, or not an address:port)", listen);
     return 1;
   }
   set_health(false);  // until a worker job attaches
-  spdlog::info("listening on {} (clients and workers; {}, {})", listen,
+  spdlog::info("listening on {} (clients and workers; {}, {}; requests up to {:.1f} MiB)", listen,
                tls_cert.empty() ? "plain text" : "TLS",
-               auth.on() ? std::to_string(api_keys.size()) + " API keys" : "no API keys");
+               auth.on() ? std::to_string(api_keys.size()) + " API keys" : "no API keys",
+               double(message_limit) / (1 << 20));
 
   httplib::Server http;
   int http_sock = -1, openai_sock = -1;

@@ -29,6 +29,9 @@
 #include "common/log.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "launcher/coordinator/auth.h"
+#include "runtime/checkpoint.h"
+#include "runtime/model_config.h"
+#include "runtime/run_config.h"
 
 extern char** environ;
 
@@ -236,6 +239,26 @@ grpc::Status probe(const std::string& address,
   return st;
 }
 
+// The longest sequence (prompt plus new tokens) the worker job will take, as it computes it:
+// the run config's max_seq_len (else min(the model's, 4096)), at most the model's positions.
+// The coordinator sizes its message limit from it. 0 when it cannot be told here (the worker
+// job then says what is wrong with the config).
+int model_context(const std::string& config, const std::string& checkpoint_override,
+                  const std::string& max_seq_len_override) {
+  try {
+    auto run = runtime::RunConfig::from_yaml_file(config);
+    if (!checkpoint_override.empty()) run.checkpoint = checkpoint_override;
+    if (!max_seq_len_override.empty()) run.max_seq_len = std::stoi(max_seq_len_override);
+    const auto ckpt = runtime::Checkpoint::open_config_only(run.checkpoint);
+    const auto cfg = runtime::ModelConfig::from_json(ckpt.config_json(), run.checkpoint);
+    const int positions = cfg.max_position_embeddings;
+    return std::min(run.max_seq_len > 0 ? run.max_seq_len : std::min(positions, 4096), positions);
+  } catch (const std::exception& e) {
+    spdlog::debug("cannot tell the model's context from {}: {}", config, e.what());
+    return 0;
+  }
+}
+
 std::vector<std::string> split_spaces(const std::string& s) {
   std::istringstream in(s);
   std::vector<std::string> out;
@@ -360,6 +383,13 @@ int run(int argc, char** argv) {
   for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  // What the worker takes as --checkpoint and --max-seq-len, where given here.
+  auto override_of = [&](const char* flag) {
+    for (size_t i = 0; i < std::size(kWorkerOverrides); ++i)
+      if (std::string(kWorkerOverrides[i][0]) == flag && app.count(flag) > 0) return worker_values[i];
+    return std::string();
+  };
+  const int context = model_context(o.config, override_of("--checkpoint"), override_of("--max-seq-len"));
   const std::string level = o.log_level;
   auto num = [](double v) {
     std::ostringstream s;
@@ -377,7 +407,8 @@ int run(int argc, char** argv) {
                        o.served_model_name, "--recovery-wait-s", num(o.recovery_wait_s),
                        "--drain-grace-s", num(o.drain_grace_s), "--max-message-mb",
                        std::to_string(o.max_message_mb), "--api-keys-file", o.api_keys_file,
-                       "--tls-cert", o.tls_cert, "--tls-key", o.tls_key},
+                       "--tls-cert", o.tls_cert, "--tls-key", o.tls_key, "--max-context",
+                       std::to_string(context)},
                       false);
   std::vector<std::string> margs{o.mpirun, "--oversubscribe"};
   // Open MPI refuses root without it; containers often run as root.
