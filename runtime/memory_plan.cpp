@@ -34,6 +34,18 @@ void check_weights_fit(const WeightBytes& w, const DeviceMemory& m, int rank) {
                    "rank fewer experts, or, with synthetic weights, fewer num_layers");
 }
 
+void check_host_kv_fits(size_t bytes_per_slot, int slots, int max_len, const DeviceMemory& m,
+                        int rank) {
+  const size_t share = m.free / size_t(std::max(m.ranks_sharing, 1));
+  const double need = double(bytes_per_slot) * double(slots);
+  if (need <= double(share)) return;
+  throw InputError("rank " + std::to_string(rank) + ": the KV cache of " + std::to_string(slots) +
+                   " sequences x " + std::to_string(max_len) + " positions needs " + gib(need) +
+                   " but this machine has " + gib(double(m.free)) + " free of " +
+                   gib(double(m.total)) + sharing(m) +
+                   " once the weights are loaded; expected a smaller max_seqs or max_seq_len");
+}
+
 int kv_cache_slots(const DeviceMemory& m, double utilization, size_t bytes_per_slot, int max_len,
                    int max_seqs, int max_auto) {
   MOE_CHECK(bytes_per_slot > 0 && m.free <= m.total, "KV sizing given impossible sizes");

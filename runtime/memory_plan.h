@@ -27,6 +27,12 @@ struct WeightBytes {
 // Throws unless `w` fits in this rank's share of the free memory (free / ranks_sharing).
 void check_weights_fit(const WeightBytes& w, const DeviceMemory& m, int rank);
 
+// On the host (CPU backend), once the weights are in place: throws unless `slots` KV slots of
+// `bytes_per_slot` fit in this rank's share of the free memory, naming the sizes and the
+// fields that set them (max_seqs, max_seq_len).
+void check_host_kv_fits(size_t bytes_per_slot, int slots, int max_len, const DeviceMemory& m,
+                        int rank);
+
 // KV cache slots that fit once weights and workspace are in place: what the job may still use
 // (utilization of the total, less what is in use now, split among the ranks sharing the device)
 // divided by one slot's bytes. max_seqs > 0 must fit and is returned; max_seqs = 0 returns as

@@ -94,7 +94,17 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRa
                                                      cfg_.kv_dim(), ops.kv_dtype()),
                              max_len, run.max_seqs, RunConfig::kMaxAutoSeqsCuda);
     });
-  collective_step(host, [&] { cache_->allocate(slots, max_len); });
+  collective_step(host, [&] {
+    if (backend_->device() < 0) {  // on cpu, against what the host has left
+      DeviceMemory mem = device_memory();
+      mem.ranks_sharing = std::max(1, local.size);
+      if (mem.total > 0)
+        check_host_kv_fits(KvCache::bytes_per_slot(cfg_.num_hidden_layers, max_len, cfg_.kv_dim(),
+                                                   ops.kv_dtype()),
+                           slots, max_len, mem, host.rank());
+    }
+    cache_->allocate(slots, max_len);
+  });
 
   EngineOptions eo;
   eo.max_tokens_per_step = run.max_tokens_per_step;

@@ -32,6 +32,16 @@ TEST(MemoryPlan, RanksSharingADeviceShareItsFreeMemory) {
   EXPECT_TRUE(mentions(msg, {"31.00 GiB", "60.00 GiB free", "shared by 2 ranks"}));
 }
 
+TEST(MemoryPlan, HostKvCacheTooLargeNamesTheSizes) {
+  EXPECT_NO_THROW(runtime::check_host_kv_fits(kGiB / 4, 64, 4096, {20 * kGiB, 32 * kGiB, -1, 1}, 0));
+  const std::string msg = input_error([&] {
+    runtime::check_host_kv_fits(kGiB / 4, 64, 4096, {20 * kGiB, 32 * kGiB, -1, 2}, 1);
+  });
+  EXPECT_TRUE(mentions(msg, {"rank 1", "64 sequences x 4096 positions", "16.00 GiB",
+                             "20.00 GiB free of 32.00 GiB", "shared by 2 ranks", "max_seqs",
+                             "max_seq_len"}));
+}
+
 TEST(MemoryPlan, AutoSlotsFillTheUtilisation) {
   // 80 GiB device, 0.9 of it = 72 GiB, 40 GiB in use: 32 GiB left, 1 GiB a slot.
   EXPECT_EQ(runtime::kv_cache_slots({40 * kGiB, 80 * kGiB, 0, 1}, 0.9, kGiB, 4096, 0, 1024), 32);

@@ -210,6 +210,7 @@ expect 2 "--config given a folder" "$TMP: is a folder" -- "$BIN/moe-run" --confi
 mkdir -p "$TMP/huge" && python3 -c "
 import json, sys; c = json.load(open(sys.argv[1])); c.update(hidden_size=8192, intermediate_size=28672, num_hidden_layers=64, num_attention_heads=64, num_key_value_heads=8); json.dump(c, open(sys.argv[2], 'w'))" "$CKPT/config.json" "$TMP/huge/config.json"
 expect 2 "model past the host's memory" "the weights it holds need .* GiB .* but this machine has .* GiB free" -- timeout 60 "$BIN/moe-run" --checkpoint "$TMP/huge" --synthetic --prompt-ids 1,2
+expect 2 "KV cache past the host's memory" "the KV cache of 65536 sequences x 1048576 positions needs .* GiB but this machine has" -- timeout 60 "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 1,2 --max-seqs 65536 --max-seq-len 1048576
 printf '[a, b]: 1\n' > "$TMP/listkey.yaml"
 expect 2 "YAML list as a field name" "listkey.yaml: line 1: a field name must be a plain word" -- "$BIN/moe-run" --config "$TMP/listkey.yaml" --prompt-ids 1,2
 
