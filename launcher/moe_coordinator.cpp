@@ -163,10 +163,15 @@ int run(int argc, char** argv) {
   // A request is refused from its size, before it is buffered: no valid one is larger than the
   // queue's worth of sequences at the context's length (varint ids of at most 5 bytes, and
   // room for each item's fields).
+  // The worker link shares the server, so the limit never goes below what it needs: the hello
+  // carries the tokenizer model, and a step report of a large job counts per rank pair.
+  constexpr int64_t kWorkerLinkFloor = int64_t(8) << 20;
   int64_t message_limit = int64_t(max_message_mb) << 20;
   if (max_context > 0)
-    message_limit = std::min(message_limit, int64_t(opt.max_queue) * (int64_t(max_context) * 5 + 512) +
-                                                (int64_t(1) << 16));
+    message_limit = std::min(
+        message_limit,
+        std::max(kWorkerLinkFloor,
+                 int64_t(opt.max_queue) * (int64_t(max_context) * 5 + 512) + (int64_t(1) << 16)));
   builder.SetMaxReceiveMessageSize(int(message_limit));
   server = builder.BuildAndStart();
   if (!server || bound_port == 0) {

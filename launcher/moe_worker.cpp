@@ -30,6 +30,17 @@ using namespace moe;
 // loop drains the queue once per step and publishes each step's tokens and statistics through a
 // writer thread, so a slow network write never holds up the ranks' next step (a gRPC stream
 // takes one write at a time: every write goes through that thread, in order).
+moe::v1::Finish finish_to_proto(runtime::FinishReason f) {
+  switch (f) {
+    case runtime::FinishReason::kLength: return moe::v1::FINISH_LENGTH;
+    case runtime::FinishReason::kEos: return moe::v1::FINISH_EOS;
+    case runtime::FinishReason::kContext: return moe::v1::FINISH_CONTEXT;
+    case runtime::FinishReason::kCancelled: return moe::v1::FINISH_CANCELLED;
+    case runtime::FinishReason::kStop: return moe::v1::FINISH_STOP;
+  }
+  return moe::v1::FINISH_NONE;
+}
+
 class GrpcController final : public runtime::Controller {
  public:
   GrpcController(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> creds,
@@ -129,7 +140,12 @@ class GrpcController final : public runtime::Controller {
       auto* e = s->add_tokens();
       e->set_seq_id(t.id);
       e->set_token_id(t.token);
-      e->set_finish_reason(t.finish);
+      if (!t.error.empty()) {
+        e->set_finish(moe::v1::FINISH_ERROR);
+        e->set_error(t.error);
+      } else if (t.finish) {
+        e->set_finish(finish_to_proto(*t.finish));
+      }
       if (t.logprob) {
         e->set_logprob(t.logprob->logprob);
         launcher::top_logprobs_to_proto(t.logprob->top, e->mutable_top_logprobs());

@@ -12,6 +12,8 @@ namespace moe::runtime {
 
 namespace {
 
+constexpr uint8_t kErrorCode = 255;  // a report's finish byte for a refused sequence
+
 using Clock = std::chrono::steady_clock;
 
 // How long an idle rank 0 waits in poll() for work before the ranks check in again.
@@ -156,7 +158,9 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, do
   for (const auto& e : mine) {
     w.put(e.id);
     w.put(e.token);
-    w.put(e.finish);
+    // 0: running, 1 + FinishReason: finished, kErrorCode: refused (the message follows).
+    w.put(uint8_t(!e.error.empty() ? kErrorCode : e.finish ? 1 + int(*e.finish) : 0));
+    if (!e.error.empty()) w.put(e.error);
     w.put(uint8_t(e.logprob.has_value()));
     if (e.logprob) {
       w.put(e.logprob->logprob);
@@ -199,7 +203,11 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, do
       TokenEvent ev;
       ev.id = in.get<int64_t>();
       ev.token = in.get<int32_t>();
-      ev.finish = in.get_string();
+      const uint8_t fin = in.get<uint8_t>();
+      if (fin == kErrorCode)
+        ev.error = in.get_string();
+      else if (fin > 0)
+        ev.finish = FinishReason(fin - 1);
       if (in.get<uint8_t>()) {
         TokenLogprob lp;
         lp.token = ev.token;
@@ -220,7 +228,7 @@ void WorkerLoop::run() {
   std::vector<TokenEvent> made;
   rt_.engine().set_on_token(
       [&](int64_t id, int32_t tok, const FinishReason* fin, const TokenLogprob* lp) {
-        made.push_back({id, tok, fin ? finish_reason_name(*fin) : "",
+        made.push_back({id, tok, fin ? std::optional<FinishReason>(*fin) : std::nullopt, "",
                         lp ? std::optional<TokenLogprob>(*lp) : std::nullopt});
       });
   bool idle = true;
@@ -236,7 +244,7 @@ void WorkerLoop::run() {
       } catch (const InputError& e) {
         // The coordinator validates first; a request that still fails here ends at once.
         spdlog::warn("refused sequence {}: {}", a.request.id, e.what());
-        made.push_back({a.request.id, -1, std::string("error: ") + e.what(), std::nullopt});
+        made.push_back({a.request.id, -1, std::nullopt, e.what(), std::nullopt});
       }
     }
     for (int64_t id : c.cancels) rt_.engine().cancel(id);

@@ -29,10 +29,13 @@ struct Control {
   double waited_s = 0;  // set by the loop: rank 0's wait for work in poll(), not control time
 };
 
+// A token made, or a sequence refused by its rank (error set, no token). Typed end to end: the
+// coordinator reads the finish as an enum, never by parsing text.
 struct TokenEvent {
   int64_t id = 0;
   int32_t token = 0;
-  std::string finish;  // "" until the sequence's last token
+  std::optional<FinishReason> finish;  // set on the sequence's last token
+  std::string error;                   // not empty: the rank refused the sequence (token -1)
   std::optional<TokenLogprob> logprob;  // where the sequence asked for logprobs
 };
 

@@ -22,6 +22,17 @@ double since(Clock::time_point t, Clock::time_point now) {
   return std::chrono::duration<double>(now - t).count();
 }
 constexpr size_t kExpiredIdsKept = 100000;
+// The client-facing name of a finish (as runtime::finish_reason_name).
+std::string finish_name(moe::v1::Finish f) {
+  switch (f) {
+    case moe::v1::FINISH_LENGTH: return "length";
+    case moe::v1::FINISH_EOS: return "eos";
+    case moe::v1::FINISH_CONTEXT: return "context";
+    case moe::v1::FINISH_CANCELLED: return "cancelled";
+    case moe::v1::FINISH_STOP: return "stop";
+    default: return "error";
+  }
+}
 uint64_t random_seed() {
   uint64_t s = 0;
   MOE_CHECK(getrandom(&s, sizeof s, 0) == sizeof s, "getrandom failed");
@@ -150,8 +161,8 @@ void State::on_step(const moe::v1::StepReport& st) {
     auto it = seqs_.find(t.seq_id());
     if (it == seqs_.end() || it->second.done()) continue;  // cancelled, finished or forgotten
     Sequence& s = it->second;
-    if (t.finish_reason().rfind("error:", 0) == 0) {
-      s.error = invalid(t.finish_reason().substr(7));
+    if (t.finish() == moe::v1::FINISH_ERROR) {
+      s.error = invalid(t.error());
       ++stats_.failed;
       finished_locked(it);
       continue;
@@ -167,8 +178,8 @@ void State::on_step(const moe::v1::StepReport& st) {
     ++stats_.generated;
     if (!s.batch.empty())
       if (auto b = batches_.find(s.batch); b != batches_.end()) ++b->second.generated;
-    if (!t.finish_reason().empty()) {
-      s.finish = t.finish_reason();
+    if (t.finish() != moe::v1::FINISH_NONE) {
+      s.finish = finish_name(t.finish());
       finished_locked(it);
     }
   }
