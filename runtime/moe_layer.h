@@ -102,16 +102,17 @@ class MoeLayer {
   size_t last_bytes_sent_ = 0;
 
   // The placement, as this rank routes and receives.
-  std::vector<int32_t> route_host_;        // [layers, E] rank serving each expert for me
+  std::vector<int32_t> route_host_;        // [layers, E, kRouteWheel] my route wheels
   std::vector<int32_t> local_index_host_;  // [layers, E] index among mine, -1 if not held
-  kernels::Buffer route_;                  // [layers, E] int32, on the backend
+  kernels::Buffer route_;                  // [layers, E, kRouteWheel] int32, on the backend
   kernels::Buffer local_index_;            // [layers, E] int32, on the backend
 
   // Backend workspace; S = rows sent, R = rows received, G = (row, local expert) pairs.
   kernels::Buffer logits_;        // [T, E] router logits
   kernels::Buffer expert_;        // [T, k] int32
   kernels::Buffer weight_;        // [T, k] fp32
-  kernels::Buffer counts_;        // [N + E] int32: rows per rank, choices per expert
+  kernels::Buffer counts_;        // [N + E * N] int32: rows per rank, choices per (expert, rank)
+  kernels::Buffer slot_rank_;     // [T, k] int32: the rank serving each choice
   kernels::Buffer send_token_;    // [S] int32
   kernels::Buffer send_slots_;    // [S, k] RouteSlot
   kernels::Buffer home_;          // [T, k] int32
@@ -129,7 +130,7 @@ class MoeLayer {
   kernels::Buffer back_;          // [S, back_row_bytes_] this rank's rows, returned
 
   // Host: the counts and what follows from them, reused across steps.
-  std::vector<int32_t> h_counts_;                    // [N + E] as downloaded
+  std::vector<int32_t> h_counts_;                    // [N + E * N] as downloaded
   std::vector<int64_t> send_blocks_, recv_blocks_;   // [N, 1 + E] per peer: rows, choices per expert
   std::vector<int64_t> send_counts_, recv_counts_, send_displs_, recv_displs_;  // [N] rows
   std::vector<int64_t> group_begin_;                 // [local + 1] first grouped row per expert
