@@ -19,6 +19,7 @@
 #include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
 #include "launcher/run_options.h"
+#include "runtime/placement_file.h"
 #include "runtime/rank_runtime.h"
 #include "runtime/tokenizer.h"
 
@@ -252,7 +253,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   if (!o.stats_json.empty()) {
     std::ofstream js(o.stats_json);
     if (!js) throw InputError(o.stats_json + ": cannot open for writing");
-    js << rt->stats().to_json().dump(2) << "\n";
+    nlohmann::json j = rt->stats().to_json();
+    j["placement"] = runtime::placement_json(rt->placement());  // what moe-plan starts from
+    j["step_seconds"] = slowest;  // slowest rank's engine step time, summed over the steps
+    js << j.dump(2) << "\n";
   }
   return 0;
 }

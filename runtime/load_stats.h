@@ -52,6 +52,11 @@ struct LoadStats {
 
   std::string table(const Placement& placement) const;  // human-readable, for stdout
   nlohmann::json to_json() const;
+  // The counts of to_json()'s output (moe-run --stats-json, moe-cli stats --json): layers,
+  // experts, world_size and per_layer's tokens_per_expert (required), rows_computed_per_rank and
+  // rows_sent (zeros where absent). Throws InputError naming `source`, the field and what was
+  // expected.
+  static LoadStats from_json(const nlohmann::json& j, const std::string& source);
 };
 
 }  // namespace moe::runtime
