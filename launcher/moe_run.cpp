@@ -21,6 +21,7 @@
 #include "launcher/run_options.h"
 #include "runtime/placement_file.h"
 #include "runtime/rank_runtime.h"
+#include "runtime/routing_trace.h"
 #include "runtime/tokenizer.h"
 
 namespace {
@@ -32,7 +33,7 @@ struct Options {
   launcher::RunOptions run_opts;
   runtime::RunConfig run;
   std::string prompt_ids;
-  std::string input, output, stats_json;
+  std::string input, output, stats_json, trace;
   int max_new_tokens = 16;
   std::string log_level = "info";
   bool quiet_table = false;
@@ -88,6 +89,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--output", o.output, "JSONL results, in input order (default: stdout)");
   app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
   app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON (default: not written)");
+  app.add_option("--trace", o.trace, "write the routing trace here: per step, layer and source rank each token's top-k experts (runtime/routing_trace.h; for moe-sim) (default: not written)");
   app.add_flag("--no-stats-table", o.quiet_table, "do not print the expert-load table (default: printed)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -110,7 +112,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
     // Rank 0 writes the results and statistics: find out now, not after generating, that it
     // cannot (opened to append, so nothing is truncated yet).
     if (rank == 0)
-      for (const std::string* path : {&o.output, &o.stats_json})
+      for (const std::string* path : {&o.output, &o.stats_json, &o.trace})
         if (!path->empty() && !std::ofstream(*path, std::ios::app))
           throw InputError(*path + ": cannot open for writing");
     if (!o.input.empty()) {
@@ -170,6 +172,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       ++mine;
     }
   spdlog::info("{} of {} requests on this rank", mine, requests.size());
+  runtime::RoutingTraceRecorder trace(rank);
+  if (!o.trace.empty()) rt->model().set_routing_trace(&trace);
   std::vector<runtime::Result> results;
   const auto t0 = std::chrono::steady_clock::now();
   rt->engine().run([&](runtime::Result&& r) { results.push_back(std::move(r)); });
@@ -179,6 +183,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   std::string lines;
   for (const auto& r : results) lines += launcher::result_to_json_line(r) + "\n";
   const auto all = all_gather_strings(*comm, lines);
+  if (!o.trace.empty())
+    trace.write(*comm, o.trace,
+                runtime::trace_header(rt->model_config(), rt->model().row_layout(),
+                                      rt->placement()));
   rt->stats().steps = rt->engine().steps();
   rt->stats().reduce(*comm);
   // The step time: the slowest rank's (every rank waits for it at the exchanges), split into

@@ -26,12 +26,14 @@ LoadStats::LoadStats(int n_layers_, int n_experts_, int world_)
       world(world_),
       tokens(size_t(n_layers_) * n_experts_, 0),
       rows(size_t(n_layers_) * world_ * world_, 0),
-      rows_computed(size_t(n_layers_) * world_, 0) {}
+      rows_computed(size_t(n_layers_) * world_, 0),
+      bytes(size_t(n_layers_) * world_ * world_, 0) {}
 
 void LoadStats::reduce(comm::Communicator& comm) {
   comm.all_reduce(tokens.data(), int(tokens.size()), comm::Communicator::Op::kSum);
   comm.all_reduce(rows.data(), int(rows.size()), comm::Communicator::Op::kSum);
   comm.all_reduce(rows_computed.data(), int(rows_computed.size()), comm::Communicator::Op::kSum);
+  comm.all_reduce(bytes.data(), int(bytes.size()), comm::Communicator::Op::kSum);
   comm.all_reduce(&steps, 1, comm::Communicator::Op::kMax);
 }
 
@@ -168,6 +170,13 @@ nlohmann::json LoadStats::to_json() const {
       m.push_back(row);
     }
     L["rows_sent"] = m;  // [src][dst]
+    nlohmann::json b = nlohmann::json::array();
+    for (int s = 0; s < world; ++s) {
+      std::vector<int64_t> row(world);
+      for (int d = 0; d < world; ++d) row[d] = byte_count(l, s, d);
+      b.push_back(row);
+    }
+    L["bytes_sent"] = b;  // [src][dst], rows dispatched and returned
     L["expert_imbalance"] = expert_imbalance(l);
     L["device_imbalance"] = device_imbalance(l);
     layers.push_back(L);
@@ -232,6 +241,16 @@ LoadStats LoadStats::from_json(const nlohmann::json& j, const std::string& sourc
       for (int src = 0; src < N; ++src) {
         const auto row = ints(m[size_t(src)], at + "rows_sent[" + std::to_string(src) + "]", N);
         for (int d = 0; d < N; ++d) s.row_count(l, src, d) = row[size_t(d)];
+      }
+    }
+    if (layer.contains("bytes_sent")) {
+      const auto& m = layer["bytes_sent"];
+      if (!m.is_array() || int(m.size()) != N)
+        bad(at + "bytes_sent", "is not a " + std::to_string(N) + " x " + std::to_string(N) +
+                                   " matrix [src][dst]");
+      for (int src = 0; src < N; ++src) {
+        const auto row = ints(m[size_t(src)], at + "bytes_sent[" + std::to_string(src) + "]", N);
+        for (int d = 0; d < N; ++d) s.byte_count(l, src, d) = row[size_t(d)];
       }
     }
   }

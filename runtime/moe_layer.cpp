@@ -120,6 +120,13 @@ void MoeLayer::reserve_for(int max_tokens) {
 void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, float* out) {
   Lap lap;
   route(w, h, T);
+  if (trace_) {
+    // Only when tracing: one more copy back, the step's choices.
+    trace_experts_.resize(size_t(T) * k_);
+    if (T > 0)
+      ops_.download(trace_experts_.data(), expert_.data(), trace_experts_.size() * sizeof(int32_t));
+    trace_->record(layer, trace_experts_.data(), T, k_);
+  }
   lap(&times_.route);
   layout(layer, T);  // the layer's one device-to-host copy: the counts
   pack(h);
@@ -309,6 +316,9 @@ void MoeLayer::account(int layer) {
     for (int d = 0; d < N; ++d) stats_->token_count(layer, e) += h_counts_[N + size_t(e) * N + d];
   for (int d = 0; d < N; ++d) stats_->row_count(layer, me_, d) += send_counts_[d];
   stats_->computed(layer, me_) += G_;
+  // Bytes as posted to the exchanges: rows dispatched to d, and rows returned to each source.
+  for (int d = 0; d < N; ++d) stats_->byte_count(layer, me_, d) += send_counts_[d] * int64_t(rows_.stride());
+  for (int s = 0; s < N; ++s) stats_->byte_count(layer, me_, s) += recv_counts_[s] * int64_t(back_row_bytes_);
 }
 
 }  // namespace moe::runtime

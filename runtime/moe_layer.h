@@ -24,6 +24,7 @@
 #include "runtime/load_stats.h"
 #include "runtime/model_config.h"
 #include "runtime/placement.h"
+#include "runtime/routing_trace.h"
 #include "runtime/weights.h"
 
 namespace moe::runtime {
@@ -68,6 +69,8 @@ class MoeLayer {
   // then for every rank (a barrier), charging the latter to MoePhaseTimes::wait, so each phase
   // holds only its own work. Off by default: it adds a sync and a barrier per exchange.
   void set_timing_barriers(bool on) { timing_barriers_ = on; }
+  // Records every forward's top-k choices there (null: off). Costs one more copy back per layer.
+  void set_trace(RoutingTraceRecorder* trace) { trace_ = trace; }
 
  private:
   // The phases of forward(), in order.
@@ -96,6 +99,8 @@ class MoeLayer {
   LoadStats* stats_;
   MoePhaseTimes times_;
   bool timing_barriers_ = false;
+  RoutingTraceRecorder* trace_ = nullptr;
+  std::vector<int32_t> trace_experts_;  // [T, k] host copy of the choices, when tracing
   const int n_ranks_, me_, n_experts_, k_;
   const kernels::RowLayout rows_;  // the dispatch payload's row format
   const size_t back_row_bytes_;    // a returned row: hidden values in the run's precision
