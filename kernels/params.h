@@ -10,6 +10,9 @@
 namespace moe::kernels {
 
 constexpr int kMaxTopK = 16;
+// Entries per expert of a route wheel (DispatchLayoutParams::route): the resolution at which an
+// expert's choices are split over its replicas (1/64 of its load).
+constexpr int kRouteWheel = 64;
 // Largest model dimensions the CUDA kernels take (each launcher checks them; the runtime refuses
 // a model past them before loading it). The CPU kernels have no such limits.
 constexpr int kCudaMaxHeadDim = 256;  // attention: 8 floats of a head per lane
@@ -141,17 +144,21 @@ struct RowLayout {
   size_t stride() const { return values_bytes() + size_t(k) * sizeof(RouteSlot); }
 };
 
-// From each token's top-k choices and the placement (which rank serves each expert for this
-// source rank), the send side's whole plan: how many rows go to each rank, which token each
-// send row is (rows ordered by destination rank, then by token), which slots each row carries,
-// and where each token's returning rows will be for the combine. The same plan on every
-// backend, bit for bit. At most S_max = T * min(k, n_ranks) rows are sent.
+// From each token's top-k choices and the placement (the route wheel of each expert for this
+// source rank), the send side's whole plan: which rank serves each choice, how many rows go to
+// each rank, which token each send row is (rows ordered by destination rank, then by token),
+// which slots each row carries, and where each token's returning rows will be for the combine.
+// The j-th choice of expert e in (token, slot) order goes to route[e, j % kRouteWheel]: a
+// replicated expert's choices split over its replicas in the wheel's proportions, the same way
+// on every backend, bit for bit. At most S_max = T * min(k, n_ranks) rows are sent.
 struct DispatchLayoutParams {
   const int32_t* expert = nullptr;  // [T, k] chosen experts, each in [0, n_experts)
   const float* weight = nullptr;    // [T, k] their weights
-  const int32_t* route = nullptr;   // [n_experts] the rank serving each expert, in [0, n_ranks)
-  int32_t* counts = nullptr;        // [n_ranks + n_experts] rows per destination rank, then
-                                    // routed choices per expert (the load statistics)
+  const int32_t* route = nullptr;   // [n_experts, kRouteWheel] the rank serving each wheel
+                                    // position of each expert, in [0, n_ranks)
+  int32_t* counts = nullptr;        // [n_ranks + n_experts * n_ranks] rows per destination rank,
+                                    // then routed choices per (expert, destination rank)
+  int32_t* slot_rank = nullptr;     // [T, k] the rank serving each choice
   int32_t* send_token = nullptr;    // [S_max] the token of each send row; the first S are used
   RouteSlot* send_slots = nullptr;  // [S_max, k] the slots each send row carries
   int32_t* home = nullptr;          // [T, k] each token's send rows by ascending destination

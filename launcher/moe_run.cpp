@@ -21,7 +21,9 @@
 #include "launcher/cli_parse.h"
 #include "launcher/rank_main.h"
 #include "launcher/run_options.h"
+#include "runtime/placement_file.h"
 #include "runtime/rank_runtime.h"
+#include "runtime/routing_trace.h"
 #include "runtime/tokenizer.h"
 
 namespace {
@@ -37,7 +39,7 @@ struct Options {
   launcher::RunOptions run_opts;
   runtime::RunConfig run;
   std::string prompt_ids;
-  std::string input, output, stats_json;
+  std::string input, output, stats_json, trace;
   int max_new_tokens = 16;
   std::string log_level = "info";
   bool quiet_table = false;
@@ -108,6 +110,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--output", o.output, "JSONL results, in input order (default: stdout)");
   app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
   app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON (default: not written)");
+  app.add_option("--trace", o.trace, "write the routing trace here: per step, layer and source rank each token's top-k experts (runtime/routing_trace.h; for moe-sim) (default: not written)");
   app.add_flag("--no-stats-table", o.quiet_table, "do not print the expert-load table (default: printed)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -140,7 +143,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
     if (rank == 0) {
       if (!o.input.empty())
         chunks = std::make_unique<launcher::LineChunks>(o.input, o.input_chunk_bytes, kMaxLineBytes);
-      for (const std::string* path : {&o.output, &o.stats_json})
+      for (const std::string* path : {&o.output, &o.stats_json, &o.trace})
         if (!path->empty() && !std::ofstream(*path, std::ios::app))
           throw InputError(*path + ": cannot open for writing");
       // The first chunk is read and parsed before the model loads: a bad input is refused in
@@ -194,6 +197,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   // before the next is read. Memory holds one chunk whatever the input's size.
   int64_t n_requests = 0, generated = 0;
   double secs = 0;
+  runtime::RoutingTraceRecorder trace(rank);
+  if (!o.trace.empty()) rt->model().set_routing_trace(&trace);
   for (int64_t chunk = 0;; ++chunk) {
     launcher::RequestFile request_file;
     std::vector<runtime::Request>& requests = request_file.requests;
@@ -297,6 +302,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   }
 
   // ---- summary -------------------------------------------------------------------------------
+  if (!o.trace.empty())
+    trace.write(*comm, o.trace,
+                runtime::trace_header(rt->model_config(), rt->model().row_layout(),
+                                      rt->placement()));
   rt->stats().steps = rt->engine().steps();
   rt->stats().reduce(*comm);
   // The step time: the slowest rank's (every rank waits for it at the exchanges), split into
@@ -331,7 +340,10 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   if (!o.stats_json.empty()) {
     std::ofstream js(o.stats_json);
     if (!js) throw InputError(o.stats_json + ": cannot open for writing");
-    js << rt->stats().to_json().dump(2) << "\n";
+    nlohmann::json j = rt->stats().to_json();
+    j["placement"] = runtime::placement_json(rt->placement());  // what moe-plan starts from
+    j["step_seconds"] = slowest;  // slowest rank's engine step time, summed over the steps
+    js << j.dump(2) << "\n";
   }
   return 0;
 }

@@ -20,6 +20,7 @@
 #include "launcher/rank_main.h"
 #include "launcher/run_options.h"
 #include "moe/v1/worker.grpc.pb.h"
+#include "runtime/routing_trace.h"
 #include "runtime/worker_loop.h"
 
 namespace {
@@ -236,6 +237,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--worker-secret-file", secret_file, "file whose first line is the coordinator's worker secret (default: the MOE_WORKER_SECRET environment variable)");
   app.add_option("--tls-ca", tls_ca, "PEM root certificates: reach the coordinator over TLS (default: plain text)");
   launcher::add_run_options(app, ro);
+  std::string trace_path;
+  app.add_option("--trace", trace_path, "write the routing trace here when the job ends (runtime/routing_trace.h; held in memory until then) (default: not written)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv, rank == 0)) return *code;
@@ -289,8 +292,14 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   }
   spdlog::info("serving: attached to {} with {} rank(s)", coordinator, world);
   runtime::WorkerLoop loop(*rt, *comm, link.get());
+  runtime::RoutingTraceRecorder trace(rank);
+  if (!trace_path.empty()) rt->model().set_routing_trace(&trace);
   try {
     loop.run();
+    if (!trace_path.empty())
+      trace.write(*comm, trace_path,
+                  runtime::trace_header(rt->model_config(), rt->model().row_layout(),
+                                        rt->placement()));
   } catch (const std::exception& e) {
     spdlog::error("fatal: {}", e.what());
     if (link) link->report_error(std::string("rank 0: ") + e.what());

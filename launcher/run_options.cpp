@@ -7,6 +7,7 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--config", o.config, "YAML run config (fields as in configs/*.yaml); flags override it (default: none, flags only)");
   app.add_option("--checkpoint", r.checkpoint, "Hugging Face model folder (config.json + safetensors); no default: required unless --config names one");
   app.add_option("--placement", r.placement, "expert placement: contiguous, round_robin or explicit (map in --config)");
+  app.add_option("--placement-file", r.placement_file, "placement YAML (moe-plan's output: placement_map and placement_shares); implies explicit placement (default: none)");
   app.add_option("--backend", r.backend, "compute backend: cpu or cuda");
   app.add_option("--transport", r.transport, "all-to-all transport: mpi or nccl (cuda, one GPU per rank)");
   app.add_option("--dtype", r.dtype, "precision of weights, linear inputs and KV cache: auto (cpu f32, cuda bf16), f32 or bf16");
@@ -29,7 +30,16 @@ runtime::RunConfig resolve_run_config(const CLI::App& app, const RunOptions& o) 
   if (given("--checkpoint")) file.checkpoint = f.checkpoint;
   if (given("--placement")) {
     file.placement = f.placement;
-    if (file.placement != "explicit") file.placement_map.clear();  // the flag wins whole
+    if (file.placement != "explicit") {  // the flag wins whole
+      file.placement_map.clear();
+      file.placement_shares.clear();
+      file.placement_file.clear();
+    }
+  }
+  if (given("--placement-file")) {
+    file.placement_file = f.placement_file;
+    file.placement_map.clear();  // the file wins whole
+    file.placement_shares.clear();
   }
   if (given("--backend")) file.backend = f.backend;
   if (given("--transport")) file.transport = f.transport;

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "comm/communicator.h"
+#include "common/error.h"
 #include "runtime/placement.h"
 
 namespace moe::runtime {
@@ -25,12 +26,14 @@ LoadStats::LoadStats(int n_layers_, int n_experts_, int world_)
       world(world_),
       tokens(size_t(n_layers_) * n_experts_, 0),
       rows(size_t(n_layers_) * world_ * world_, 0),
-      rows_computed(size_t(n_layers_) * world_, 0) {}
+      rows_computed(size_t(n_layers_) * world_, 0),
+      bytes(size_t(n_layers_) * world_ * world_, 0) {}
 
 void LoadStats::reduce(comm::Communicator& comm) {
   comm.all_reduce(tokens.data(), int(tokens.size()), comm::Communicator::Op::kSum);
   comm.all_reduce(rows.data(), int(rows.size()), comm::Communicator::Op::kSum);
   comm.all_reduce(rows_computed.data(), int(rows_computed.size()), comm::Communicator::Op::kSum);
+  comm.all_reduce(bytes.data(), int(bytes.size()), comm::Communicator::Op::kSum);
   comm.all_reduce(&steps, 1, comm::Communicator::Op::kMax);
 }
 
@@ -167,6 +170,13 @@ nlohmann::json LoadStats::to_json() const {
       m.push_back(row);
     }
     L["rows_sent"] = m;  // [src][dst]
+    nlohmann::json b = nlohmann::json::array();
+    for (int s = 0; s < world; ++s) {
+      std::vector<int64_t> row(world);
+      for (int d = 0; d < world; ++d) row[d] = byte_count(l, s, d);
+      b.push_back(row);
+    }
+    L["bytes_sent"] = b;  // [src][dst], rows dispatched and returned
     L["expert_imbalance"] = expert_imbalance(l);
     L["device_imbalance"] = device_imbalance(l);
     layers.push_back(L);
@@ -178,6 +188,73 @@ nlohmann::json LoadStats::to_json() const {
   j["expert_imbalance"] = expert_imbalance_overall();
   j["device_imbalance"] = device_imbalance_overall();
   return j;
+}
+
+LoadStats LoadStats::from_json(const nlohmann::json& j, const std::string& source) {
+  auto bad = [&](const std::string& field, const std::string& expected) {
+    throw InputError(source + ": field '" + field + "' " + expected);
+  };
+  if (!j.is_object()) bad("(top)", "is not a JSON object, expected moe-run --stats-json output");
+  auto count = [&](const char* key, int lo, int hi) {
+    if (!j.contains(key) || !j[key].is_number_integer())
+      bad(key, "is missing or not an integer, expected a count");
+    const int64_t v = j[key].get<int64_t>();
+    if (v < lo || v > hi)
+      bad(key, "is " + std::to_string(v) + ", expected [" + std::to_string(lo) + ", " +
+                   std::to_string(hi) + "]");
+    return int(v);
+  };
+  // Bounds of the tables' sizes: far past any model, short of huge allocations.
+  const int L = count("layers", 1, 4096), E = count("experts", 1, 4096);
+  const int N = count("world_size", 1, 4096);
+  LoadStats s(L, E, N);
+  if (j.contains("steps") && j["steps"].is_number_integer()) s.steps = j["steps"].get<int64_t>();
+  if (!j.contains("per_layer") || !j["per_layer"].is_array() || int(j["per_layer"].size()) != L)
+    bad("per_layer", "is missing or not a list of " + std::to_string(L) + " layers");
+  auto ints = [&](const nlohmann::json& v, const std::string& field, int n) {
+    if (!v.is_array() || int(v.size()) != n)
+      bad(field, "is not a list of " + std::to_string(n) + " counts");
+    std::vector<int64_t> out;
+    for (const auto& x : v) {
+      if (!x.is_number_integer() || x.get<int64_t>() < 0)
+        bad(field, "holds " + x.dump() + ", expected integers >= 0");
+      out.push_back(x.get<int64_t>());
+    }
+    return out;
+  };
+  for (int l = 0; l < L; ++l) {
+    const auto& layer = j["per_layer"][size_t(l)];
+    const std::string at = "per_layer[" + std::to_string(l) + "].";
+    if (!layer.is_object() || !layer.contains("tokens_per_expert"))
+      bad(at + "tokens_per_expert", "is missing");
+    const auto t = ints(layer["tokens_per_expert"], at + "tokens_per_expert", E);
+    std::copy(t.begin(), t.end(), s.tokens.begin() + long(l) * E);
+    if (layer.contains("rows_computed_per_rank")) {
+      const auto c = ints(layer["rows_computed_per_rank"], at + "rows_computed_per_rank", N);
+      std::copy(c.begin(), c.end(), s.rows_computed.begin() + long(l) * N);
+    }
+    if (layer.contains("rows_sent")) {
+      const auto& m = layer["rows_sent"];
+      if (!m.is_array() || int(m.size()) != N)
+        bad(at + "rows_sent", "is not a " + std::to_string(N) + " x " + std::to_string(N) +
+                                  " matrix [src][dst]");
+      for (int src = 0; src < N; ++src) {
+        const auto row = ints(m[size_t(src)], at + "rows_sent[" + std::to_string(src) + "]", N);
+        for (int d = 0; d < N; ++d) s.row_count(l, src, d) = row[size_t(d)];
+      }
+    }
+    if (layer.contains("bytes_sent")) {
+      const auto& m = layer["bytes_sent"];
+      if (!m.is_array() || int(m.size()) != N)
+        bad(at + "bytes_sent", "is not a " + std::to_string(N) + " x " + std::to_string(N) +
+                                   " matrix [src][dst]");
+      for (int src = 0; src < N; ++src) {
+        const auto row = ints(m[size_t(src)], at + "bytes_sent[" + std::to_string(src) + "]", N);
+        for (int d = 0; d < N; ++d) s.byte_count(l, src, d) = row[size_t(d)];
+      }
+    }
+  }
+  return s;
 }
 
 }  // namespace moe::runtime

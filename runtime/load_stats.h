@@ -20,6 +20,8 @@ struct LoadStats {
   std::vector<int64_t> tokens;         // [layer, expert] routed (token, top-k slot) choices
   std::vector<int64_t> rows;           // [layer, src rank, dst rank] hidden-state rows sent
   std::vector<int64_t> rows_computed;  // [layer, rank] (row, expert) pairs run through an FFN
+  std::vector<int64_t> bytes;          // [layer, src rank, dst rank] bytes of the exchanges: the
+                                       // dispatched rows src -> dst and the rows returned
   int64_t steps = 0;
 
   LoadStats() = default;
@@ -28,6 +30,8 @@ struct LoadStats {
   int64_t& token_count(int l, int e) { return tokens[size_t(l) * n_experts + e]; }
   int64_t& row_count(int l, int s, int d) { return rows[(size_t(l) * world + s) * world + d]; }
   int64_t& computed(int l, int r) { return rows_computed[size_t(l) * world + r]; }
+  int64_t& byte_count(int l, int s, int d) { return bytes[(size_t(l) * world + s) * world + d]; }
+  int64_t byte_count(int l, int s, int d) const { return bytes[(size_t(l) * world + s) * world + d]; }
   int64_t token_count(int l, int e) const { return tokens[size_t(l) * n_experts + e]; }
   int64_t row_count(int l, int s, int d) const { return rows[(size_t(l) * world + s) * world + d]; }
   int64_t computed(int l, int r) const { return rows_computed[size_t(l) * world + r]; }
@@ -52,6 +56,11 @@ struct LoadStats {
 
   std::string table(const Placement& placement) const;  // human-readable, for stdout
   nlohmann::json to_json() const;
+  // The counts of to_json()'s output (moe-run --stats-json, moe-cli stats --json): layers,
+  // experts, world_size and per_layer's tokens_per_expert (required), rows_computed_per_rank and
+  // rows_sent (zeros where absent). Throws InputError naming `source`, the field and what was
+  // expected.
+  static LoadStats from_json(const nlohmann::json& j, const std::string& source);
 };
 
 }  // namespace moe::runtime

@@ -46,6 +46,9 @@ class Model {
   // Time in the MoE layers' phases since reset_times(), summed over layers.
   const MoePhaseTimes& moe_times() const { return moe_.times(); }
   void reset_times() { moe_.reset_times(); }
+  // The MoE layer's routing trace (null: off); see runtime/routing_trace.h.
+  void set_routing_trace(RoutingTraceRecorder* trace) { moe_.set_trace(trace); }
+  const kernels::RowLayout row_layout() const { return moe_.row_layout(); }
 
  private:
   // Grow the step's buffers to T tokens and L logit rows. Done once for the limits at

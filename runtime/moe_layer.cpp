@@ -45,21 +45,22 @@ MoeLayer::MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::
                 "world (" + std::to_string(cfg.num_hidden_layers) + ", " +
                 std::to_string(n_experts_) + ", " + std::to_string(n_ranks_) + ")");
   const int L = placement.n_layers(), E = n_experts_, N = n_ranks_;
-  route_host_.resize(size_t(L) * E);
+  route_host_.resize(size_t(L) * E * kernels::kRouteWheel);
   local_index_host_.assign(size_t(L) * E, -1);
   for (int l = 0; l < L; ++l) {
-    for (int e = 0; e < E; ++e) route_host_[size_t(l) * E + e] = placement.route(l, e, me_);
+    const auto wheel = placement.route_wheel(l, me_);
+    std::copy(wheel.begin(), wheel.end(), route_host_.begin() + long(l) * E * kernels::kRouteWheel);
     const auto local = placement.local_experts(l, me_);
     for (size_t i = 0; i < local.size(); ++i) local_index_host_[size_t(l) * E + local[i]] = int32_t(i);
   }
   // Set once here: the per-step path uploads nothing.
-  const size_t table_bytes = route_host_.size() * sizeof(int32_t);
-  route_ = ops_.alloc(table_bytes);
-  local_index_ = ops_.alloc(table_bytes);
-  ops_.upload(route_.data(), route_host_.data(), table_bytes);
-  ops_.upload(local_index_.data(), local_index_host_.data(), table_bytes);
-  counts_ = ops_.alloc(size_t(N + E) * sizeof(int32_t));
-  h_counts_.assign(size_t(N + E), 0);
+  route_ = ops_.alloc(route_host_.size() * sizeof(int32_t));
+  local_index_ = ops_.alloc(local_index_host_.size() * sizeof(int32_t));
+  ops_.upload(route_.data(), route_host_.data(), route_host_.size() * sizeof(int32_t));
+  ops_.upload(local_index_.data(), local_index_host_.data(),
+              local_index_host_.size() * sizeof(int32_t));
+  counts_ = ops_.alloc(size_t(N + E * N) * sizeof(int32_t));
+  h_counts_.assign(size_t(N + E * N), 0);
   send_blocks_.assign(size_t(N) * (1 + E), 0);
   recv_blocks_.assign(size_t(N) * (1 + E), 0);
   send_counts_.assign(N, 0);
@@ -95,6 +96,7 @@ void MoeLayer::reserve_for(int max_tokens) {
   reserve(logits_, size_t(T * E) * f);
   reserve(expert_, size_t(T * k) * i32);
   reserve(weight_, size_t(T * k) * f);
+  reserve(slot_rank_, size_t(T * k) * i32);
   reserve(send_token_, size_t(S) * i32);
   reserve(send_slots_, size_t(S * k) * sizeof(RouteSlot));
   reserve(home_, size_t(T * k) * i32);
@@ -118,6 +120,13 @@ void MoeLayer::reserve_for(int max_tokens) {
 void MoeLayer::forward(int layer, const LayerWeights& w, const float* h, int T, float* out) {
   Lap lap;
   route(w, h, T);
+  if (trace_) {
+    // Only when tracing: one more copy back, the step's choices.
+    trace_experts_.resize(size_t(T) * k_);
+    if (T > 0)
+      ops_.download(trace_experts_.data(), expert_.data(), trace_experts_.size() * sizeof(int32_t));
+    trace_->record(layer, trace_experts_.data(), T, k_);
+  }
   lap(&times_.route);
   layout(layer, T);  // the layer's one device-to-host copy: the counts
   pack(h);
@@ -156,11 +165,13 @@ void MoeLayer::layout(int layer, int T) {
   reserve(send_token_, size_t(s_max) * sizeof(int32_t));
   reserve(send_slots_, size_t(s_max) * k_ * sizeof(RouteSlot));
   reserve(home_, size_t(T) * k_ * sizeof(int32_t));
+  reserve(slot_rank_, size_t(T) * k_ * sizeof(int32_t));
   kernels::DispatchLayoutParams p;
   p.expert = expert_.as<int32_t>();
   p.weight = weight_.as<float>();
-  p.route = route_.as<int32_t>() + size_t(layer) * E;
+  p.route = route_.as<int32_t>() + size_t(layer) * E * kernels::kRouteWheel;
   p.counts = counts_.as<int32_t>();
+  p.slot_rank = slot_rank_.as<int32_t>();
   p.send_token = send_token_.as<int32_t>();
   p.send_slots = send_slots_.as<RouteSlot>();
   p.home = home_.as<int32_t>();
@@ -171,7 +182,8 @@ void MoeLayer::layout(int layer, int T) {
   ops_.dispatch_layout(p);
   // NOTES: the one copy back of the layer. The host needs the row counts to size and post the
   // exchange (MPI and NCCL both take host counts), and the per-expert counts are the load
-  // statistics and, summed at the receivers, the expert groups' sizes.
+  // statistics and, summed at the receivers, the expert groups' sizes. With N ranks and E
+  // experts that is N * (E + 1) ints, what the counts' exchange carries anyway.
   ops_.download(h_counts_.data(), counts_.data(), h_counts_.size() * sizeof(int32_t));
   for (int d = 0; d < N; ++d) send_counts_[d] = h_counts_[d];
   S_ = prefix(send_counts_, send_displs_);
@@ -189,7 +201,7 @@ void MoeLayer::exchange_counts(int layer) {
   std::fill(send_blocks_.begin(), send_blocks_.end(), 0);
   for (int d = 0; d < N; ++d) send_blocks_[size_t(d) * B] = h_counts_[d];
   for (int e = 0; e < E; ++e)
-    send_blocks_[size_t(route_host_[size_t(layer) * E + e]) * B + 1 + e] = h_counts_[N + e];
+    for (int d = 0; d < N; ++d) send_blocks_[size_t(d) * B + 1 + e] = h_counts_[N + size_t(e) * N + d];
   comm_.all_to_all_counts(send_blocks_.data(), recv_blocks_.data(), B);
   for (int src = 0; src < N; ++src) recv_counts_[src] = recv_blocks_[size_t(src) * B];
   R_ = prefix(recv_counts_, recv_displs_);
@@ -300,9 +312,13 @@ void MoeLayer::combine(int T, float* out) {
 void MoeLayer::account(int layer) {
   if (!stats_) return;
   const int N = n_ranks_;
-  for (int e = 0; e < n_experts_; ++e) stats_->token_count(layer, e) += h_counts_[N + e];
+  for (int e = 0; e < n_experts_; ++e)
+    for (int d = 0; d < N; ++d) stats_->token_count(layer, e) += h_counts_[N + size_t(e) * N + d];
   for (int d = 0; d < N; ++d) stats_->row_count(layer, me_, d) += send_counts_[d];
   stats_->computed(layer, me_) += G_;
+  // Bytes as posted to the exchanges: rows dispatched to d, and rows returned to each source.
+  for (int d = 0; d < N; ++d) stats_->byte_count(layer, me_, d) += send_counts_[d] * int64_t(rows_.stride());
+  for (int s = 0; s < N; ++s) stats_->byte_count(layer, me_, s) += recv_counts_[s] * int64_t(back_row_bytes_);
 }
 
 }  // namespace moe::runtime

@@ -24,6 +24,7 @@
 #include "runtime/load_stats.h"
 #include "runtime/model_config.h"
 #include "runtime/placement.h"
+#include "runtime/routing_trace.h"
 #include "runtime/weights.h"
 
 namespace moe::runtime {
@@ -68,6 +69,8 @@ class MoeLayer {
   // then for every rank (a barrier), charging the latter to MoePhaseTimes::wait, so each phase
   // holds only its own work. Off by default: it adds a sync and a barrier per exchange.
   void set_timing_barriers(bool on) { timing_barriers_ = on; }
+  // Records every forward's top-k choices there (null: off). Costs one more copy back per layer.
+  void set_trace(RoutingTraceRecorder* trace) { trace_ = trace; }
 
  private:
   // The phases of forward(), in order.
@@ -96,22 +99,25 @@ class MoeLayer {
   LoadStats* stats_;
   MoePhaseTimes times_;
   bool timing_barriers_ = false;
+  RoutingTraceRecorder* trace_ = nullptr;
+  std::vector<int32_t> trace_experts_;  // [T, k] host copy of the choices, when tracing
   const int n_ranks_, me_, n_experts_, k_;
   const kernels::RowLayout rows_;  // the dispatch payload's row format
   const size_t back_row_bytes_;    // a returned row: hidden values in the run's precision
   size_t last_bytes_sent_ = 0;
 
   // The placement, as this rank routes and receives.
-  std::vector<int32_t> route_host_;        // [layers, E] rank serving each expert for me
+  std::vector<int32_t> route_host_;        // [layers, E, kRouteWheel] my route wheels
   std::vector<int32_t> local_index_host_;  // [layers, E] index among mine, -1 if not held
-  kernels::Buffer route_;                  // [layers, E] int32, on the backend
+  kernels::Buffer route_;                  // [layers, E, kRouteWheel] int32, on the backend
   kernels::Buffer local_index_;            // [layers, E] int32, on the backend
 
   // Backend workspace; S = rows sent, R = rows received, G = (row, local expert) pairs.
   kernels::Buffer logits_;        // [T, E] router logits
   kernels::Buffer expert_;        // [T, k] int32
   kernels::Buffer weight_;        // [T, k] fp32
-  kernels::Buffer counts_;        // [N + E] int32: rows per rank, choices per expert
+  kernels::Buffer counts_;        // [N + E * N] int32: rows per rank, choices per (expert, rank)
+  kernels::Buffer slot_rank_;     // [T, k] int32: the rank serving each choice
   kernels::Buffer send_token_;    // [S] int32
   kernels::Buffer send_slots_;    // [S, k] RouteSlot
   kernels::Buffer home_;          // [T, k] int32
@@ -129,7 +135,7 @@ class MoeLayer {
   kernels::Buffer back_;          // [S, back_row_bytes_] this rank's rows, returned
 
   // Host: the counts and what follows from them, reused across steps.
-  std::vector<int32_t> h_counts_;                    // [N + E] as downloaded
+  std::vector<int32_t> h_counts_;                    // [N + E * N] as downloaded
   std::vector<int64_t> send_blocks_, recv_blocks_;   // [N, 1 + E] per peer: rows, choices per expert
   std::vector<int64_t> send_counts_, recv_counts_, send_displs_, recv_displs_;  // [N] rows
   std::vector<int64_t> group_begin_;                 // [local + 1] first grouped row per expert

@@ -7,6 +7,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/collective_step.h"
 #include "runtime/memory_plan.h"
+#include "runtime/placement_file.h"
 
 namespace moe::runtime {
 
@@ -16,20 +17,27 @@ namespace {
 constexpr int kDefaultSeqsCpu = 64;
 
 Placement make_placement(const RunConfig& run, const ModelConfig& cfg, int world) {
-  if (run.placement != "explicit")
+  if (run.placement != "explicit" && run.placement_file.empty())
     return Placement::make(Placement::parse_kind(run.placement), cfg.num_hidden_layers,
                            cfg.num_local_experts, world);
-  auto map = run.placement_map;
+  PlacementTables t{run.placement_map, run.placement_shares};
+  std::string what = "config: placement_map";
+  if (!run.placement_file.empty()) {
+    t = read_placement_yaml(run.placement_file);
+    what = run.placement_file + ": placement_map";
+  }
+  auto& map = t.map;
   if (map.size() == 1) map.assign(cfg.num_hidden_layers, map[0]);
+  if (t.shares.size() == 1) t.shares.assign(cfg.num_hidden_layers, t.shares[0]);
   if (int(map.size()) != cfg.num_hidden_layers)
-    throw InputError("config: placement_map has " + std::to_string(map.size()) +
-                     " layers, expected 1 or " + std::to_string(cfg.num_hidden_layers));
+    throw InputError(what + " has " + std::to_string(map.size()) + " layers, expected 1 or " +
+                     std::to_string(cfg.num_hidden_layers));
   for (size_t l = 0; l < map.size(); ++l)
     if (int(map[l].size()) != cfg.num_local_experts)
-      throw InputError("config: placement_map layer " + std::to_string(l) + " lists " +
+      throw InputError(what + " layer " + std::to_string(l) + " lists " +
                        std::to_string(map[l].size()) + " experts, expected " +
                        std::to_string(cfg.num_local_experts));
-  return Placement::from_map(map, world);
+  return Placement::from_map(map, world, t.shares);
 }
 
 }  // namespace

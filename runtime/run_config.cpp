@@ -42,7 +42,7 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   }
   if (!root.IsMap()) throw InputError(path + ": expected a YAML mapping of fields at the top");
   static const std::vector<std::string> known = {
-      "checkpoint", "placement", "placement_map", "backend", "transport", "dtype",
+      "checkpoint", "placement", "placement_map", "placement_shares", "placement_file", "backend", "transport", "dtype",
       "max_tokens_per_step", "max_seqs", "max_seq_len", "gpu_memory_utilization",
       "ignore_eos", "threads", "synthetic", "seed", "num_layers"};
   for (const auto& kv : root) {
@@ -62,6 +62,9 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   read(root, "placement", c.placement, path, "contiguous, round_robin or explicit");
   read(root, "placement_map", c.placement_map, path,
        "a list per layer of a list per expert of rank lists, e.g. [[[0], [1], [0, 1]]]");
+  read(root, "placement_shares", c.placement_shares, path,
+       "a list per layer of a list per expert of fractions, e.g. [[[1], [1], [0.6, 0.4]]]");
+  read(root, "placement_file", c.placement_file, path, "a placement YAML path (moe-plan's output)");
   read(root, "backend", c.backend, path, "cpu or cuda");
   read(root, "transport", c.transport, path, "mpi or nccl");
   read(root, "dtype", c.dtype, path, "auto, f32 or bf16");
@@ -74,10 +77,11 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   read(root, "synthetic", c.synthetic, path, "true or false");
   read(root, "seed", c.seed, path, "an integer >= 0");
   read(root, "num_layers", c.num_layers, path, "an integer >= 0");
-  // A relative checkpoint path is relative to the config file's folder.
-  if (!c.checkpoint.empty() && c.checkpoint[0] != '/') {
+  // A relative checkpoint or placement path is relative to the config file's folder.
+  for (std::string* rel : {&c.checkpoint, &c.placement_file}) {
+    if (rel->empty() || (*rel)[0] == '/') continue;
     const auto slash = path.find_last_of('/');
-    if (slash != std::string::npos) c.checkpoint = path.substr(0, slash + 1) + c.checkpoint;
+    if (slash != std::string::npos) *rel = path.substr(0, slash + 1) + *rel;
   }
   return c;
 }
@@ -89,10 +93,14 @@ void RunConfig::validate() const {
   if (checkpoint.empty()) bad("checkpoint", "empty", "the path of a model folder");
   if (placement != "contiguous" && placement != "round_robin" && placement != "explicit")
     bad("placement", "'" + placement + "'", "contiguous, round_robin or explicit");
-  if (placement == "explicit" && placement_map.empty())
-    bad("placement_map", "empty", "a map when placement is explicit");
+  if (!placement_file.empty() && !placement_map.empty())
+    bad("placement_file", "given with placement_map", "one of the two");
+  if (placement == "explicit" && placement_map.empty() && placement_file.empty())
+    bad("placement_map", "empty", "a map (or a placement_file) when placement is explicit");
   if (placement != "explicit" && !placement_map.empty())
     bad("placement_map", "given", "no map unless placement is explicit");
+  if (!placement_shares.empty() && placement_map.empty())
+    bad("placement_shares", "given without placement_map", "shares beside an explicit map");
   if (backend != "cpu" && backend != "cuda") bad("backend", "'" + backend + "'", "cpu or cuda");
   if (transport != "mpi" && transport != "nccl")
     bad("transport", "'" + transport + "'", "mpi or nccl");

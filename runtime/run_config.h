@@ -13,6 +13,12 @@ struct RunConfig {
   // For placement: explicit, placement_map[layer][expert] = ranks holding it. A single layer
   // entry applies to every layer.
   std::vector<std::vector<std::vector<int>>> placement_map;
+  // With placement_map: placement_shares[layer][expert] = the fraction of the expert's tokens
+  // each of its ranks takes (optional; without it replicas split by source rank).
+  std::vector<std::vector<std::vector<double>>> placement_shares;
+  // A placement YAML (as moe-plan writes: placement_map and placement_shares); implies
+  // placement: explicit. Read by every rank, so every node must see it.
+  std::string placement_file;
   std::string backend = "cpu";            // cpu | cuda
   std::string transport = "mpi";          // mpi | nccl (cuda only: one GPU per rank)
   // Precision of weights, linear inputs and the KV cache (Ops::precision): auto (cpu f32, cuda

@@ -1,7 +1,9 @@
 // The MoE layer's dispatch ops on the CPU (the reference the CUDA ops are held to) against an
 // independent statement of what each must produce, on the cases of tests/support/moe_cases.h:
-//   dispatch_layout: the send rows are the (destination, token) pairs with a slot of the token
-//     served by the destination, sorted by destination then token;
+//   dispatch_layout: the j-th choice of expert e is served by its wheel's entry j % kRouteWheel;
+//     the send rows are the (destination, token) pairs with a slot of the token served by the
+//     destination, sorted by destination then token; a replicated expert's choices split over
+//     its replicas in the planned proportions;
 //   group_by_expert: the grouped rows are the (local expert, row, slot) triples of the slots
 //     this rank holds, sorted;
 //   pack_rows / unpack_rows / weighted_combine: values through the wire dtype.
@@ -24,7 +26,7 @@ namespace {
 using kernels::RouteSlot;
 
 struct LayoutOut {
-  std::vector<int32_t> counts, send_token, home;
+  std::vector<int32_t> counts, slot_rank, send_token, home;
   std::vector<RouteSlot> send_slots;
   int64_t S = 0;
 };
@@ -32,7 +34,8 @@ struct LayoutOut {
 LayoutOut run_cpu_layout(const LayoutCase& c) {
   LayoutOut o;
   const int64_t s_max = int64_t(c.T) * std::min(c.k, c.N);
-  o.counts.assign(size_t(c.N + c.E), -7);
+  o.counts.assign(size_t(c.N + c.E * c.N), -7);
+  o.slot_rank.assign(size_t(c.T) * c.k, -7);
   o.send_token.assign(size_t(s_max), -7);
   o.send_slots.assign(size_t(s_max * c.k), RouteSlot{-7, -7.0f});
   o.home.assign(size_t(c.T) * c.k, -7);
@@ -41,6 +44,7 @@ LayoutOut run_cpu_layout(const LayoutCase& c) {
   p.weight = c.weight.data();
   p.route = c.route.data();
   p.counts = o.counts.data();
+  p.slot_rank = o.slot_rank.data();
   p.send_token = o.send_token.data();
   p.send_slots = o.send_slots.data();
   p.home = o.home.data();
@@ -57,14 +61,17 @@ TEST(MoeOps, DispatchLayoutSendsOneRowPerTokenAndDestination) {
   for (const auto& c : layout_cases()) {
     SCOPED_TRACE(c.name);
     const LayoutOut got = run_cpu_layout(c);
+    const std::vector<int32_t> dest = slot_ranks(c);
+    EXPECT_EQ(got.slot_rank, dest);
     // The rows as a sorted set of (destination, token).
     std::set<std::pair<int, int>> rows;
-    std::vector<int32_t> choices(size_t(c.E), 0);
+    std::vector<int32_t> choices(size_t(c.E * c.N), 0);  // [E, N]
     for (int t = 0; t < c.T; ++t)
       for (int s = 0; s < c.k; ++s) {
         const int e = c.expert[size_t(t) * c.k + s];
-        rows.insert({c.route[size_t(e)], t});
-        ++choices[size_t(e)];
+        const int d = dest[size_t(t) * c.k + s];
+        rows.insert({d, t});
+        ++choices[size_t(e) * c.N + d];
       }
     ASSERT_EQ(got.S, int64_t(rows.size()));
     std::vector<int32_t> per_dest(size_t(c.N), 0);
@@ -76,7 +83,7 @@ TEST(MoeOps, DispatchLayoutSendsOneRowPerTokenAndDestination) {
       EXPECT_EQ(got.send_token[size_t(i)], t) << "row " << i;
       for (int s = 0; s < c.k; ++s) {
         const int e = c.expert[size_t(t) * c.k + s];
-        const RouteSlot want = c.route[size_t(e)] == d
+        const RouteSlot want = dest[size_t(t) * c.k + s] == d
                                    ? RouteSlot{e, c.weight[size_t(t) * c.k + s]}
                                    : RouteSlot{-1, 0.0f};
         const RouteSlot have = got.send_slots[size_t(i) * c.k + s];
@@ -86,7 +93,9 @@ TEST(MoeOps, DispatchLayoutSendsOneRowPerTokenAndDestination) {
       ++i;
     }
     for (int d = 0; d < c.N; ++d) EXPECT_EQ(got.counts[size_t(d)], per_dest[size_t(d)]) << d;
-    for (int e = 0; e < c.E; ++e) EXPECT_EQ(got.counts[size_t(c.N + e)], choices[size_t(e)]) << e;
+    for (int i = 0; i < c.E * c.N; ++i)
+      EXPECT_EQ(got.counts[size_t(c.N + i)], choices[size_t(i)]) << "expert " << i / c.N
+                                                                  << " rank " << i % c.N;
     // home: each token's rows by ascending destination, then -1.
     for (int t = 0; t < c.T; ++t) {
       std::vector<int32_t> want;
@@ -104,11 +113,36 @@ TEST(MoeOps, DispatchLayoutRefusesAnExpertOutOfRange) {
   c.expert[3] = c.E;  // one past the last expert
   EXPECT_THROW(run_cpu_layout(c), moe::Error);
   c = layout_cases()[0];
-  c.route[1] = c.N;  // a rank outside the world
+  for (int q = 0; q < kernels::kRouteWheel; ++q)
+    c.route[size_t(kernels::kRouteWheel + q)] = c.N;  // expert 1 to a rank outside the world
   c.expert[0] = 1;
   EXPECT_THROW(run_cpu_layout(c), moe::Error);
 }
 
+
+TEST(MoeOps, DispatchLayoutSplitsReplicasInThePlannedProportions) {
+  // Every token picks experts 0 and 5 (planned_replicas: expert 0 at 1/2, 1/4, 1/4 on ranks
+  // 0, 1, 2; expert 5 at 0.7, 0.3 on ranks 2, 3). 5000 choices each: a whole number of wheels
+  // (78 x 64 = 4992) split exactly by the wheel's entries, the last 8 by its first 8 entries.
+  const LayoutCase* hot = nullptr;
+  const auto cases = layout_cases();
+  for (const auto& c : cases)
+    if (c.name == "E8_N4_k2_planned_replicas_hot_src3") hot = &c;
+  ASSERT_NE(hot, nullptr);
+  const LayoutOut got = run_cpu_layout(*hot);
+  auto choices = [&](int e, int d) { return got.counts[size_t(hot->N + e * hot->N + d)]; };
+  EXPECT_EQ(choices(0, 0) + choices(0, 1) + choices(0, 2), 5000);
+  EXPECT_EQ(choices(0, 3), 0);
+  EXPECT_NEAR(choices(0, 0), 2500, 8);
+  EXPECT_NEAR(choices(0, 1), 1250, 8);
+  EXPECT_NEAR(choices(0, 2), 1250, 8);
+  // 0.7 of 64 is 44.8: 45 entries (largest remainder), 19 for the 0.3.
+  EXPECT_EQ(choices(5, 2) + choices(5, 3), 5000);
+  EXPECT_NEAR(choices(5, 2), 78 * 45, 8);
+  EXPECT_NEAR(choices(5, 3), 78 * 19, 8);
+  // The same run routes the same way.
+  EXPECT_EQ(run_cpu_layout(*hot).slot_rank, got.slot_rank);
+}
 
 TEST(MoeOps, GroupByExpertIsAStableSortByLocalExpert) {
   for (const auto& c : group_cases()) {

@@ -8,8 +8,10 @@
 // token, [0, a * sum_s w_s (e_s + 1), 0] with (e_s, w_s) its own top-k routing. A row delivered
 // to the wrong rank, combined into the wrong token or run through the wrong expert changes the
 // stamp or the factor and fails; the rows sent per destination and computed per rank are
-// checked against Placement::route, which catches a row served by the wrong replica.
-// Placements: contiguous, round_robin, and (N > E) replicas.
+// checked against the placement's route wheel (the j-th choice of expert e goes to wheel entry
+// j % kRouteWheel), which catches a row served by the wrong replica.
+// Placements: contiguous, round_robin, (N > E) replicas, and planned: every expert e on ranks
+// e % N and (e + 1) % N at shares 0.6 and 0.4, so each source splits every expert's choices.
 #include <cmath>
 #include <random>
 
@@ -37,7 +39,21 @@ TEST_P(MoeRoutingTest, StampedRowsComeBackToTheirTokens) {
   cfg.num_local_experts = E;
   cfg.num_experts_per_tok = k;
   cfg.num_hidden_layers = 1;
-  const auto placement = runtime::Placement::make(runtime::Placement::parse_kind(kind), 1, E, N);
+  const auto placement = [&, E = E, kind = kind] {
+    if (kind != "planned")
+      return runtime::Placement::make(runtime::Placement::parse_kind(kind), 1, E, N);
+    std::vector<std::vector<int>> map(static_cast<size_t>(E));
+    std::vector<std::vector<double>> shares(static_cast<size_t>(E));
+    for (int e = 0; e < E; ++e) {
+      map[size_t(e)] = {e % N};
+      shares[size_t(e)] = {0.6};
+      if (N > 1) {
+        map[size_t(e)].push_back((e + 1) % N);
+        shares[size_t(e)].push_back(0.4);
+      }
+    }
+    return runtime::Placement::from_map({map}, N, {shares});
+  }();
   auto cpu = kernels::make_cpu_ops(precision);
   // Counts the layer's host <-> backend copies: each is a stream sync on cuda.
   CountingOps counting(*cpu);
@@ -109,10 +125,14 @@ TEST_P(MoeRoutingTest, StampedRowsComeBackToTheirTokens) {
   // (token, destination rank), and each (token, slot) computed on the rank route() names. A row
   // sent to another replica of the right expert gives the right values, so only this catches it.
   std::vector<int64_t> want_rows(size_t(N), 0), want_computed(size_t(N), 0);
+  const auto wheel = placement.route_wheel(0, me);
+  std::vector<int64_t> chosen(static_cast<size_t>(E), 0);  // choices of each expert so far
   for (int t = 0; t < T; ++t) {
     std::vector<bool> seen(size_t(N), false);
     for (int s = 0; s < k; ++s) {
-      const int d = placement.route(0, ex[size_t(t) * k + s], me);
+      const int e = ex[size_t(t) * k + s];
+      const int d = wheel[size_t(e) * kernels::kRouteWheel +
+                          size_t(chosen[size_t(e)]++ % kernels::kRouteWheel)];
       ++want_computed[size_t(d)];
       if (!seen[size_t(d)]) ++want_rows[size_t(d)];
       seen[size_t(d)] = true;
@@ -138,6 +158,8 @@ INSTANTIATE_TEST_SUITE_P(
                       std::tuple{8, 2, std::string("round_robin"), DType::kF32},
                       std::tuple{16, 4, std::string("contiguous"), DType::kF32},
                       std::tuple{4, 1, std::string("contiguous"), DType::kF32},  // replicas from N = 8
+                      std::tuple{8, 2, std::string("planned"), DType::kF32},
+                      std::tuple{4, 1, std::string("planned"), DType::kF32},
                       std::tuple{3, 2, std::string("round_robin"), DType::kF32},
                       std::tuple{8, 2, std::string("contiguous"), DType::kBF16},
                       std::tuple{3, 2, std::string("round_robin"), DType::kBF16}),

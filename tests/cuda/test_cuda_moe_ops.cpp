@@ -69,13 +69,15 @@ TEST_F(CudaMoeOps, DispatchLayoutMatchesCpu) {
   for (const auto& c : layout_cases()) {
     SCOPED_TRACE(c.name);
     const size_t s_max = size_t(c.T) * std::min(c.k, c.N);
-    std::vector<int32_t> counts(size_t(c.N + c.E)), token(s_max), home(size_t(c.T) * c.k);
+    std::vector<int32_t> counts(size_t(c.N + c.E * c.N)), token(s_max), home(size_t(c.T) * c.k),
+        slot_rank(size_t(c.T) * c.k);
     std::vector<RouteSlot> slots(s_max * c.k);
     kernels::DispatchLayoutParams p;
     p.expert = c.expert.data();
     p.weight = c.weight.data();
     p.route = c.route.data();
     p.counts = counts.data();
+    p.slot_rank = slot_rank.data();
     p.send_token = token.data();
     p.send_slots = slots.data();
     p.home = home.data();
@@ -90,17 +92,20 @@ TEST_F(CudaMoeOps, DispatchLayoutMatchesCpu) {
     Buffer de = put(*gpu_, c.expert), dw = put(*gpu_, c.weight), dr = put(*gpu_, c.route);
     Buffer dc = poisoned<int32_t>(*gpu_, counts.size()), dt = poisoned<int32_t>(*gpu_, s_max),
            ds = poisoned<RouteSlot>(*gpu_, s_max * c.k),
-           dh = poisoned<int32_t>(*gpu_, home.size());
+           dh = poisoned<int32_t>(*gpu_, home.size()),
+           dk = poisoned<int32_t>(*gpu_, slot_rank.size());
     kernels::DispatchLayoutParams g = p;
     g.expert = de.as<int32_t>();
     g.weight = dw.as<float>();
     g.route = dr.as<int32_t>();
     g.counts = dc.as<int32_t>();
+    g.slot_rank = dk.as<int32_t>();
     g.send_token = dt.as<int32_t>();
     g.send_slots = ds.as<RouteSlot>();
     g.home = dh.as<int32_t>();
     gpu_->dispatch_layout(g);
     EXPECT_EQ(get<int32_t>(*gpu_, dc, counts.size()), counts);
+    EXPECT_EQ(get<int32_t>(*gpu_, dk, slot_rank.size()), slot_rank);
     auto gt = get<int32_t>(*gpu_, dt, S);
     EXPECT_EQ(gt, std::vector<int32_t>(token.begin(), token.begin() + long(S)));
     EXPECT_EQ(get<int32_t>(*gpu_, dh, home.size()), home);

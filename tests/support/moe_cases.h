@@ -3,10 +3,12 @@
 // reference written here) and the CUDA tests (against the CPU ops). Each case names its shape.
 //
 // Layout cases: T tokens of a source rank, their top-k experts (distinct per token) and
-// weights, and the rank serving each expert for that source (Placement::route), over
+// weights, and the route wheels of that source (Placement::route_wheel), over
 //   - experts dividing evenly over ranks, and not (8 over 3);
 //   - k larger than N (a token's 4 experts on 2 ranks);
 //   - replicas (N > E: 4 experts on 8 ranks, routed by source rank);
+//   - planned replicas (a hot expert on 3 ranks at shares 1/2, 1/4, 1/4, another on 2 at 0.7,
+//     0.3: each source splits its choices of them by the wheel);
 //   - every token to the same expert(s) (one destination takes everything, others nothing);
 //   - a rank no expert routes to (it receives nothing);
 //   - T = 0.
@@ -28,15 +30,26 @@ struct LayoutCase {
   int T = 0, k = 0, E = 0, N = 0;
   std::vector<int32_t> expert;  // [T, k]
   std::vector<float> weight;    // [T, k]
-  std::vector<int32_t> route;   // [E]
+  std::vector<int32_t> route;   // [E, kRouteWheel]
+  // The rank serving the j-th choice of expert e: route[e, j % kRouteWheel].
+  int rank_of(int e, int64_t j) const {
+    return route[size_t(e) * kernels::kRouteWheel + size_t(j % kernels::kRouteWheel)];
+  }
 };
 
-inline LayoutCase make_layout_case(const std::string& name, int T, int k, int E, int N, int src,
-                                   runtime::Placement::Kind kind, std::mt19937& rng,
+// The rank serving each choice of a case, [T, k], as the layout's contract states it.
+inline std::vector<int32_t> slot_ranks(const LayoutCase& c) {
+  std::vector<int32_t> out;
+  std::vector<int64_t> seen(size_t(c.E), 0);
+  for (int32_t e : c.expert) out.push_back(c.rank_of(e, seen[size_t(e)]++));
+  return out;
+}
+
+inline LayoutCase make_layout_case(const std::string& name, int T, int k, int N, int src,
+                                   const runtime::Placement& placement, std::mt19937& rng,
                                    const std::vector<int>& forced = {}) {
-  LayoutCase c{name, T, k, E, N, {}, {}, {}};
-  const auto placement = runtime::Placement::make(kind, 1, E, N);
-  for (int e = 0; e < E; ++e) c.route.push_back(placement.route(0, e, src));
+  const int E = placement.n_experts();
+  LayoutCase c{name, T, k, E, N, {}, {}, placement.route_wheel(0, src)};
   std::uniform_real_distribution<float> w(0.01f, 1.0f);
   std::vector<int> ids(static_cast<size_t>(E));
   for (int t = 0; t < T; ++t) {
@@ -52,6 +65,21 @@ inline LayoutCase make_layout_case(const std::string& name, int T, int k, int E,
     }
   }
   return c;
+}
+
+inline LayoutCase make_layout_case(const std::string& name, int T, int k, int E, int N, int src,
+                                   runtime::Placement::Kind kind, std::mt19937& rng,
+                                   const std::vector<int>& forced = {}) {
+  return make_layout_case(name, T, k, N, src, runtime::Placement::make(kind, 1, E, N), rng,
+                          forced);
+}
+
+// 8 experts on 4 ranks, expert 0 on ranks 0, 1, 2 at shares 1/2, 1/4, 1/4 and expert 5 on
+// ranks 2 and 3 at 0.7, 0.3; the rest one rank each.
+inline runtime::Placement planned_replicas() {
+  return runtime::Placement::from_map(
+      {{{0, 1, 2}, {0}, {1}, {1}, {2}, {2, 3}, {3}, {3}}}, 4,
+      {{{0.5, 0.25, 0.25}, {1}, {1}, {1}, {1}, {0.7, 0.3}, {1}, {1}}});
 }
 
 inline std::vector<LayoutCase> layout_cases() {
@@ -70,6 +98,10 @@ inline std::vector<LayoutCase> layout_cases() {
   v.push_back(make_layout_case("E8_N1_k2_single_rank", 20, 2, 8, 1, 0, K::kContiguous, rng));
   v.push_back(make_layout_case("T0", 0, 2, 8, 4, 0, K::kContiguous, rng));
   v.push_back(make_layout_case("E8_N2_k2_large", 20000, 2, 8, 2, 0, K::kContiguous, rng));
+  v.push_back(make_layout_case("E8_N4_k2_planned_replicas_src1", 333, 2, 4, 1,
+                               planned_replicas(), rng));
+  v.push_back(make_layout_case("E8_N4_k2_planned_replicas_hot_src3", 5000, 2, 4, 3,
+                               planned_replicas(), rng, {0, 5}));
   // Rank 2 of 4 serves nothing for this source: its experts are routed elsewhere.
   LayoutCase idle = make_layout_case("E8_N4_k2_rank2_idle", 77, 2, 8, 4, 0, K::kContiguous, rng);
   for (auto& d : idle.route)

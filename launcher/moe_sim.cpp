@@ -1,0 +1,208 @@
+// moe-sim: replays a routing trace (moe-run --trace) on N ranks of nodes x GPUs per node under a
+// placement policy and predicts rows computed per rank, all-to-all bytes per rank pair (within
+// and across nodes), the imbalance and the step time (runtime/ep_simulator.h). With N equal to
+// the trace's ranks and --placement trace it replays the recorded run: its rows and bytes are
+// the measured ones exactly. With other N, simulated rank r takes the tokens trace rank
+// r % trace_ranks routed at each step (the same tokens per rank: weak scaling), and model layer
+// l replays trace layer l % trace_layers.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <tuple>
+
+#include "common/dtype.h"
+#include "common/error.h"
+#include "launcher/cli_parse.h"
+#include "launcher/rank_main.h"
+#include "runtime/ep_simulator.h"
+#include "runtime/placement_file.h"
+#include "runtime/placement_planner.h"
+#include "runtime/routing_trace.h"
+
+namespace {
+
+using namespace moe;
+
+struct Options {
+  std::string trace, stats_json;
+  std::vector<int> ranks;
+  std::vector<std::string> placements = {"trace"};
+  std::vector<int> redundant = {0};
+  int gpus_per_node = 8;
+  int layers = 0, hidden = 0, intermediate = 0;
+  std::string wire_dtype;
+  bool mixtral = false;
+  double expert_tflops = 400, intra_gbps = 150, inter_gbps = 50, latency_us = 10;
+  double dense_us_per_token = 0;
+};
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+int run(int argc, char** argv) {
+  Options o;
+  CLI::App app{"moe-sim: predict rows per rank, all-to-all bytes, imbalance and step time of a "
+               "recorded routing trace (moe-run --trace) on N ranks under a placement."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--trace", o.trace, "routing trace from moe-run --trace / moe-worker --trace; required")->required();
+  app.add_option("--ranks", o.ranks, "rank counts to simulate, e.g. 8,64,256 (default: the trace's)")->delimiter(',');
+  app.add_option("--gpus-per-node", o.gpus_per_node, "ranks per node; traffic between nodes goes over --inter-gbps");
+  app.add_option("--placement", o.placements, "placements, comma-separated: trace (the recorded run's; only at its rank count), contiguous, round_robin, planned (moe-plan's planner on the trace's loads)")->delimiter(',');
+  app.add_option("--redundant-slots", o.redundant, "planned: redundant expert slots per rank, comma-separated for several")->delimiter(',');
+  app.add_flag("--mixtral-8x7b", o.mixtral, "Mixtral 8x7B's dimensions: 32 layers, hidden 4096, intermediate 14336, bf16 rows (default: the trace's)");
+  app.add_option("--layers", o.layers, "layers to simulate (0: the trace's; more replay its layers cyclically)");
+  app.add_option("--hidden", o.hidden, "hidden size for the rows' bytes and FLOPs (0: the trace's)");
+  app.add_option("--intermediate", o.intermediate, "expert FFN intermediate size (0: the trace's)");
+  app.add_option("--wire-dtype", o.wire_dtype, "dtype of the rows on the wire: f32 or bf16 (default: the trace's)");
+  app.add_option("--expert-tflops", o.expert_tflops, "cost model: expert-FFN TFLOP/s per rank (moe-bench-experts; a CPU rank: a few hundred GFLOP/s)");
+  app.add_option("--intra-gbps", o.intra_gbps, "cost model: GB/s a rank moves within its node (NVLink; moe-bench-dispatch)");
+  app.add_option("--inter-gbps", o.inter_gbps, "cost model: GB/s a rank moves across nodes (InfiniBand)");
+  app.add_option("--latency-us", o.latency_us, "cost model: microseconds per all-to-all");
+  app.add_option("--dense-us-per-token", o.dense_us_per_token, "cost model: microseconds per token per layer outside the MoE block (attention, norms, router)");
+  app.add_option("--stats-json", o.stats_json, "write the first simulated configuration's predicted statistics as moe-run --stats-json does (default: not written)");
+  if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
+
+  try {
+    const runtime::RoutingTrace tr = runtime::RoutingTrace::read(o.trace);
+    const auto& h = tr.header;
+    runtime::SimModel m;
+    m.experts = tr.experts;
+    m.top_k = tr.top_k;
+    m.layers = o.layers > 0 ? o.layers : o.mixtral ? 32 : tr.layers;
+    m.hidden = o.hidden > 0 ? o.hidden : o.mixtral ? 4096 : h.value("hidden", 0);
+    m.intermediate = o.intermediate > 0 ? o.intermediate : o.mixtral ? 14336 : h.value("intermediate", 0);
+    const std::string wire = !o.wire_dtype.empty() ? o.wire_dtype : o.mixtral ? "bf16" : "";
+    if (wire.empty() && o.hidden == 0 && !o.mixtral) {
+      m.row_bytes = h.value("row_bytes", int64_t(0));
+      m.back_row_bytes = h.value("back_row_bytes", int64_t(0));
+    } else {
+      if (!wire.empty() && wire != "f32" && wire != "bf16")
+        throw InputError("--wire-dtype is '" + wire + "', expected f32 or bf16");
+      const std::string name = wire.empty() ? h.value("wire_dtype", std::string("F32")) : wire;
+      const DType dt = (name == "bf16" || name == "BF16") ? DType::kBF16 : DType::kF32;
+      m.row_bytes = int64_t(kernels::RowLayout{m.hidden, m.top_k, dt}.stride());
+      m.back_row_bytes = int64_t(m.hidden) * int64_t(dtype_size(dt));
+    }
+    if (m.hidden < 1 || m.intermediate < 1 || m.row_bytes < 1)
+      throw InputError(o.trace + ": the header lacks hidden, intermediate or row_bytes; give "
+                                 "--hidden, --intermediate and --wire-dtype");
+    runtime::CostModel cost;
+    cost.expert_flops = o.expert_tflops * 1e12;
+    cost.intra_bw = o.intra_gbps * 1e9;
+    cost.inter_bw = o.inter_gbps * 1e9;
+    cost.latency = o.latency_us * 1e-6;
+    cost.dense_s_per_token = o.dense_us_per_token * 1e-6;
+    if (!(cost.expert_flops > 0 && cost.intra_bw > 0 && cost.inter_bw > 0 && cost.latency >= 0 &&
+          cost.dense_s_per_token >= 0))
+      throw InputError("cost model: TFLOP/s and GB/s must be > 0, latency and dense time >= 0");
+    if (o.ranks.empty()) o.ranks = {tr.ranks};
+
+    std::map<std::tuple<int, int, int>, const std::vector<int32_t>*> at;
+    for (const auto& r : tr.records) at[{r.step, r.layer, r.src}] = &r.experts;
+    const std::vector<int32_t> none;
+    const runtime::SimSource source = [&](int step, int layer, int src) -> const std::vector<int32_t>& {
+      const auto it = at.find({step, layer % tr.layers, src % tr.ranks});
+      return it == at.end() ? none : *it->second;
+    };
+    // The trace's loads per (layer, expert), the planner's input.
+    std::vector<std::vector<double>> load(size_t(m.layers), std::vector<double>(size_t(m.experts), 0.0));
+    for (const auto& r : tr.records)
+      for (int32_t e : r.experts)
+        for (int l = r.layer; l < m.layers; l += tr.layers) load[size_t(l)][size_t(e)] += 1;
+
+    std::printf("moe-sim: %s: %d steps, %d layers x %d experts top-%d recorded on %d ranks; "
+                "simulated as %d layers, hidden %d, intermediate %d, rows of %lld bytes\n"
+                "cost model: experts %.1f TFLOP/s per rank, within node %.0f GB/s, across %.0f "
+                "GB/s, %.1f us per exchange, %.2f us per token per layer outside the MoE block\n"
+                "efficiency: the time with every expert on every rank (no exchange, no "
+                "imbalance) over the predicted time\n\n",
+                o.trace.c_str(), tr.steps, tr.layers, tr.experts, tr.top_k, tr.ranks, m.layers,
+                m.hidden, m.intermediate, (long long)m.row_bytes, o.expert_tflops, o.intra_gbps,
+                o.inter_gbps, o.latency_us, o.dense_us_per_token);
+    std::printf("%6s %5s %-14s %9s %9s %12s %12s %11s %11s %10s\n", "ranks", "nodes", "placement",
+                "imbalance", "max rows", "intra MB/st", "inter MB/st", "step ms", "tokens/s",
+                "efficiency");
+    bool wrote = false;
+    for (int N : o.ranks) {
+      if (N < 1) throw InputError("--ranks: " + std::to_string(N) + ", expected >= 1");
+      const int gpn = std::min(o.gpus_per_node, N);
+      if (N % gpn != 0)
+        throw InputError("--ranks " + std::to_string(N) + " is not a whole number of nodes of " +
+                         std::to_string(gpn) + " GPUs");
+      // The ideal: every expert on every rank (each rank keeps its own tokens).
+      std::vector<std::vector<int>> everywhere(size_t(m.experts), std::vector<int>(size_t(N)));
+      for (auto& r : everywhere) std::iota(r.begin(), r.end(), 0);
+      const auto ideal_p = runtime::Placement::from_map(
+          std::vector<std::vector<std::vector<int>>>(size_t(m.layers), everywhere), N);
+      const auto ideal = runtime::simulate(source, tr.steps, m, ideal_p, gpn, cost);
+      for (const std::string& kind : o.placements) {
+        std::vector<std::pair<std::string, runtime::Placement>> configs;
+        if (kind == "trace") {
+          if (N != tr.ranks || !h.contains("placement")) continue;
+          auto t = runtime::placement_tables_from_json(h["placement"], o.trace);
+          if (int(t.map.size()) != m.layers) continue;  // layers resized: no recorded map for them
+          configs.push_back({"trace", runtime::Placement::from_map(t.map, N, t.shares)});
+        } else if (kind == "planned") {
+          for (int r : o.redundant) {
+            runtime::PlanRequest req;
+            req.load = load;
+            req.n_ranks = N;
+            req.redundant_per_rank = r;
+            req.nodes = N / gpn;
+            configs.push_back({"planned r=" + std::to_string(r), runtime::plan_placement(req).placement});
+          }
+        } else {
+          configs.push_back({kind, runtime::Placement::make(runtime::Placement::parse_kind(kind),
+                                                           m.layers, m.experts, N)});
+        }
+        for (const auto& [name, placement] : configs) {
+          const auto res = runtime::simulate(source, tr.steps, m, placement, gpn, cost);
+          double imb = 0;
+          int64_t max_rows = 0, tokens = 0;
+          for (int l = 0; l < m.layers; ++l) {
+            imb += res.stats.device_imbalance(l) / m.layers;
+            for (int r = 0; r < N; ++r) max_rows = std::max(max_rows, res.stats.computed(l, r));
+          }
+          for (int e = 0; e < m.experts; ++e) tokens += res.stats.token_count(0, e);
+          tokens /= m.top_k;  // tokens through layer 0: each made top_k choices
+          const double steps = std::max(tr.steps, 1);
+          std::printf("%6d %5d %-14s %9.3f %9lld %12.3f %12.3f %11.4f %11.0f %9.1f%%\n", N,
+                      N / gpn, name.c_str(), imb, (long long)max_rows,
+                      res.bytes_intra / steps / 1e6, res.bytes_inter / steps / 1e6,
+                      1e3 * res.total_s() / steps, tokens / std::max(res.total_s(), 1e-12),
+                      100.0 * ideal.total_s() / std::max(res.total_s(), 1e-12));
+          if (!o.stats_json.empty() && !wrote) {
+            std::ofstream f(o.stats_json);
+            if (!f) throw InputError(o.stats_json + ": cannot open for writing");
+            nlohmann::json j = res.stats.to_json();
+            j["placement"] = runtime::placement_json(placement);
+            j["predicted_step_seconds"] = res.total_s();
+            f << j.dump(2) << "\n";
+            wrote = true;
+          }
+        }
+      }
+    }
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "moe-sim: %s\n", e.what());
+    return launcher::kExitBadInput;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe-sim: %s\n", e.what());
+    return 1;
+  }
+}

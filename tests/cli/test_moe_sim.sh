@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The simulator checked against reality: runs recorded with --trace at 1, 2, 4 and 8 CPU ranks
+# (contiguous; and a planned placement with redundant replicas and shares at 4 ranks), each
+# replayed by moe-sim; the predicted tokens per expert, rows computed per rank, rows and bytes
+# per rank pair must equal the run's measured statistics exactly, layer by layer. Also: a
+# scaled-up simulation runs, and bad traces are refused naming the line.
+#   usage: test_moe_sim.sh BUILD_BIN_DIR TEST_DATA_DIR CONFIGS_DIR
+set -u
+BIN=$1; DATA=$2; CONFIGS=$3
+PROMPTS=$CONFIGS/prompts/tiny_a.jsonl
+MPIRUN=(mpirun --oversubscribe)
+[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+pass=0; fail=0
+ok() { echo "ok   - $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
+expect() {
+  local code=$1 name=$2 re=$3; shift 4
+  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
+  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, expected $code; stderr: $(tail -3 "$TMP/err")"; return; fi
+  if [ -n "$re" ] && ! grep -Eq "$re" "$TMP/err"; then bad "$name: stderr lacks /$re/: $(tail -3 "$TMP/err")"; return; fi
+  ok "$name"
+}
+# same_counts MEASURED PREDICTED: every per-layer table equal.
+same_counts() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+bad = []
+for key in ("layers", "experts", "world_size"):
+    if a[key] != b[key]: bad.append(f"{key}: measured {a[key]}, predicted {b[key]}")
+for l, (x, y) in enumerate(zip(a["per_layer"], b["per_layer"])):
+    for key in ("tokens_per_expert", "rows_computed_per_rank", "rows_sent", "bytes_sent"):
+        if x[key] != y[key]: bad.append(f"layer {l} {key}: measured {x[key]}, predicted {y[key]}")
+print("\n".join(bad[:10]))
+sys.exit(1 if bad else 0)
+PY
+}
+
+run_and_replay() {  # NAME NP CKPT [moe-run flags...]
+  local name=$1 np=$2 ckpt=$3; shift 3
+  expect 0 "$name: run with --trace" "" -- "${MPIRUN[@]}" -np "$np" "$BIN/moe-run" --checkpoint "$ckpt" \
+    --input "$PROMPTS" --output "$TMP/$name.jsonl" --stats-json "$TMP/$name.json" --trace "$TMP/$name.trace" \
+    --no-stats-table "$@"
+  expect 0 "$name: moe-sim replays it" "" -- "$BIN/moe-sim" --trace "$TMP/$name.trace" --stats-json "$TMP/$name.sim.json"
+  if msg=$(same_counts "$TMP/$name.json" "$TMP/$name.sim.json"); then
+    ok "$name: predicted rows and bytes equal the measured ones"
+  else
+    bad "$name: predicted != measured: $msg"
+  fi
+}
+for np in 1 2 4 8; do run_and_replay "tiny_a_np$np" $np "$DATA/tiny_a/checkpoint"; done
+# 16 experts top-4, round-robin: prompts within its vocabulary.
+for i in 1 2 3 4 5 6; do echo "{\"id\": $i, \"prompt_ids\": [$((i * 7)), $((i * 11)), $((i + 3))], \"max_new_tokens\": $((4 + i))}"; done > "$TMP/b.jsonl"
+PROMPTS_A=$PROMPTS; PROMPTS=$TMP/b.jsonl
+run_and_replay "tiny_b_np4" 4 "$DATA/tiny_b/checkpoint" --placement round_robin
+PROMPTS=$PROMPTS_A
+# A planned placement with redundant replicas split by shares.
+expect 0 "plan with a redundant slot" "" -- "$BIN/moe-plan" --stats "$TMP/tiny_a_np4.json" --redundant-slots 1 --output "$TMP/plan.yaml"
+run_and_replay "tiny_skew_planned_np4" 4 "$DATA/tiny_skew/checkpoint" --placement-file "$TMP/plan.yaml"
+
+# Scaled up: Mixtral 8x7B's dimensions on 8 to 256 ranks of 8 GPUs.
+expect 0 "scaled to 8..256 ranks" "" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np4.trace" --mixtral-8x7b \
+  --ranks 8,64,256 --placement contiguous,round_robin,planned --redundant-slots 0,1
+[ "$(grep -cE '^ +(8|64|256) ' "$TMP/out")" -eq 12 ] && ok "12 configurations predicted" || bad "scaled table: $(cat "$TMP/out")"
+grep -qE '^ +64 +8 planned r=1' "$TMP/out" && ok "64 ranks on 8 nodes" || bad "no 64-rank planned row"
+
+# Bad traces.
+printf 'not a trace\n' > "$TMP/bad1"
+expect 2 "wrong first line" "bad1:1: expected 'moe-routing-trace 1'" -- "$BIN/moe-sim" --trace "$TMP/bad1"
+head -2 "$TMP/tiny_a_np2.trace" > "$TMP/bad2"; echo "S 0 0 0 2 1 2" >> "$TMP/bad2"
+expect 2 "too few expert ids" "bad2:3: expected 4 expert ids" -- "$BIN/moe-sim" --trace "$TMP/bad2"
+head -2 "$TMP/tiny_a_np2.trace" > "$TMP/bad3"; echo "S 0 0 0 1 1 8" >> "$TMP/bad3"
+expect 2 "expert out of range" "bad3:3: expert 8 outside \\[0, 8\\)" -- "$BIN/moe-sim" --trace "$TMP/bad3"
+expect 2 "ranks not whole nodes" "not a whole number of nodes" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np2.trace" --ranks 12
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
