@@ -2,6 +2,7 @@
 // docs/SERVING.md. stdout carries the answer (token ids, JSONL results, the table, the health
 // word); stderr carries progress and errors, so scripts can pipe the one and read the other.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -21,6 +22,9 @@
 #include "common/error.h"
 #include "launcher/batch_io.h"
 #include "launcher/coordinator/auth.h"
+#include "launcher/stats_plot.h"
+#include "runtime/load_stats.h"
+#include "runtime/placement_file.h"
 #include "launcher/sampling_proto.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -419,7 +423,29 @@ std::string stats_table(const moe::v1::LoadStatsResponse& s, bool recent) {
   return out;
 }
 
-int cmd_stats(moe::v1::Inference::Stub& stub, bool recent) {
+// The statistics as moe-run --stats-json writes them (what moe-plan reads), with the placement
+// as the workers reported it (the first replica of each expert).
+nlohmann::json stats_json(const moe::v1::LoadStatsResponse& s) {
+  const int L = s.layers_size(), E = s.experts(), R = s.ranks();
+  runtime::LoadStats ls(L, E, R);
+  std::vector<std::vector<std::vector<int>>> map(static_cast<size_t>(L));
+  bool placed = L > 0;
+  for (int l = 0; l < L; ++l) {
+    const auto& x = s.layers(l);
+    for (int e = 0; e < E && e < x.tokens_per_expert_size(); ++e) ls.token_count(l, e) = x.tokens_per_expert(e);
+    for (int r = 0; r < R && r < x.rows_computed_per_rank_size(); ++r) ls.computed(l, r) = x.rows_computed_per_rank(r);
+    for (int i = 0; i < R * R && i < x.rows_sent_size(); ++i) ls.row_count(l, i / R, i % R) = x.rows_sent(i);
+    placed &= x.expert_rank_size() == E;
+    for (int e = 0; placed && e < E; ++e) map[size_t(l)].push_back({x.expert_rank(e)});
+  }
+  ls.steps = s.steps();
+  nlohmann::json j = ls.to_json();
+  if (placed) j["placement"] = runtime::placement_json(runtime::Placement::from_map(map, R));
+  j["step_seconds"] = s.step_seconds();
+  return j;
+}
+
+int cmd_stats(moe::v1::Inference::Stub& stub, bool recent, bool as_json, const std::string& plot) {
   moe::v1::LoadStatsRequest req;
   req.set_recent_window(recent);
   moe::v1::LoadStatsResponse resp;
@@ -427,7 +453,16 @@ int cmd_stats(moe::v1::Inference::Stub& stub, bool recent) {
   authorize(ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + kStatsDeadline);
   if (auto st = stub.GetLoadStats(&ctx, req, &resp); !st.ok()) return fail(st);
-  std::fputs(stats_table(resp, recent).c_str(), stdout);
+  if (!plot.empty()) {
+    std::ofstream out(plot);
+    out << launcher::stats_svg(resp, recent);
+    if (!out.flush()) throw InputError(plot + ": cannot write the picture");
+    std::fprintf(stderr, "moe-cli: wrote %s\n", plot.c_str());
+  }
+  if (as_json)
+    std::printf("%s\n", stats_json(resp).dump(2).c_str());
+  else
+    std::fputs(stats_table(resp, recent).c_str(), stdout);
   return kExitOk;
 }
 
@@ -494,6 +529,10 @@ int run(int argc, char** argv) {
   auto* s = app.add_subcommand("stats", "table of tokens per expert and per device, with the imbalance");
   s->option_defaults()->always_capture_default();
   s->add_flag("--recent", recent, "over the recent window only (default: the whole run)");
+  bool stats_as_json = false;
+  std::string plot;
+  s->add_flag("--json", stats_as_json, "print the statistics as JSON, in moe-run --stats-json's shape (moe-plan reads it) (default: a table)");
+  s->add_option("--plot", plot, "also write an SVG picture here: tokens per (layer, expert) with the rank holding each, rows per device, rows per rank pair (default: none)");
 
   auto* h = app.add_subcommand("health", "prints SERVING or NOT_SERVING; exit 0 only when SERVING");
 
@@ -518,7 +557,7 @@ int run(int argc, char** argv) {
   auto stub = connect(server);
   if (g->parsed()) return cmd_generate(*stub, gen);
   if (b->parsed()) return cmd_batch(*stub, batch);
-  if (s->parsed()) return cmd_stats(*stub, recent);
+  if (s->parsed()) return cmd_stats(*stub, recent, stats_as_json, plot);
   if (h->parsed()) return cmd_health(server);
   return kExitBadInput;  // unreachable: require_subcommand(1)
 }

@@ -62,6 +62,9 @@ class GrpcController final : public runtime::Controller {
     h->set_experts(cfg.num_local_experts);
     h->set_layers(cfg.num_hidden_layers);
     h->set_tokenizer_model(tokenizer_model);
+    for (int l = 0; l < cfg.num_hidden_layers; ++l)
+      for (int e = 0; e < cfg.num_local_experts; ++e)
+        h->add_expert_rank(rt.placement().ranks_of(l, e).front());
     // The coordinator answers with `attached` (or work re-submitted after it), or ends the stream
     // with why it refused this job.
     moe::v1::CoordinatorMessage first;

@@ -62,7 +62,14 @@ grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
                      " pieces, more than the model's vocabulary of " +
                      std::to_string(h.vocab_size()));
   }
-  const ModelInfo m{h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers()};
+  ModelInfo m{h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers(), {}};
+  if (h.expert_rank_size() == h.layers() * h.experts()) {
+    for (int r : h.expert_rank())
+      if (r < 0 || r >= h.world_size())
+        return invalid("worker hello: an expert on rank " + std::to_string(r) + " of " +
+                       std::to_string(h.world_size()));
+    m.expert_rank.assign(h.expert_rank().begin(), h.expert_rank().end());
+  }
   std::lock_guard lk(mu_);
   if (sink_)
     return {grpc::StatusCode::FAILED_PRECONDITION,

@@ -22,6 +22,7 @@ using Clock = std::chrono::steady_clock;
 // What the worker said about the model when it attached.
 struct ModelInfo {
   int world = 0, vocab = 0, max_context = 0, experts = 0, layers = 0;
+  std::vector<int> expert_rank;  // [layers * experts] where each expert lives (first replica)
   bool operator==(const ModelInfo& o) const {
     return world == o.world && vocab == o.vocab && max_context == o.max_context &&
            experts == o.experts && layers == o.layers;

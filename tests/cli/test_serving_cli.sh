@@ -11,7 +11,16 @@ pass=0; fail=0
 ok() { echo "ok   - $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
 LAUNCH_PID=
-cleanup() { [ -n "$LAUNCH_PID" ] && kill -KILL "$LAUNCH_PID" 2>/dev/null; rm -rf "$TMP"; }
+# moe-launch's children run in process groups of their own: on a failed test they are killed
+# by name too, so that none outlives it.
+cleanup() {
+  if [ -n "$LAUNCH_PID" ]; then
+    kill -KILL "$LAUNCH_PID" 2>/dev/null
+    pkill -KILL -f "moe-worker --coordinator $ADDR" 2>/dev/null
+    pkill -KILL -f "moe-coordinator --listen $ADDR" 2>/dev/null
+  fi
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 
 # Ids that do not fit a token id are refused before anything is sent, not wrapped.
@@ -34,8 +43,9 @@ done
 "$BIN/moe-cli" --server "$ADDR" health >"$TMP/h0" 2>/dev/null; rc=$?
 [ "$rc" -eq 3 ] && grep -q NOT_SERVING "$TMP/h0" && ok "health before start: NOT_SERVING, exit 3" || bad "health before start: exit $rc"
 
+MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 OMPI_MCA_mpi_yield_when_idle=1 "$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
-  --metrics-port 0 --stats-window-s 30 --max-tokens-per-step 128 >"$TMP/launch.out" 2>"$TMP/launch.err" &
+  --metrics-port "$MPORT" --stats-window-s 30 --max-tokens-per-step 128 >"$TMP/launch.out" 2>"$TMP/launch.err" &
 LAUNCH_PID=$!
 for _ in $(seq 1 600); do grep -q "^ready: " "$TMP/launch.out" && break; sleep 0.1; done
 grep -q "^ready: $ADDR" "$TMP/launch.out" && ok "moe-launch prints ready" || { bad "moe-launch not ready: $(tail -5 "$TMP/launch.err")"; echo "$pass passed, $fail failed"; exit 1; }
@@ -85,6 +95,30 @@ PY
 
 "$BIN/moe-cli" --server "$ADDR" stats >"$TMP/stats" 2>&1 && grep -q "imbalance" "$TMP/stats" && grep -q "rank1" "$TMP/stats" \
   && ok "stats table per expert and device" || bad "stats: $(head -5 "$TMP/stats")"
+
+# The picture and the JSON of the statistics; moe-plan plans from that JSON.
+"$BIN/moe-cli" --server "$ADDR" stats --plot "$TMP/load.svg" --json >"$TMP/stats.json" 2>/dev/null \
+  && python3 - "$TMP/load.svg" "$TMP/stats.json" <<'PY' && ok "stats --plot writes an SVG (8 experts x 2 layers, 2 ranks) and --json the statistics" || bad "stats --plot/--json: $(head -c 300 "$TMP/stats.json")"
+import json, sys, xml.etree.ElementTree as ET
+svg = ET.parse(sys.argv[1]).getroot()
+rects = svg.findall("{http://www.w3.org/2000/svg}rect")
+assert len(rects) >= 1 + 16 + 8 + 2 + 4, len(rects)  # background, heat map, stripes, bars, pairs
+j = json.load(open(sys.argv[2]))
+assert j["routed_choices"] > 0 and j["world_size"] == 2 and len(j["placement"]["map"]) == 2, j.keys()
+PY
+"$BIN/moe-plan" --stats "$TMP/stats.json" --output "$TMP/plan.yaml" >"$TMP/plan.out" 2>&1 \
+  && grep -q "imbalance" "$TMP/plan.out" && [ -s "$TMP/plan.yaml" ] && ok "moe-plan plans from moe-cli stats --json" || bad "moe-plan: $(tail -3 "$TMP/plan.out")"
+# Every metric the Grafana dashboard (configs/grafana) plots is one /metrics serves.
+python3 - "$CONFIGS/grafana/moe-serving.json" "http://127.0.0.1:$MPORT/metrics" <<'PY' && ok "the Grafana dashboard's metrics are all served" || bad "dashboard metrics missing"
+import json, re, sys, urllib.request
+served = set(re.findall(r"^# TYPE (\w+)", urllib.request.urlopen(sys.argv[2], timeout=10).read().decode(), re.M))
+wanted = set()
+for p in json.load(open(sys.argv[1]))["panels"]:
+    for t in p["targets"]:
+        wanted |= set(re.findall(r"\bmoe_\w+", t["expr"]))
+missing = wanted - served
+assert wanted and not missing, missing
+PY
 
 "$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 183,14,173,485,369,501,64 --max-new-tokens 16 >"$TMP/gen" 2>/dev/null
 [ "$(tr '\n' ',' < "$TMP/gen")" = "134,469,461,460,362,469,461,460,453,257,401,72,292,49,218,226," ] \

@@ -12,7 +12,16 @@ pass=0; fail=0
 ok() { echo "ok   - $1"; pass=$((pass + 1)); }
 bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
 LAUNCH_PID=
-cleanup() { [ -n "$LAUNCH_PID" ] && kill -KILL "$LAUNCH_PID" 2>/dev/null; rm -rf "$TMP"; }
+# moe-launch's children run in process groups of their own: on a failed test they are killed
+# by name too, so that none outlives it.
+cleanup() {
+  if [ -n "$LAUNCH_PID" ]; then
+    kill -KILL "$LAUNCH_PID" 2>/dev/null
+    pkill -KILL -f "moe-worker --coordinator $ADDR" 2>/dev/null
+    pkill -KILL -f "moe-coordinator --listen $ADDR" 2>/dev/null
+  fi
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 export OMPI_MCA_mpi_yield_when_idle=1
 
