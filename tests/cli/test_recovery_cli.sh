@@ -49,7 +49,7 @@ until_serving() {
 }
 # Waits until the batch client has seen some progress (its progress line counts up).
 until_progress() {
-  for _ in $(seq 1 300); do grep -q "tokens/s" "$1" 2>/dev/null && return 0; sleep 0.05; done
+  for _ in $(seq 1 1200); do grep -q "tokens/s" "$1" 2>/dev/null && return 0; sleep 0.05; done
   return 1
 }
 launch() {  # extra moe-launch flags
