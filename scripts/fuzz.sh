@@ -9,6 +9,7 @@
 # A finding stops that harness and is saved in build-fuzz/artifacts/<harness>/; the script
 # prints how to reproduce it and exits 1 at the end. MOE_FUZZ_KEEP_GOING=1 (long campaigns)
 # runs each harness in libFuzzer's fork mode, which records every finding and goes on.
+# MOE_FUZZ_BUILD names another build folder than build-fuzz.
 # Where clang or libFuzzer is missing it says SKIPPED and exits 0 (MOE_FUZZ_REQUIRED=1: exit 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ shift || true
 ALL=(safetensors checkpoint_index model_config run_config batch_requests)
 HARNESSES=("$@")
 [ ${#HARNESSES[@]} -eq 0 ] && HARNESSES=("${ALL[@]}")
-BUILD=build-fuzz
+BUILD=${MOE_FUZZ_BUILD:-build-fuzz}  # another folder lets a long campaign run beside a rebuild
 
 skip() {
   echo "fuzz: SKIPPED: $1"
