@@ -86,7 +86,8 @@ for h in "${HARNESSES[@]}"; do
   touch "$art/.started"
   timeout -k 10 $((SECONDS_EACH + 120)) "$BUILD/bin/fuzz_$h" "${args[@]}" "$work" \
     "tests/fuzz/corpus/$h" "$seeds" >"$log" 2>&1 || rc=$?
-  grep -E "^stat::number_of_executed_units|^Done |^#[0-9]+.*DONE" "$log" | tail -2 | sed 's/^/fuzz:   /'
+  # The last progress line: runs, coverage, corpus (and in fork mode the findings so far).
+  { grep -E "^#[0-9]+" "$log" || true; } | tail -1 | sed 's/^/fuzz:   /'
   # In fork mode libFuzzer exits 0 past its findings: the new artifacts are what counts.
   new=$(find "$art" -type f -newer "$art/.started" ! -name .started | sort)
   if [ "$rc" -ne 0 ] || [ -n "$new" ]; then
