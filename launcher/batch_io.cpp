@@ -148,13 +148,15 @@ runtime::Request parse_openai(const json& j, const std::string& where, json* use
 }  // namespace
 
 RequestFile parse_request_file(const std::string& text, const std::string& path,
-                               int default_max_new) {
+                               int default_max_new, const FilePosition& at) {
   std::istringstream in(text);
   RequestFile f;
-  std::set<std::string> seen;
+  std::set<std::string> own_seen;
+  std::set<std::string>& seen = at.seen_ids ? *at.seen_ids : own_seen;
   std::string line;
-  bool first = true;
-  for (int n = 1; std::getline(in, line); ++n) {
+  bool first = !at.format;
+  if (at.format) f.format = *at.format;
+  for (int64_t n = at.first_line; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(n) + ": ";
     // The JSON parser takes a NUL byte for the end of its input and would accept whatever
@@ -178,7 +180,7 @@ RequestFile parse_request_file(const std::string& text, const std::string& path,
       throw InputError(where + "mixes OpenAI batch lines (with \"custom_id\") and plain lines; "
                        "expected one format per file");
     first = false;
-    json user_id = int64_t(f.requests.size());
+    json user_id = at.first_index + int64_t(f.requests.size());
     runtime::Request r = fmt == BatchFormat::kOpenAi
                              ? parse_openai(j, where, &user_id)
                              : parse_plain(j, where, default_max_new, &user_id);
@@ -189,6 +191,48 @@ RequestFile parse_request_file(const std::string& text, const std::string& path,
     f.user_ids.push_back(std::move(user_id));
   }
   return f;
+}
+
+LineChunks::LineChunks(const std::string& path, size_t chunk_bytes, size_t max_line_bytes)
+    : path_(path), in_(path, std::ios::binary), chunk_bytes_(chunk_bytes),
+      max_line_bytes_(max_line_bytes) {
+  if (!in_) throw InputError(path + ": cannot open the input file");
+}
+
+bool LineChunks::next(std::string* text, int64_t* first_line) {
+  text->clear();
+  *first_line = line_;
+  std::string line;
+  while (text->size() < chunk_bytes_) {
+    line.clear();
+    // A bounded getline: a line is read in pieces, and refused once past the limit.
+    char buf[4096];
+    bool ended = false;
+    for (;;) {
+      in_.getline(buf, sizeof buf);
+      line.append(buf, size_t(in_.gcount()) - (in_.eof() || in_.fail() ? 0 : 1));
+      if (!in_.fail() || in_.eof()) {
+        ended = true;
+        break;
+      }
+      in_.clear();  // the buffer filled before the line ended: read on
+      if (line.size() > max_line_bytes_)
+        throw InputError(path_ + ":" + std::to_string(line_) + ": the line is longer than " +
+                         std::to_string(max_line_bytes_ >> 20) +
+                         " MiB (expected one JSON request per line)");
+    }
+    if (!ended || (line.empty() && in_.eof())) break;
+    if (line.size() > max_line_bytes_)
+      throw InputError(path_ + ":" + std::to_string(line_) + ": the line is longer than " +
+                       std::to_string(max_line_bytes_ >> 20) +
+                       " MiB (expected one JSON request per line)");
+    *text += line;
+    *text += '\n';
+    ++line_;
+    if (in_.eof()) break;
+  }
+  if (in_.bad()) throw InputError(path_ + ": read error at line " + std::to_string(line_));
+  return !text->empty();
 }
 
 std::vector<runtime::Request> parse_requests_jsonl(const std::string& text,

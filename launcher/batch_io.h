@@ -1,6 +1,8 @@
 #pragma once
 // JSON-lines request files for batch runs: {"id": ..., "prompt_ids": [...], "max_new_tokens": N}
 // per line in, {"id": ..., "output_ids": [...], "finish_reason": "..."} per line out.
+#include <fstream>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,9 +29,34 @@ struct RequestFile {
   BatchFormat format = BatchFormat::kPlain;
 };
 
+// Where a piece of a longer file sits in it (a chunk of a streamed input), and what the pieces
+// before it established: ids seen, the format.
+struct FilePosition {
+  int64_t first_line = 1;   // line number of the text's first line
+  int64_t first_index = 0;  // requests before it (a line without an id gets its index)
+  std::set<std::string>* seen_ids = nullptr;  // across pieces: an id may appear once per file
+  std::optional<BatchFormat> format;          // the file's format, once known
+};
+
 // Throws InputError naming the file, the line and what was expected.
 RequestFile parse_request_file(const std::string& text, const std::string& source,
-                               int default_max_new);
+                               int default_max_new, const FilePosition& at = {});
+
+// Reads a JSONL file in chunks of whole lines, so that no input is held whole: next() gives up
+// to about `chunk_bytes` of text (at least one line). A line longer than `max_line_bytes` (or
+// input without line ends, such as /dev/zero) throws InputError naming the line.
+class LineChunks {
+ public:
+  LineChunks(const std::string& path, size_t chunk_bytes, size_t max_line_bytes);
+  // False at the end of the file. `*first_line`: the number of the chunk's first line.
+  bool next(std::string* text, int64_t* first_line);
+
+ private:
+  std::string path_;
+  std::ifstream in_;
+  size_t chunk_bytes_, max_line_bytes_;
+  int64_t line_ = 1;
+};
 // The output line of request `i` of `f` with result `r` (its id is the request's number).
 // `model` names the model in OpenAI's output shape.
 std::string result_line(const RequestFile& f, size_t i, const runtime::Result& r,

@@ -20,6 +20,7 @@
 #include "launcher/cli_parse.h"
 #include "common/error.h"
 #include "launcher/batch_io.h"
+#include "launcher/coordinator/auth.h"
 #include "launcher/sampling_proto.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -82,13 +83,21 @@ int fail(const grpc::Status& st) {
   return exit_code_for(st.error_code());
 }
 
+// The client's API key (--api-key, else MOE_API_KEY; "" for none) and TLS roots (--tls-ca).
+std::string g_api_key;
+std::shared_ptr<grpc::ChannelCredentials> g_credentials = grpc::InsecureChannelCredentials();
+
+// Every call carries the API key, where there is one.
+void authorize(grpc::ClientContext& ctx) {
+  if (!g_api_key.empty()) ctx.AddMetadata(coordinator::kAuthorizationHeader, "Bearer " + g_api_key);
+}
+
 std::unique_ptr<moe::v1::Inference::Stub> connect(const std::string& server) {
   grpc::ChannelArguments args;
   // GetBatch returns every output of a batch in one message; the 4 MiB default is too small
   // for large batches, and the coordinator is trusted.
   args.SetMaxReceiveMessageSize(-1);
-  return moe::v1::Inference::NewStub(
-      grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args));
+  return moe::v1::Inference::NewStub(grpc::CreateCustomChannel(server, g_credentials, args));
 }
 
 // ---- generate -----------------------------------------------------------------------------
@@ -123,6 +132,7 @@ int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
   if (!o.stop_token_ids.empty()) sp.stop_token_ids = launcher::parse_id_list(o.stop_token_ids);
   *req.mutable_sampling() = launcher::sampling_to_proto(sp);
   grpc::ClientContext ctx;
+  authorize(ctx);
   auto reader = stub.Generate(&ctx, req);
   moe::v1::GenerateResponse r;
   std::string finish;
@@ -233,6 +243,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   moe::v1::SubmitBatchResponse submitted;
   {
     grpc::ClientContext ctx;
+    authorize(ctx);
     if (auto st = stub.SubmitBatch(&ctx, sub, &submitted); !st.ok()) return fail(st);
   }
 
@@ -244,6 +255,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   // long streams), watching again picks up where the batch is.
   while (last.state() == moe::v1::BATCH_STATE_RUNNING) {
     grpc::ClientContext ctx;
+    authorize(ctx);
     auto reader = stub.WatchBatch(&ctx, which);
     moe::v1::BatchStatus st;
     while (reader->Read(&st)) {
@@ -256,17 +268,10 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
     }
   }
   std::fprintf(stderr, "\n");
-  if (last.state() != moe::v1::BATCH_STATE_DONE) {
-    std::fprintf(stderr, "moe-cli: batch %s failed: %s\n", submitted.batch_id().c_str(),
-                 last.error().empty() ? "(the server gave no reason)" : last.error().c_str());
-    // The batch carries the status code of its failure: UNAVAILABLE exits 3, and so on.
-    const int code = exit_code_for(grpc::StatusCode(last.error_code()));
-    return code == kExitOk ? kExitFailure : code;
-  }
-
   moe::v1::BatchStatus done;
   {
     grpc::ClientContext ctx;
+    authorize(ctx);
     if (auto st = stub.GetBatch(&ctx, which, &done); !st.ok()) return fail(st);
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -275,7 +280,13 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   for (const auto& req : requests)
     if (req.prompt.empty()) text_ids.insert(req.id);
   int64_t generated = 0;
+  std::string first_error;
   for (const auto& br : done.results()) {
+    if (!br.error().empty()) {  // failed: not written, so that --resume runs it again
+      if (first_error.empty())
+        first_error = "item " + std::to_string(br.id()) + ": " + br.error();
+      continue;
+    }
     runtime::Result r;
     r.id = br.id();
     r.output.assign(br.output_ids().begin(), br.output_ids().end());
@@ -296,6 +307,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   for (size_t i = 0; i < requests.size(); ++i) {
     const auto& req = requests[i];
     auto it = by_id.find(req.id);
+    if (it == by_id.end() && done.state() == moe::v1::BATCH_STATE_FAILED) continue;
     if (it == by_id.end())
       MOE_THROW("batch " + submitted.batch_id() + ": no result for item " +
                 std::to_string(req.id) + " (the server returned " +
@@ -305,6 +317,18 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   }
   os.flush();
   if (!os) throw InputError((o.output.empty() ? "stdout" : o.output) + ": write failed");
+  if (done.state() != moe::v1::BATCH_STATE_DONE) {
+    std::fprintf(stderr,
+                 "moe-cli: batch %s failed: %lld of %lld items (%s); the %lld that finished "
+                 "are written%s\n",
+                 submitted.batch_id().c_str(), (long long)done.failed(), (long long)done.total(),
+                 first_error.empty() ? done.error().c_str() : first_error.c_str(),
+                 (long long)(done.total() - done.failed()),
+                 o.output.empty() ? "" : " (moe-cli batch --resume runs the rest)");
+    // The batch carries the status code of its failure: UNAVAILABLE exits 3, and so on.
+    const int code = exit_code_for(grpc::StatusCode(done.error_code()));
+    return code == kExitOk ? kExitFailure : code;
+  }
   std::fprintf(stderr, "%zu prompts, %lld tokens in %.3f s (%.1f tokens/s)\n", requests.size(),
                (long long)generated, secs, double(generated) / std::max(secs, 1e-9));
   return kExitOk;
@@ -330,6 +354,13 @@ std::string stats_table(const moe::v1::LoadStatsResponse& s, bool recent) {
     out += "The worker job is gone" +
            (s.worker_lost().empty() ? std::string() : " (" + s.worker_lost() + ")") +
            ": these are the statistics it reported until then.\n";
+  if (s.worker_restarts() > 0 || s.waiting_for_worker() > 0) {
+    cell("Recovery: %lld worker job restart(s), ", (long long)s.worker_restarts());
+    cell("%lld sequence(s) re-submitted after a loss", (long long)s.resubmitted());
+    if (s.waiting_for_worker() > 0)
+      cell(", %lld waiting for a new worker job now", (long long)s.waiting_for_worker());
+    out += "\n";
+  }
   out += "\n";
 
   out += "Tokens per expert (routed top-k choices), per layer; imbalance = max / mean\n";
@@ -393,6 +424,7 @@ int cmd_stats(moe::v1::Inference::Stub& stub, bool recent) {
   req.set_recent_window(recent);
   moe::v1::LoadStatsResponse resp;
   grpc::ClientContext ctx;
+  authorize(ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + kStatsDeadline);
   if (auto st = stub.GetLoadStats(&ctx, req, &resp); !st.ok()) return fail(st);
   std::fputs(stats_table(resp, recent).c_str(), stdout);
@@ -405,10 +437,11 @@ int cmd_stats(moe::v1::Inference::Stub& stub, bool recent) {
 // coordinator is not draining.
 int cmd_health(const std::string& server) {
   auto health = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(server, g_credentials));
   grpc::health::v1::HealthCheckRequest req;
   grpc::health::v1::HealthCheckResponse resp;
   grpc::ClientContext ctx;
+  authorize(ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + kHealthDeadline);
   const grpc::Status st = health->Check(&ctx, req, &resp);
   if (st.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
@@ -431,6 +464,9 @@ int run(int argc, char** argv) {
                "2 bad input, 3 server unavailable or overloaded, 1 anything else."};
   app.option_defaults()->always_capture_default();
   app.add_option("--server", server, "address of moe-coordinator");
+  std::string tls_ca;
+  app.add_option("--api-key", g_api_key, "API key, where the server requires one (default: the MOE_API_KEY environment variable)")->default_str("");
+  app.add_option("--tls-ca", tls_ca, "PEM root certificates: reach the server over TLS (default: plain text)");
   app.require_subcommand(1);
 
   auto* g = app.add_subcommand("generate", "generate for one prompt; prints token ids as they stream, one per line");
@@ -467,6 +503,18 @@ int run(int argc, char** argv) {
     return kExitBadInput;
   }
 
+  if (g_api_key.empty())
+    if (const char* k = std::getenv(coordinator::kApiKeyEnv)) g_api_key = k;
+  if (!tls_ca.empty()) {
+    std::ifstream in(tls_ca);
+    if (!in) {
+      std::fprintf(stderr, "moe-cli: --tls-ca %s: cannot read it\n", tls_ca.c_str());
+      return kExitBadInput;
+    }
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), {});
+    g_credentials = grpc::SslCredentials(ssl);
+  }
   auto stub = connect(server);
   if (g->parsed()) return cmd_generate(*stub, gen);
   if (b->parsed()) return cmd_batch(*stub, batch);

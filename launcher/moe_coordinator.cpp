@@ -12,12 +12,17 @@
 #include <signal.h>
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "launcher/cli_parse.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "launcher/coordinator/openai_api.h"
+#include "launcher/coordinator/auth.h"
 #include "launcher/coordinator/services.h"
+#include "launcher/coordinator/worker_link.h"
 
 namespace {
 
@@ -47,8 +52,19 @@ void widen_backlog(int listening) {
     spdlog::warn("could not widen the HTTP listen backlog: {}", std::strerror(errno));
 }
 
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) throw InputError(std::string(what) + " " + path + ": cannot read it");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 int run(int argc, char** argv) {
   std::string listen = "127.0.0.1:50051", log_level = "info";
+  std::string worker_secret_file, api_keys_file, tls_cert, tls_key;
+  double drain_grace_s = 30;
+  int max_message_mb = 64, max_context = 0;
   int metrics_port = 9464, openai_port = 0;
   coordinator::OpenAiOptions openai;
   double drain_timeout_s = 30;
@@ -66,17 +82,58 @@ int run(int argc, char** argv) {
   app.add_option("--stats-window-s", opt.stats_window_s, "span of the recent-window load statistics");
   app.add_option("--batch-retention-s", opt.batch_retention_s, "seconds a finished batch's results stay readable (GetBatch); NOT_FOUND after");
   app.add_option("--max-finished-batches", opt.max_finished_batches, "finished batches kept at most; the oldest expire first past it");
+  app.add_option("--recovery-wait-s", opt.recovery_wait_s, "after a worker job is lost, seconds its unfinished sequences wait for a new job (which goes on from their tokens) before they fail; 0: fail at once");
+  app.add_option("--drain-grace-s", drain_grace_s, "on SIGTERM/SIGINT, after the drain, seconds to keep serving finished batches whose results no GetBatch has fetched yet");
+  app.add_option("--worker-secret-file", worker_secret_file, "file whose first line is the secret the worker job must present (default: the MOE_WORKER_SECRET environment variable; one of the two is required)");
+  app.add_option("--api-keys-file", api_keys_file, "file of client API keys, one per line; with it (or MOE_API_KEYS, comma-separated) every client call needs 'authorization: Bearer <key>' and a batch answers only to its key (default: no keys)");
+  app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC over TLS (with --tls-key; default: plain text)");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--max-message-mb", max_message_mb, "largest request message accepted, in MiB; larger ones are refused before they are buffered (a batch over it must be split)");
+  app.add_option("--max-context", max_context, "the model's context in tokens, where known before the worker attaches (moe-launch passes it): the message limit becomes what --max-queue sequences of that length need, if less than --max-message-mb; 0: unknown");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
   set_log_name("coordinator");
   set_log_level(log_level);
   if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 ||
-      opt.stats_window_s <= 0 || opt.batch_retention_s < 0 || opt.max_finished_batches < 0) {
+      opt.stats_window_s <= 0 || opt.batch_retention_s < 0 || opt.max_finished_batches < 0 ||
+      opt.recovery_wait_s < 0 || drain_grace_s < 0 || max_message_mb < 1 ||
+      max_message_mb > 2047 || max_context < 0) {
     spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
-                  "--drain-timeout-s, --batch-retention-s and --max-finished-batches >= 0");
+                  "--drain-timeout-s, --drain-grace-s, --recovery-wait-s, --batch-retention-s "
+                  "and --max-finished-batches >= 0, --max-message-mb in [1, 2047]");
     return 2;
   }
+  if (tls_cert.empty() != tls_key.empty()) {
+    spdlog::error("--tls-cert and --tls-key go together (got only {})",
+                  tls_cert.empty() ? "--tls-key" : "--tls-cert");
+    return 2;
+  }
+  std::string worker_secret;
+  std::vector<std::string> api_keys;
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  try {
+    const auto secret = coordinator::read_secret(worker_secret_file, coordinator::kWorkerSecretEnv);
+    if (!secret) {
+      spdlog::error("no worker secret: set MOE_WORKER_SECRET (at least 16 characters) or give "
+                    "--worker-secret-file, and give moe-worker the same (moe-launch makes one "
+                    "for both); without it anyone could attach as the worker");
+      return 2;
+    }
+    worker_secret = *secret;
+    api_keys = coordinator::read_api_keys(api_keys_file);
+    if (!tls_cert.empty()) {
+      grpc::SslServerCredentialsOptions ssl;
+      ssl.pem_key_cert_pairs.push_back(
+          {read_file(tls_key, "--tls-key"), read_file(tls_cert, "--tls-cert")});
+      credentials = grpc::SslServerCredentials(ssl);
+    }
+  } catch (const InputError& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
+  const coordinator::ClientAuth auth(api_keys);
+  openai.auth = &auth;
 
   // Signals are taken by sigtimedwait in this thread only: block them before any thread starts.
   sigset_t sigs;
@@ -95,21 +152,32 @@ int run(int argc, char** argv) {
     h->SetServingStatus(serving);
     h->SetServingStatus("moe.v1.Inference", serving);
   };
-  coordinator::InferenceService inference(state);
-  coordinator::WorkerLinkService link(state, [&](bool attached) { set_health(attached); });
+  coordinator::InferenceService inference(state, auth);
+  coordinator::WorkerLinkService link(state, worker_secret,
+                                      [&](bool attached) { set_health(attached); });
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(listen, credentials, &bound_port);
   builder.RegisterService(&inference);
   builder.RegisterService(&link);
-  builder.SetMaxReceiveMessageSize(256 << 20);
+  // A request is refused from its size, before it is buffered: no valid one is larger than the
+  // queue's worth of sequences at the context's length (varint ids of at most 5 bytes, and
+  // room for each item's fields).
+  int64_t message_limit = int64_t(max_message_mb) << 20;
+  if (max_context > 0)
+    message_limit = std::min(message_limit, int64_t(opt.max_queue) * (int64_t(max_context) * 5 + 512) +
+                                                (int64_t(1) << 16));
+  builder.SetMaxReceiveMessageSize(int(message_limit));
   server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     spdlog::error("cannot listen on {} (in use, or not an address:port)", listen);
     return 1;
   }
   set_health(false);  // until a worker job attaches
-  spdlog::info("listening on {} (clients and workers)", listen);
+  spdlog::info("listening on {} (clients and workers; {}, {}; requests up to {:.1f} MiB)", listen,
+               tls_cert.empty() ? "plain text" : "TLS",
+               auth.on() ? std::to_string(api_keys.size()) + " API keys" : "no API keys",
+               double(message_limit) / (1 << 20));
 
   httplib::Server http;
   int http_sock = -1, openai_sock = -1;
@@ -178,6 +246,19 @@ int run(int argc, char** argv) {
   }
   state.shutdown_worker();
   set_health(false);
+  // Finished batches stay readable until their clients have fetched them (or the grace ends):
+  // a client that watched its batch to the end gets its results.
+  const auto grace = coordinator::Clock::now() +
+                     std::chrono::duration_cast<coordinator::Clock::duration>(
+                         std::chrono::duration<double>(drain_grace_s));
+  if (state.unfetched_batches() > 0)
+    spdlog::info("{} finished batches not fetched yet: serving them for up to {} s "
+                 "(--drain-grace-s)", state.unfetched_batches(), drain_grace_s);
+  while (state.unfetched_batches() > 0 && coordinator::Clock::now() < grace)
+    state.wait_change(coordinator::Clock::now() + std::chrono::milliseconds(100));
+  if (state.unfetched_batches() > 0)
+    spdlog::warn("{} finished batches were not fetched within --drain-grace-s",
+                 state.unfetched_batches());
   // Everything in flight has finished or failed by now: handlers still open (watchers) get
   // a short grace, then are cancelled.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

@@ -18,6 +18,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <iterator>
 #include <sstream>
 #include <string>
@@ -26,6 +28,10 @@
 #include "launcher/cli_parse.h"
 #include "common/log.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "launcher/coordinator/auth.h"
+#include "runtime/checkpoint.h"
+#include "runtime/model_config.h"
+#include "runtime/run_config.h"
 
 extern char** environ;
 
@@ -65,7 +71,19 @@ struct Options {
   double stats_window_s = 60;
   double batch_retention_s = 600;
   int max_finished_batches = 1000;
+  double recovery_wait_s = 120;
+  double drain_grace_s = 30;
+  std::string api_keys_file, tls_cert, tls_key, tls_ca;
+  int max_message_mb = 64;
+  // Restarting a lost worker job.
+  int max_restarts = 3;
+  double restart_backoff_s = 1;
 };
+
+// A job that served and then shows NOT_SERVING this long while mpirun still runs was declared
+// dead by the coordinator (no step report within --rank-timeout-s): it is killed and restarted.
+constexpr auto kStallGrace = std::chrono::seconds(2);
+constexpr double kMaxBackoffS = 30;
 
 // moe-worker's overrides of --config, forwarded only when given (the config file decides
 // otherwise) as text: moe-worker checks them. {flag (moe-worker's own), type, help}.
@@ -206,11 +224,11 @@ void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, double drain_timeo
 // A long-lived channel that failed to connect stays in TRANSIENT_FAILURE and keeps failing fast
 // with the stale error after the server is up; a private subchannel pool keeps gRPC from
 // handing the new channel that same failed connection.
-grpc::Status probe(const std::string& address) {
+grpc::Status probe(const std::string& address,
+                   const std::shared_ptr<grpc::ChannelCredentials>& creds) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateCustomChannel(address, creds, args));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kProbeDeadline);
   grpc::health::v1::HealthCheckRequest req;
@@ -219,6 +237,26 @@ grpc::Status probe(const std::string& address) {
   if (st.ok() && resp.status() != grpc::health::v1::HealthCheckResponse::SERVING)
     return {grpc::StatusCode::UNAVAILABLE, "NOT_SERVING (no worker job attached yet)"};
   return st;
+}
+
+// The longest sequence (prompt plus new tokens) the worker job will take, as it computes it:
+// the run config's max_seq_len (else min(the model's, 4096)), at most the model's positions.
+// The coordinator sizes its message limit from it. 0 when it cannot be told here (the worker
+// job then says what is wrong with the config).
+int model_context(const std::string& config, const std::string& checkpoint_override,
+                  const std::string& max_seq_len_override) {
+  try {
+    auto run = runtime::RunConfig::from_yaml_file(config);
+    if (!checkpoint_override.empty()) run.checkpoint = checkpoint_override;
+    if (!max_seq_len_override.empty()) run.max_seq_len = std::stoi(max_seq_len_override);
+    const auto ckpt = runtime::Checkpoint::open_config_only(run.checkpoint);
+    const auto cfg = runtime::ModelConfig::from_json(ckpt.config_json(), run.checkpoint);
+    const int positions = cfg.max_position_embeddings;
+    return std::min(run.max_seq_len > 0 ? run.max_seq_len : std::min(positions, 4096), positions);
+  } catch (const std::exception& e) {
+    spdlog::debug("cannot tell the model's context from {}: {}", config, e.what());
+    return 0;
+  }
 }
 
 std::vector<std::string> split_spaces(const std::string& s) {
@@ -252,6 +290,16 @@ int run(int argc, char** argv) {
   app.add_option("--stats-window-s", o.stats_window_s, "coordinator: span of the recent-window load statistics");
   app.add_option("--batch-retention-s", o.batch_retention_s, "coordinator: seconds a finished batch's results stay readable");
   app.add_option("--max-finished-batches", o.max_finished_batches, "coordinator: finished batches kept at most");
+  app.add_option("--recovery-wait-s", o.recovery_wait_s, "coordinator: seconds the unfinished sequences of a lost worker job wait for a restarted one");
+  app.add_option("--drain-grace-s", o.drain_grace_s, "coordinator: on SIGTERM, seconds to keep serving finished batches not fetched yet");
+  app.add_option("--api-keys-file", o.api_keys_file, "coordinator: client API keys, one per line (default: MOE_API_KEYS, or no keys)");
+  app.add_option("--tls-cert", o.tls_cert, "coordinator: PEM certificate chain, serve gRPC over TLS (default: plain text)");
+  app.add_option("--tls-key", o.tls_key, "coordinator: PEM private key of --tls-cert");
+  app.add_option("--tls-ca", o.tls_ca, "PEM roots the workers and the health probe trust (default: --tls-cert itself)");
+  app.add_option("--max-message-mb", o.max_message_mb, "coordinator: largest request message accepted, in MiB");
+  // Recovery.
+  app.add_option("--max-restarts", o.max_restarts, "times a lost worker job (a rank died or stalled) is restarted before the service gives up; 0: never");
+  app.add_option("--restart-backoff-s", o.restart_backoff_s, "wait before the first restart, doubled for each one after it (at most 30 s)");
   // Passed on to moe-worker when given.
   std::vector<std::string> worker_values(std::size(kWorkerOverrides));
   for (size_t i = 0; i < std::size(kWorkerOverrides); ++i)
@@ -281,6 +329,32 @@ int run(int argc, char** argv) {
                   "--drain-timeout-s, --batch-retention-s and --max-finished-batches >= 0");
     return kExitBadInput;
   }
+  if (o.max_restarts < 0 || o.restart_backoff_s < 0 || o.recovery_wait_s < 0 ||
+      o.drain_grace_s < 0) {
+    spdlog::error("--max-restarts, --restart-backoff-s, --recovery-wait-s and --drain-grace-s "
+                  "must be >= 0");
+    return kExitBadInput;
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    spdlog::error("--tls-cert and --tls-key go together");
+    return kExitBadInput;
+  }
+  if (o.tls_ca.empty()) o.tls_ca = o.tls_cert;
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!o.tls_ca.empty()) {
+    std::ifstream in(o.tls_ca);
+    if (!in) {
+      spdlog::error("--tls-ca {}: cannot read it", o.tls_ca);
+      return kExitBadInput;
+    }
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), {});
+    creds = grpc::SslCredentials(ssl);
+  }
+  // The secret the worker job proves itself with, handed to both children in their
+  // environment (never on a command line, where `ps` shows it).
+  if (const char* v = std::getenv(coordinator::kWorkerSecretEnv); !v || !*v)
+    setenv(coordinator::kWorkerSecretEnv, coordinator::random_hex128().c_str(), 1);
   if (access(o.config.c_str(), R_OK) != 0) {
     spdlog::error("--config {}: cannot read it ({})", o.config, std::strerror(errno));
     return kExitBadInput;
@@ -309,6 +383,13 @@ int run(int argc, char** argv) {
   for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  // What the worker takes as --checkpoint and --max-seq-len, where given here.
+  auto override_of = [&](const char* flag) {
+    for (size_t i = 0; i < std::size(kWorkerOverrides); ++i)
+      if (std::string(kWorkerOverrides[i][0]) == flag && app.count(flag) > 0) return worker_values[i];
+    return std::string();
+  };
+  const int context = model_context(o.config, override_of("--checkpoint"), override_of("--max-seq-len"));
   const std::string level = o.log_level;
   auto num = [](double v) {
     std::ostringstream s;
@@ -323,7 +404,11 @@ int run(int argc, char** argv) {
                        num(o.stats_window_s), "--batch-retention-s", num(o.batch_retention_s),
                        "--max-finished-batches", std::to_string(o.max_finished_batches),
                        "--openai-port", std::to_string(o.openai_port), "--served-model-name",
-                       o.served_model_name},
+                       o.served_model_name, "--recovery-wait-s", num(o.recovery_wait_s),
+                       "--drain-grace-s", num(o.drain_grace_s), "--max-message-mb",
+                       std::to_string(o.max_message_mb), "--api-keys-file", o.api_keys_file,
+                       "--tls-cert", o.tls_cert, "--tls-key", o.tls_key, "--max-context",
+                       std::to_string(context)},
                       false);
   std::vector<std::string> margs{o.mpirun, "--oversubscribe"};
   // Open MPI refuses root without it; containers often run as root.
@@ -337,6 +422,10 @@ int run(int argc, char** argv) {
       margs.push_back(kWorkerOverrides[i][0]);
       margs.push_back(worker_values[i]);
     }
+  if (!o.tls_ca.empty()) {
+    margs.push_back("--tls-ca");
+    margs.push_back(o.tls_ca);
+  }
   for (auto& a : split_spaces(worker_args)) margs.push_back(a);
   Child mpi;
   mpi.name = "mpirun (moe-worker)";
@@ -344,7 +433,7 @@ int run(int argc, char** argv) {
     mpi = spawn("mpirun (moe-worker)", margs, true);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    stop_all(coord, mpi, sigs, o.drain_timeout_s, false);
+    stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s, false);
     return kExitFailure;
   }
 
@@ -355,7 +444,7 @@ int run(int argc, char** argv) {
       Child* other = c == &coord ? &mpi : &coord;
       spdlog::error("{} {} on its own; stopping {}", c->name, describe_status(c->status),
                     other->name);
-      stop_all(coord, mpi, sigs, o.drain_timeout_s);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
       return false;
     }
     return true;
@@ -367,37 +456,108 @@ int run(int argc, char** argv) {
   std::string last = "no answer yet";
   for (;;) {
     if (!check_children()) return kExitFailure;
-    const grpc::Status st = probe(o.listen);
+    const grpc::Status st = probe(o.listen, creds);
     if (st.ok()) break;
     last = st.error_message();
     spdlog::debug("not ready: {}", last);
     if (Clock::now() >= deadline) {
       spdlog::error("the job did not become ready in {} s (last answer from {}: {}); stopping it",
                     o.startup_timeout_s, o.listen, last);
-      stop_all(coord, mpi, sigs, o.drain_timeout_s, false);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s, false);
       return kExitFailure;
     }
     const int s = wait_signal(sigs, kPollInterval);
     if (s == SIGINT || s == SIGTERM) {
       spdlog::info("{} during start-up: stopping", strsignal(s));
-      stop_all(coord, mpi, sigs, o.drain_timeout_s, false);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s, false);
       return kExitOk;
     }
   }
   std::printf("ready: %s\n", o.listen.c_str());
   std::fflush(stdout);
 
-  // ---- serving: wait for a signal or for a child to leave ----------------------------------
+  // ---- serving: wait for a signal, a child leaving, or a stalled job ------------------------
+  // A lost worker job (mpirun ended, or the coordinator declared it dead and it still runs) is
+  // restarted, up to --max-restarts times with a doubling backoff; the coordinator keeps its
+  // unfinished sequences meanwhile and hands them to the new job. The coordinator leaving is
+  // not recoverable: it holds the requests.
+  int restarts = 0;
+  bool job_served = true;  // the current job has been SERVING since it started
+  auto job_started = Clock::now();
+  std::optional<Clock::time_point> not_serving_since;
+  const auto startup_limit = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(o.startup_timeout_s));
   for (;;) {
-    const int s = wait_signal(sigs, std::chrono::milliseconds(1000));
+    const int s = wait_signal(sigs, std::chrono::milliseconds(500));
     if (s == SIGINT || s == SIGTERM) {
       spdlog::info("{}: stopping the job", strsignal(s));
-      stop_all(coord, mpi, sigs, o.drain_timeout_s);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
       for (const Child* c : {&coord, &mpi})
         spdlog::info("{} {}", c->name, describe_status(c->status));
       return kExitOk;
     }
-    if (!check_children()) return kExitFailure;
+    if (reap(coord)) {
+      spdlog::error("{} {} on its own; stopping {}", coord.name, describe_status(coord.status),
+                    mpi.name);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
+      return kExitFailure;
+    }
+    std::string lost;
+    if (reap(mpi)) {
+      lost = mpi.name + " " + describe_status(mpi.status);
+    } else {
+      const bool serving = probe(o.listen, creds).ok();
+      if (serving) {
+        job_served = true;
+        not_serving_since.reset();
+      } else if (!job_served) {
+        if (Clock::now() - job_started > startup_limit)
+          lost = "the restarted worker job did not attach within --startup-timeout-s";
+      } else if (!not_serving_since) {
+        not_serving_since = Clock::now();
+      } else if (Clock::now() - *not_serving_since > kStallGrace) {
+        lost = "the coordinator dropped the worker job (no step report within "
+               "--rank-timeout-s: a rank died or stalled)";
+      }
+      if (!lost.empty()) {
+        // Stopped (SIGSTOP) processes take SIGKILL only.
+        spdlog::error("{}: killing {}", lost, mpi.name);
+        signal_group(mpi, SIGKILL);
+        reap(mpi, true);
+      }
+    }
+    if (lost.empty()) continue;
+    if (restarts >= o.max_restarts) {
+      spdlog::error("the worker job is lost ({}) and was restarted {} times already "
+                    "(--max-restarts {}): giving up; requests still in flight fail",
+                    lost, restarts, o.max_restarts);
+      stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
+      return kExitFailure;
+    }
+    const double backoff = std::min(kMaxBackoffS, o.restart_backoff_s * double(1 << std::min(restarts, 16)));
+    ++restarts;
+    spdlog::warn("the worker job is lost ({}); restart {} of {} in {} s", lost, restarts,
+                 o.max_restarts, backoff);
+    const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(backoff));
+    while (Clock::now() < until) {
+      const int s2 = wait_signal(sigs, std::chrono::milliseconds(100));
+      if (s2 == SIGINT || s2 == SIGTERM) {
+        spdlog::info("{} while restarting: stopping", strsignal(s2));
+        stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
+        return kExitOk;
+      }
+    }
+    try {
+      mpi = spawn("mpirun (moe-worker)", margs, true);
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
+      return kExitFailure;
+    }
+    job_served = false;
+    job_started = Clock::now();
+    not_serving_since.reset();
   }
 }
 

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include "comm/mpi_context.h"
@@ -27,6 +29,10 @@ namespace {
 using namespace moe;
 using launcher::kExitBadInput;  // exit codes: launcher/rank_main.h
 
+// An input is read in chunks of about this much text; a line may hold at most kMaxLineBytes.
+constexpr size_t kDefaultChunkBytes = size_t(32) << 20;
+constexpr size_t kMaxLineBytes = size_t(16) << 20;
+
 struct Options {
   launcher::RunOptions run_opts;
   runtime::RunConfig run;
@@ -35,6 +41,7 @@ struct Options {
   int max_new_tokens = 16;
   std::string log_level = "info";
   bool quiet_table = false;
+  size_t input_chunk_bytes = kDefaultChunkBytes;
 };
 
 // The same text on every rank, from rank 0.
@@ -58,6 +65,19 @@ std::vector<std::string> all_gather_strings(comm::Communicator& comm, const std:
     if (lens[r]) comm.broadcast(out[r].data(), size_t(lens[r]), r);
   }
   return out;
+}
+
+
+// True when no rank has an error. Otherwise every rank returns: rank 0 says why when it has an
+// error (ranks usually fail alike), else the ranks that have one.
+bool agree(comm::Communicator& comm, const std::string& error) {
+  int64_t failed = error.empty() ? 0 : 1;
+  comm.all_reduce(&failed, 1, comm::Communicator::Op::kMax);
+  if (!failed) return true;
+  int64_t rank0_failed = comm.rank() == 0 && !error.empty();
+  comm.broadcast(&rank0_failed, sizeof rank0_failed, 0);
+  if (!error.empty() && (comm.rank() == 0 || !rank0_failed)) spdlog::error("{}", error);
+  return false;
 }
 
 // Deterministic on every rank: each request goes to the rank with the fewest tokens so far.
@@ -84,6 +104,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   launcher::add_run_options(app, o.run_opts);
   app.add_option("--prompt-ids", o.prompt_ids, "one prompt as comma-separated token ids, e.g. 1,2,3 (no default: give this or --input)");
   app.add_option("--input", o.input, "JSONL requests: {\"id\": .., \"prompt_ids\": [..], \"max_new_tokens\": N} per line (no default: give this or --prompt-ids)");
+  app.add_option("--input-chunk-bytes", o.input_chunk_bytes, "the input is read, run and written a chunk of about this many bytes of whole lines at a time, so that an input of any size runs in bounded memory")->check(CLI::Range(size_t(1), size_t(1) << 30));
   app.add_option("--output", o.output, "JSONL results, in input order (default: stdout)");
   app.add_option("--max-new-tokens", o.max_new_tokens, "new tokens per prompt, where a request does not say");
   app.add_option("--stats-json", o.stats_json, "write the expert-load statistics here as JSON (default: not written)");
@@ -96,88 +117,186 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   // ---- set-up: every rank reaches the same verdict, so a bad input ends all ranks cleanly ----
   std::unique_ptr<runtime::RankRuntime> rt;
   std::unique_ptr<runtime::Tokenizer> tokenizer;
-  launcher::RequestFile request_file;  // the requests, and the ids and format of the input
-  std::vector<runtime::Request>& requests = request_file.requests;
+  std::unique_ptr<launcher::LineChunks> chunks;  // rank 0's reader of --input
   std::string error;
   double load_s = 0;
+  std::string model;  // the model's name in OpenAI's output: the checkpoint folder's
+  std::set<std::string> seen_ids;  // user ids across the input's chunks
+  std::optional<launcher::BatchFormat> format;
+  launcher::RequestFile first_file;  // the input's first chunk, parsed before the load
+  std::string first_text;
+  int64_t first_more = 0, first_line0 = 1;
+  // Step by step, agreeing after each: a rank-0-only failure (its file, its output path) must
+  // not leave the other ranks waiting in a collective.
   try {
     o.run = launcher::resolve_run_config(app, o.run_opts);
     if (o.run.checkpoint.empty())
       throw InputError("no checkpoint: give --checkpoint DIR or a --config with 'checkpoint'");
     if (o.prompt_ids.empty() == o.input.empty())
       throw InputError("give exactly one of --prompt-ids or --input");
-    // Rank 0 writes the results and statistics: find out now, not after generating, that it
-    // cannot (opened to append, so nothing is truncated yet).
-    if (rank == 0)
+    if (!o.prompt_ids.empty()) launcher::parse_id_list(o.prompt_ids);  // refused before loading
+    // Rank 0 reads the input (other nodes may not see the file) and writes the results and
+    // statistics: find out now, not after generating, that it cannot.
+    if (rank == 0) {
+      if (!o.input.empty())
+        chunks = std::make_unique<launcher::LineChunks>(o.input, o.input_chunk_bytes, kMaxLineBytes);
       for (const std::string* path : {&o.output, &o.stats_json})
         if (!path->empty() && !std::ofstream(*path, std::ios::app))
           throw InputError(*path + ": cannot open for writing");
-    if (!o.input.empty()) {
-      // Rank 0 reads (other nodes may not see the file); every rank parses the same text.
-      std::string text;
-      int64_t readable = 1;
-      if (rank == 0) {
-        try {
-          text = launcher::read_text_file(o.input);
-        } catch (const InputError&) {
-          readable = 0;
-        }
-      }
-      comm->broadcast(&readable, sizeof readable, 0);
-      if (!readable) throw InputError(o.input + ": cannot open the input file");
-      text = broadcast_string(*comm, text);
-      request_file = launcher::parse_request_file(text, o.input, o.max_new_tokens);
-    } else {
-      requests.push_back({0, launcher::parse_id_list(o.prompt_ids), o.max_new_tokens});
-      request_file.user_ids.push_back(0);
+      // The first chunk is read and parsed before the model loads: a bad input is refused in
+      // a moment, not after the load.
+      if (chunks) first_more = chunks->next(&first_text, &first_line0) ? 1 : 0;
     }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!agree(*comm, error)) return kExitBadInput;
+  try {
+    if (!o.input.empty()) {
+      comm->broadcast(&first_more, sizeof first_more, 0);
+      comm->broadcast(&first_line0, sizeof first_line0, 0);
+      first_text = broadcast_string(*comm, first_text);
+      if (first_more) {
+        launcher::FilePosition at{first_line0, 0, &seen_ids, std::nullopt};
+        first_file = launcher::parse_request_file(first_text, o.input, o.max_new_tokens, at);
+        format = first_file.format;
+        std::string().swap(first_text);
+      }
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!agree(*comm, error)) return kExitBadInput;
+  try {
     const auto load0 = std::chrono::steady_clock::now();
     rt = std::make_unique<runtime::RankRuntime>(
         o.run, *comm, runtime::LocalRank{mpi.local_rank(), mpi.local_size()});
     load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load0).count();
-    // Text prompts (JSONL "prompt") through the checkpoint's own tokenizer.model.
-    // OpenAI's batch output carries text: decoded wherever the checkpoint has a tokenizer.
-    bool any_text = false;
-    for (const auto& r : requests) any_text |= r.prompt.empty() && !r.text.empty();
-    const std::string spm = o.run.checkpoint + "/tokenizer.model";
-    const bool openai = request_file.format == launcher::BatchFormat::kOpenAi;
-    if (any_text || (openai && std::filesystem::exists(spm))) {
-      tokenizer = runtime::Tokenizer::from_file(spm);
-      for (auto& r : requests)
-        if (r.prompt.empty() && !r.text.empty()) r.prompt = tokenizer->encode(r.text);
-    }
-    for (const auto& r : requests) rt->engine().validate(r);
+    auto folder = std::filesystem::path(o.run.checkpoint).lexically_normal();
+    if (folder.filename().empty()) folder = folder.parent_path();
+    model = folder.filename().string();
   } catch (const std::exception& e) {
     error = e.what();
   }
-  int64_t failed = error.empty() ? 0 : 1;
-  comm->all_reduce(&failed, 1, comm::Communicator::Op::kMax);
-  if (failed) {
-    // Ranks usually fail alike (same flags, same files): then rank 0 alone says why.
-    int64_t rank0_failed = rank == 0 && !error.empty();
-    comm->broadcast(&rank0_failed, sizeof rank0_failed, 0);
-    if (!error.empty() && (rank == 0 || !rank0_failed)) spdlog::error("{}", error);
-    return kExitBadInput;
+  if (!agree(*comm, error)) return kExitBadInput;
+
+  std::ofstream file;  // rank 0's results
+  if (rank == 0 && !o.output.empty()) {
+    file.open(o.output);
+    if (!file) throw InputError(o.output + ": cannot open the output file for writing");
+  }
+  std::ostream& os = o.output.empty() ? std::cout : file;
+  const std::string spm = o.run.checkpoint + "/tokenizer.model";
+
+  // ---- generate, a chunk of the input at a time -----------------------------------------------
+  // Rank 0 reads up to kChunkBytes of whole lines and broadcasts them; every rank parses the
+  // same text, generates for its share, and rank 0 writes the chunk's results in input order
+  // before the next is read. Memory holds one chunk whatever the input's size.
+  int64_t n_requests = 0, generated = 0;
+  double secs = 0;
+  for (int64_t chunk = 0;; ++chunk) {
+    launcher::RequestFile request_file;
+    std::vector<runtime::Request>& requests = request_file.requests;
+    std::string text;
+    int64_t first_line = 1, more = 1;
+    try {
+      if (o.input.empty()) {
+        if (chunk == 0) {
+          requests.push_back({0, launcher::parse_id_list(o.prompt_ids), o.max_new_tokens});
+          request_file.user_ids.push_back(0);
+        } else {
+          more = 0;
+        }
+      } else if (chunk == 0) {
+        more = first_more;
+        request_file = std::move(first_file);
+      } else if (rank == 0) {
+        more = chunks->next(&text, &first_line) ? 1 : 0;
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (!agree(*comm, error)) return kExitBadInput;
+    if (!o.input.empty() && chunk > 0) {
+      comm->broadcast(&more, sizeof more, 0);
+      comm->broadcast(&first_line, sizeof first_line, 0);
+    }
+    if (!more) break;
+    try {
+      if (!o.input.empty() && chunk > 0) {
+        text = broadcast_string(*comm, text);
+        launcher::FilePosition at{first_line, n_requests, &seen_ids, format};
+        request_file = launcher::parse_request_file(text, o.input, o.max_new_tokens, at);
+        format = request_file.format;
+        std::string().swap(text);
+      }
+      // Text prompts (JSONL "prompt") through the checkpoint's own tokenizer.model. OpenAI's
+      // batch output carries text: decoded wherever the checkpoint has a tokenizer.
+      bool any_text = false;
+      for (const auto& r : requests) any_text |= r.prompt.empty() && !r.text.empty();
+      const bool openai = request_file.format == launcher::BatchFormat::kOpenAi;
+      if (!tokenizer && (any_text || (openai && std::filesystem::exists(spm))))
+        tokenizer = runtime::Tokenizer::from_file(spm);
+      for (auto& r : requests)
+        if (r.prompt.empty() && !r.text.empty()) r.prompt = tokenizer->encode(r.text);
+      for (const auto& r : requests) rt->engine().validate(r);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (!agree(*comm, error)) return kExitBadInput;
+
+    const auto owner = assign_ranks(requests, world);
+    int64_t mine = 0;
+    for (size_t i = 0; i < requests.size(); ++i)
+      if (owner[i] == rank) {
+        rt->engine().add(requests[i]);
+        ++mine;
+      }
+    spdlog::debug("chunk {}: {} of {} requests on this rank", chunk, mine, requests.size());
+    std::vector<runtime::Result> results;
+    const auto t0 = std::chrono::steady_clock::now();
+    rt->engine().run([&](runtime::Result&& r) { results.push_back(std::move(r)); });
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    // Collect on rank 0, in input order.
+    std::string lines;
+    for (const auto& r : results) lines += launcher::result_to_json_line(r) + "\n";
+    const auto all = all_gather_strings(*comm, lines);
+    n_requests += int64_t(requests.size());
+    if (rank != 0) continue;
+    std::map<int64_t, runtime::Result> by_id;
+    for (const auto& t : all) {
+      std::istringstream in(t);
+      std::string line;
+      while (std::getline(in, line))
+        if (!line.empty()) {
+          auto r = launcher::result_from_json_line(line);
+          by_id[r.id] = std::move(r);
+        }
+    }
+    if (by_id.size() != requests.size())
+      MOE_THROW("collected " + std::to_string(by_id.size()) + " results for " +
+                std::to_string(requests.size()) + " requests");
+    for (const auto& [id, r] : by_id) generated += int64_t(r.output.size());
+    if (o.input.empty()) {
+      const auto& out = by_id.begin()->second.output;
+      for (size_t i = 0; i < out.size(); ++i) std::printf("%s%d", i ? "," : "", out[i]);
+      std::printf("\n");
+      std::fflush(stdout);
+      continue;
+    }
+    const bool openai = request_file.format == launcher::BatchFormat::kOpenAi;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const runtime::Request& req = requests[i];
+      runtime::Result& r = by_id.at(req.id);
+      if ((!req.text.empty() || openai) && tokenizer) r.text = tokenizer->decode(r.output);
+      os << launcher::result_line(request_file, i, r, model) << "\n";
+    }
+    os.flush();
+    if (!os) throw InputError((o.output.empty() ? "stdout" : o.output) + ": write failed");
   }
 
-  // ---- generate -------------------------------------------------------------------------
-  const auto owner = assign_ranks(requests, world);
-  int64_t mine = 0;
-  for (size_t i = 0; i < requests.size(); ++i)
-    if (owner[i] == rank) {
-      rt->engine().add(requests[i]);
-      ++mine;
-    }
-  spdlog::info("{} of {} requests on this rank", mine, requests.size());
-  std::vector<runtime::Result> results;
-  const auto t0 = std::chrono::steady_clock::now();
-  rt->engine().run([&](runtime::Result&& r) { results.push_back(std::move(r)); });
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  // ---- collect on rank 0, in input order ---------------------------------------------------
-  std::string lines;
-  for (const auto& r : results) lines += launcher::result_to_json_line(r) + "\n";
-  const auto all = all_gather_strings(*comm, lines);
+  // ---- summary -------------------------------------------------------------------------------
   rt->stats().steps = rt->engine().steps();
   rt->stats().reduce(*comm);
   // The step time: the slowest rank's (every rank waits for it at the exchanges), split into
@@ -194,48 +313,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   comm->all_reduce(times, 3, comm::Communicator::Op::kMax);
   if (rank != 0) return 0;
 
-  std::map<int64_t, runtime::Result> by_id;
-  for (const auto& text : all) {
-    std::istringstream in(text);
-    std::string line;
-    while (std::getline(in, line))
-      if (!line.empty()) {
-        auto r = launcher::result_from_json_line(line);
-        by_id[r.id] = std::move(r);
-      }
-  }
-  int64_t generated = 0;
-  for (const auto& [id, r] : by_id) generated += int64_t(r.output.size());
-  if (by_id.size() != requests.size())
-    MOE_THROW("collected " + std::to_string(by_id.size()) + " results for " +
-              std::to_string(requests.size()) + " requests");
-
-  if (!o.prompt_ids.empty() && o.output.empty()) {
-    const auto& out = by_id.begin()->second.output;
-    for (size_t i = 0; i < out.size(); ++i) std::printf("%s%d", i ? "," : "", out[i]);
-    std::printf("\n");
-    std::fflush(stdout);
-  } else {
-    std::ofstream file;
-    if (!o.output.empty()) {
-      file.open(o.output);
-      if (!file) throw InputError(o.output + ": cannot open the output file for writing");
-    }
-    std::ostream& os = o.output.empty() ? std::cout : file;
-    const bool openai = request_file.format == launcher::BatchFormat::kOpenAi;
-    // The model's name in OpenAI's output: the checkpoint folder's.
-    auto folder = std::filesystem::path(o.run.checkpoint).lexically_normal();
-    if (folder.filename().empty()) folder = folder.parent_path();
-    const std::string model = folder.filename().string();
-    for (size_t i = 0; i < requests.size(); ++i) {
-      const runtime::Request& req = requests[i];
-      runtime::Result& r = by_id.at(req.id);
-      if ((!req.text.empty() || openai) && tokenizer) r.text = tokenizer->decode(r.output);
-      os << launcher::result_line(request_file, i, r, model) << "\n";
-    }
-  }
   spdlog::info("{} requests, {} tokens generated in {:.3f} s ({:.1f} tokens/s) on {} rank(s)",
-               requests.size(), generated, secs, generated / std::max(secs, 1e-9), world);
+               n_requests, generated, secs, generated / std::max(secs, 1e-9), world);
   spdlog::info("load {:.2f} s; prefill {} tokens in {:.3f} s ({:.1f} tokens/s, {} steps); decode "
                "{} tokens in {:.3f} s ({:.1f} tokens/s, {} steps)",
                times[2], tokens[0], times[0], tokens[0] / std::max(times[0], 1e-9),

@@ -16,6 +16,7 @@
 #include "launcher/sampling_proto.h"
 #include "common/log.h"
 #include "launcher/cli_parse.h"
+#include "launcher/coordinator/auth.h"
 #include "launcher/rank_main.h"
 #include "launcher/run_options.h"
 #include "moe/v1/worker.grpc.pb.h"
@@ -31,12 +32,14 @@ using namespace moe;
 // takes one write at a time: every write goes through that thread, in order).
 class GrpcController final : public runtime::Controller {
  public:
-  GrpcController(const std::string& address, const runtime::RankRuntime& rt, int world,
+  GrpcController(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> creds,
+                 const std::string& secret, const runtime::RankRuntime& rt, int world,
                  const std::string& tokenizer_model) {
-    channel_ = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    channel_ = grpc::CreateChannel(address, creds);
     if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)))
       throw InputError("cannot reach the coordinator at " + address + " within 30 s");
     stub_ = moe::v1::WorkerLink::NewStub(channel_);
+    ctx_.AddMetadata(coordinator::kWorkerSecretHeader, secret);
     stream_ = stub_->Attach(&ctx_);
     moe::v1::WorkerMessage hello;
     auto* h = hello.mutable_hello();
@@ -47,7 +50,16 @@ class GrpcController final : public runtime::Controller {
     h->set_experts(cfg.num_local_experts);
     h->set_layers(cfg.num_hidden_layers);
     h->set_tokenizer_model(tokenizer_model);
-    if (!stream_->Write(hello)) throw InputError("the coordinator at " + address + " closed the link");
+    // The coordinator answers with `attached` (or work re-submitted after it), or ends the stream
+    // with why it refused this job.
+    moe::v1::CoordinatorMessage first;
+    if (!stream_->Write(hello) || !stream_->Read(&first)) {
+      stream_->WritesDone();
+      const grpc::Status st = stream_->Finish();
+      throw InputError("the coordinator at " + address + " refused this worker job: " +
+                       (st.ok() ? std::string("it closed the link") : st.error_message()));
+    }
+    if (first.kind_case() != moe::v1::CoordinatorMessage::kAttached) queue_.push_back(first);
     reader_ = std::thread([this] { read_loop(); });
     writer_ = std::thread([this] { write_loop(); });
   }
@@ -76,6 +88,7 @@ class GrpcController final : public runtime::Controller {
           runtime::WorkAssignment a;
           a.request.id = m.work().seq_id();
           a.request.prompt.assign(m.work().prompt_ids().begin(), m.work().prompt_ids().end());
+          a.request.resumed.assign(m.work().resumed_ids().begin(), m.work().resumed_ids().end());
           a.request.max_new_tokens = m.work().max_new_tokens();
           a.request.ignore_eos = m.work().ignore_eos();
           a.request.sampling = launcher::sampling_from_proto(m.work().sampling());
@@ -88,6 +101,8 @@ class GrpcController final : public runtime::Controller {
           break;
         case moe::v1::CoordinatorMessage::kShutdown:
           c.shutdown = true;
+          break;
+        case moe::v1::CoordinatorMessage::kAttached:
           break;
         default:
           break;
@@ -196,11 +211,14 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   const int rank = comm->rank(), world = comm->size();
   set_log_rank(rank, world);
   std::string coordinator = "127.0.0.1:50051", log_level = "info";
+  std::string secret_file, tls_ca;
   launcher::RunOptions ro;
   CLI::App app{"moe-worker: one rank of a serving job (run under mpirun -np N); rank 0 attaches "
                "to moe-coordinator."};
   app.option_defaults()->always_capture_default();
   app.add_option("--coordinator", coordinator, "address of moe-coordinator");
+  app.add_option("--worker-secret-file", secret_file, "file whose first line is the coordinator's worker secret (default: the MOE_WORKER_SECRET environment variable)");
+  app.add_option("--tls-ca", tls_ca, "PEM root certificates: reach the coordinator over TLS (default: plain text)");
   launcher::add_run_options(app, ro);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -230,7 +248,19 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
         tokenizer.assign(std::istreambuf_iterator<char>(in), {});
         spdlog::info("tokenizer: {} ({} bytes) sent to the coordinator", tok_path, tokenizer.size());
       }
-      link = std::make_unique<GrpcController>(coordinator, *rt, world, tokenizer);
+      const auto secret = coordinator::read_secret(secret_file, coordinator::kWorkerSecretEnv);
+      if (!secret)
+        throw InputError("no worker secret: set MOE_WORKER_SECRET or give --worker-secret-file "
+                         "(the coordinator's; moe-launch passes it itself)");
+      std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+      if (!tls_ca.empty()) {
+        std::ifstream in(tls_ca);
+        if (!in) throw InputError("--tls-ca " + tls_ca + ": cannot read it");
+        grpc::SslCredentialsOptions ssl;
+        ssl.pem_root_certs.assign(std::istreambuf_iterator<char>(in), {});
+        creds = grpc::SslCredentials(ssl);
+      }
+      link = std::make_unique<GrpcController>(coordinator, creds, *secret, *rt, world, tokenizer);
     } catch (const std::exception& e) {
       error = e.what();
       failed = 1;

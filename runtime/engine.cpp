@@ -31,6 +31,15 @@ void Engine::validate(const Request& r) const {
   if (r.max_new_tokens < 1)
     throw InputError(who + "max_new_tokens is " + std::to_string(r.max_new_tokens) +
                      " (expected >= 1)");
+  if (r.resumed.size() >= size_t(std::max(r.max_new_tokens, 0)))
+    throw InputError(who + "resumes after " + std::to_string(r.resumed.size()) +
+                     " generated tokens, expected fewer than max_new_tokens (" +
+                     std::to_string(r.max_new_tokens) + ")");
+  for (size_t i = 0; i < r.resumed.size(); ++i)
+    if (r.resumed[i] < 0 || r.resumed[i] >= V)
+      throw InputError(who + "resumed token " + std::to_string(i) + " is " +
+                       std::to_string(r.resumed[i]) + ", outside the vocabulary [0, " +
+                       std::to_string(V) + ")");
   if (int64_t(r.prompt.size()) + r.max_new_tokens > max_context_)
     throw InputError(who + "prompt of " + std::to_string(r.prompt.size()) + " tokens plus " +
                      std::to_string(r.max_new_tokens) + " new tokens exceeds the context of " +
@@ -54,6 +63,8 @@ void Engine::schedule() {
     waiting_.pop_front();
     s.slot = cache_.acquire();
     s.tokens = s.req.prompt;
+    s.tokens.insert(s.tokens.end(), s.req.resumed.begin(), s.req.resumed.end());
+    s.generated = s.req.resumed;  // a resumed sequence goes on counting from them
     s.seed = s.req.sampling.seed ? *s.req.sampling.seed
                                  : (uint64_t(entropy_()) << 32) ^ uint64_t(entropy_());
     running_.push_back(std::move(s));
@@ -78,12 +89,12 @@ void Engine::schedule() {
   for (size_t j = 0; j < n && budget > 0; ++j) {
     const size_t i = (j + size_t(steps_)) % n;
     Sequence& s = running_[i];
-    if (s.cached == int(s.tokens.size()) - 1 && !s.generated.empty()) push(s, 1, int(i));
+    if (s.decoding && s.cached == int(s.tokens.size()) - 1) push(s, 1, int(i));
   }
   // Then prefill, in chunks that fit what is left of the budget.
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence& s = running_[i];
-    if (!s.generated.empty()) continue;
+    if (s.decoding) continue;
     const int left = int(s.tokens.size()) - s.cached;
     if (left > 0) {
       const int n = std::min(left, budget);
@@ -126,6 +137,7 @@ bool Engine::step() {
                                        sp.logprobs >= 0 ? &lp : nullptr);
     s.generated.push_back(next);
     s.tokens.push_back(next);
+    s.decoding = true;
     if (sp.logprobs >= 0) s.logprobs.push_back(std::move(lp));
   }
   for (size_t j = 0; j < logit_seq_.size(); ++j) {
@@ -191,7 +203,8 @@ void Engine::cancel(int64_t id) {
 
 int64_t Engine::outstanding_tokens() const {
   int64_t n = 0;
-  for (const auto& r : waiting_) n += int64_t(r.prompt.size()) + r.max_new_tokens;
+  for (const auto& r : waiting_)
+    n += int64_t(r.prompt.size()) + r.max_new_tokens;  // resumed tokens: prefilled, not made
   for (const auto& s : running_)
     n += int64_t(s.req.prompt.size()) - std::min<int64_t>(s.cached, s.req.prompt.size()) +
          s.req.max_new_tokens - int64_t(s.generated.size());

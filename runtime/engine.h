@@ -84,6 +84,7 @@ class Engine {
     std::vector<int32_t> generated;
     std::vector<TokenLogprob> logprobs;  // per generated token, where asked
     uint64_t seed = 0;                   // the request's, or one drawn for it
+    bool decoding = false;  // its first token of this job is sampled: one token per step now
   };
   void schedule();  // fills batch_ from running_ and waiting_
   void finish(size_t i, FinishReason why);

@@ -17,6 +17,11 @@ struct Request {
   bool ignore_eos = false;  // on top of the engine's own setting
   std::string text;         // a text prompt, before tokenization (prompt is then filled from it)
   SamplingParams sampling;  // greedy unless asked otherwise
+  // Tokens an earlier worker job already generated for this request before it was lost (the
+  // coordinator re-submits unfinished sequences to a restarted job). They are prefilled after
+  // the prompt and count as output: sampling draws, penalties, min_tokens and max_new_tokens
+  // go on from them, so the tokens that follow are those the lost job would have made.
+  std::vector<int32_t> resumed;
 };
 
 // kStop: one of the request's stop_token_ids was generated (it ends the output, as eos does).
@@ -28,10 +33,10 @@ std::optional<FinishReason> parse_finish_reason(const std::string& name);
 
 struct Result {
   int64_t id = 0;
-  std::vector<int32_t> output;  // generated ids, eos (or the stop token) included when hit
+  std::vector<int32_t> output;  // generated ids (resumed ones first), eos (or the stop token) included when hit
   FinishReason finish = FinishReason::kLength;
   std::optional<std::string> text;  // the decoded output, for text prompts
-  std::vector<TokenLogprob> logprobs;  // one per output token, where the request asked
+  std::vector<TokenLogprob> logprobs;  // one per token this job made, where the request asked
 };
 
 }  // namespace moe::runtime

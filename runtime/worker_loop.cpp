@@ -83,6 +83,7 @@ std::string encode_control(const Control& c) {
     w.put(a.request.id);
     w.put(a.rank);
     w.put(a.request.prompt);
+    w.put(a.request.resumed);
     w.put(a.request.max_new_tokens);
     w.put(uint8_t(a.request.ignore_eos));
     put_sampling(w, a.request.sampling);
@@ -102,6 +103,7 @@ Control decode_control(const std::string& s) {
     a.request.id = r.get<int64_t>();
     a.rank = r.get<int>();
     a.request.prompt = r.get_vector<int32_t>();
+    a.request.resumed = r.get_vector<int32_t>();
     a.request.max_new_tokens = r.get<int>();
     a.request.ignore_eos = r.get<uint8_t>();
     a.request.sampling = get_sampling(r);

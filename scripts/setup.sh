@@ -17,6 +17,7 @@ PACKAGES=(
   libcli11-dev libspdlog-dev              # command lines and logs
   libcpp-httplib-dev                      # the coordinator's /metrics endpoint
   libsentencepiece-dev                    # text prompts where a tokenizer.model exists
+  openssl                                 # test certificates for the TLS tests
   clang libclang-rt-dev                   # libFuzzer for the parsers' harnesses (scripts/fuzz.sh)
 )
 

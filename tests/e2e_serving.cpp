@@ -18,6 +18,7 @@
 #include <grpcpp/generic/generic_stub.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -31,6 +32,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "moe/v1/inference.grpc.pb.h"
+#include "moe/v1/worker.grpc.pb.h"
 
 extern char** environ;
 
@@ -194,10 +196,15 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
+// The API key every call carries ("" for none): set by the tests that turn keys on.
+std::string g_api_key;
+const char kWorkerSecret[] = "e2e-worker-secret-0123456789";
+
 template <class R>
-std::unique_ptr<grpc::ClientContext> ctx_for(double secs) {
+std::unique_ptr<grpc::ClientContext> ctx_for(double secs, const std::string& key = g_api_key) {
   auto c = std::make_unique<grpc::ClientContext>();
   c->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(int(secs * 1000)));
+  if (!key.empty()) c->AddMetadata("authorization", "Bearer " + key);
   return c;
 }
 
@@ -210,24 +217,36 @@ struct Job {
 class ServingTest : public ::testing::Test {
  public:  // the shared checks below are free functions
   void start(const Job& job) {
+    // The coordinator refuses to start without a worker secret; the workers present it.
+    setenv("MOE_WORKER_SECRET", kWorkerSecret, 1);
     port_ = free_port();
     addr_ = "127.0.0.1:" + std::to_string(port_);
     const std::string tag = ::testing::UnitTest::GetInstance()->current_test_info()->name();
     coord_log_ = "/tmp/moe_e2e_" + tag + "_coordinator.log";
     worker_log_ = "/tmp/moe_e2e_" + tag + "_worker.log";
     std::vector<std::string> c = {kBin + "/moe-coordinator", "--listen", addr_, "--rank-timeout-s",
-                                  "3", "--drain-timeout-s", "10"};
+                                  "3", "--drain-timeout-s", "10", "--drain-grace-s", "5"};
     const auto& ca = job.coordinator_args;
     if (std::find(ca.begin(), ca.end(), "--metrics-port") == ca.end())
       c.insert(c.end(), {"--metrics-port", "0"});
     c.insert(c.end(), ca.begin(), ca.end());
     coordinator_ = std::make_unique<Child>(c, coord_log_);
+    start_workers(job);
+    wait_ready();
+  }
+
+  // A worker job for the running coordinator (again, after one was lost: as moe-launch does).
+  void start_workers(const Job& job) {
     std::vector<std::string> w = {"mpirun", "--oversubscribe"};
     if (geteuid() == 0) w.push_back("--allow-run-as-root");
     w.insert(w.end(), {"-np", std::to_string(job.ranks), kBin + "/moe-worker", "--coordinator",
                        addr_, "--config", kConfigs + "/tiny_a.yaml", "--log-level", "warn"});
     w.insert(w.end(), job.worker_args.begin(), job.worker_args.end());
-    workers_ = std::make_unique<Child>(w, worker_log_);
+    if (workers_) workers_->stop(SIGKILL, 5);
+    workers_ = std::make_unique<Child>(w, worker_log_ + (workers_ ? ".again" : ""));
+  }
+
+  void wait_ready() {
     // Ready once the worker job has attached (GetLoadStats answers OK). A fresh channel per
     // attempt: a channel that failed to connect waits out a reconnect backoff of seconds.
     const auto until = Clock::now() + std::chrono::seconds(60);
@@ -235,7 +254,7 @@ class ServingTest : public ::testing::Test {
       stub_ = moe::v1::Inference::NewStub(
           grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials()));
       moe::v1::LoadStatsResponse r;
-      if (stub_->GetLoadStats(ctx_for<int>(1).get(), {}, &r).ok()) return;
+      if (stub_->GetLoadStats(ctx_for<int>(1).get(), {}, &r).ok() && r.worker_attached()) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     FAIL() << "the serving job did not become ready in 60 s\ncoordinator:\n"
@@ -243,6 +262,7 @@ class ServingTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    g_api_key.clear();
     if (coordinator_) coordinator_->stop(SIGTERM, 15);
     if (workers_) workers_->stop(SIGTERM, 10);
     if (HasFailure())
@@ -315,8 +335,8 @@ class ServingTest : public ::testing::Test {
   std::unique_ptr<moe::v1::Inference::Stub> stub_;
 };
 
-// 64 prompts of 1 to 24 tokens, 1 to 12 new tokens each, seeded.
-std::string make_prompts_jsonl(int n) {
+// n prompts of 1 to 24 tokens, min_new to min_new + 11 new tokens each, seeded.
+std::string make_prompts_jsonl(int n, int min_new = 1) {
   std::mt19937 rng(2024);
   std::string out;
   for (int i = 0; i < n; ++i) {
@@ -325,7 +345,7 @@ std::string make_prompts_jsonl(int n) {
     std::vector<int> p(1 + rng() % 24);
     for (auto& t : p) t = 3 + int(rng() % 509);
     j["prompt_ids"] = p;
-    j["max_new_tokens"] = 1 + int(rng() % 12);
+    j["max_new_tokens"] = min_new + int(rng() % 12);
     out += j.dump() + "\n";
   }
   return out;
@@ -806,8 +826,9 @@ TEST_F(ServingTest, CancelledClientFreesItsSequence) {
 // UNAVAILABLE and a message, within the bound; no client hangs.
 TEST_F(ServingTest, KilledRankFailsTheBatchWithinTheBound) {
   // One token per rank per step: the tiny model is fast, and the batch must still be running
-  // when the rank dies (64 x 250 tokens take thousands of steps).
-  start({2, {}, {"--max-tokens-per-step", "1"}});
+  // when the rank dies (64 x 250 tokens take thousands of steps). Recovery off: the sequences
+  // fail at once instead of waiting for a new job.
+  start({2, {"--recovery-wait-s", "0"}, {"--max-tokens-per-step", "1"}});
   moe::v1::GenerateRequest g;
   g.add_prompt_ids(9);
   g.set_max_new_tokens(250);
@@ -890,9 +911,30 @@ void hung_rank_fails_in_time(ServingTest* t, int rank, int batch_items, int prom
   auto st = t->stub_->SubmitBatch(ctx_for<int>(20).get(), req, &sub);
   ASSERT_TRUE(st.ok()) << st.error_message();
 
+  // While the job is silent every other RPC answers at once: no lock is held across a send to
+  // the stalled rank 0.
+  std::atomic<bool> streaming{true};
+  std::atomic<int> answered{0}, slow{0};
+  std::thread prober([&] {
+    moe::v1::GetBatchRequest gb;
+    gb.set_batch_id(sub.batch_id());
+    while (streaming) {
+      const auto t0 = Clock::now();
+      moe::v1::LoadStatsResponse ls;
+      moe::v1::BatchStatus bs;
+      const bool ok = t->stub_->GetLoadStats(ctx_for<int>(1).get(), {}, &ls).ok() &&
+                      t->stub_->GetBatch(ctx_for<int>(1).get(), gb, &bs).ok();
+      if (ok && Clock::now() - t0 < std::chrono::milliseconds(500)) ++answered; else ++slow;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
   moe::v1::GenerateResponse r;
   while (stream->Read(&r)) {
   }
+  streaming = false;
+  prober.join();
+  EXPECT_EQ(slow.load(), 0) << "RPCs blocked or failed while the job was silent";
+  EXPECT_GT(answered.load(), 5);
   st = stream->Finish();
   const double secs = std::chrono::duration<double>(Clock::now() - frozen_at).count();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
@@ -922,12 +964,13 @@ void hung_rank_fails_in_time(ServingTest* t, int rank, int batch_items, int prom
 }
 
 TEST_F(ServingTest, HungRankFailsRequestsWithinTheRankTimeout) {
-  start({2, {}, {"--max-tokens-per-step", "1"}});  // slow enough to be mid-run when it hangs
+  // Slow enough to be mid-run when it hangs; recovery off (nothing restarts the job here).
+  start({2, {"--recovery-wait-s", "0"}, {"--max-tokens-per-step", "1"}});
   hung_rank_fails_in_time(this, 1, 16, 1);
 }
 
 TEST_F(ServingTest, HungRankZeroFailsRequestsWithinTheRankTimeout) {
-  start({2, {}, {"--max-tokens-per-step", "1"}});
+  start({2, {"--recovery-wait-s", "0"}, {"--max-tokens-per-step", "1"}});
   hung_rank_fails_in_time(this, 0, 1000, 32);
 }
 
@@ -1187,10 +1230,237 @@ TEST_F(ServingTest, SigtermDrainsInFlightWork) {
   while (stream->Read(&r)) ++n;
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(n, 250);
+  // The finished batch stays readable during the drain until its client has its results
+  // (--drain-grace-s); fetching them lets the coordinator go.
+  moe::v1::GetBatchRequest gb;
+  gb.set_batch_id(sub.batch_id());
+  const auto bs = watch_to_end(gb, 30);
+  EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_DONE) << bs.error();
+  moe::v1::BatchStatus done;
+  ASSERT_TRUE(stub_->GetBatch(ctx_for<int>(10).get(), gb, &done).ok());
+  ASSERT_EQ(done.results_size(), 32);
+  for (const auto& res : done.results()) EXPECT_EQ(res.output_ids_size(), 250);
   const int st = coordinator_->stop(0, 20);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
   const int ws = workers_->stop(0, 20);  // the worker job stops when told to
   EXPECT_TRUE(WIFEXITED(ws) && WEXITSTATUS(ws) == 0) << "status " << ws;
+}
+
+// kill -9 of a rank mid-batch with recovery on (the default): the coordinator keeps every
+// unfinished sequence with the tokens it has; a new worker job (started here, as moe-launch
+// does) goes on from them. The batch completes with moe-run's tokens, and a streamed Generate
+// continues without a repeated or missing token.
+void killed_rank_recovers(ServingTest* t, int ranks, int victim_rank) {
+  const std::string jsonl = make_prompts_jsonl(64, 40);
+  const auto want = moe_run_results(jsonl);
+  ASSERT_EQ(want.size(), 64u);
+  const Job job{ranks, {}, {}};
+  t->start(job);
+
+  moe::v1::GenerateRequest g;
+  g.add_prompt_ids(9);
+  g.set_max_new_tokens(150);
+  g.set_ignore_eos(true);
+  auto gctx = ctx_for<int>(120);
+  auto stream = t->stub_->Generate(gctx.get(), g);
+  std::vector<int32_t> streamed;
+  moe::v1::GenerateResponse r;
+  ASSERT_TRUE(stream->Read(&r));
+  streamed.push_back(r.token_id());
+
+  moe::v1::SubmitBatchRequest req;
+  std::istringstream lines(jsonl);
+  for (std::string line; std::getline(lines, line);) {
+    const json j = json::parse(line);
+    auto* it = req.add_items();
+    it->set_id(j["id"].get<int64_t>());
+    for (int x : j["prompt_ids"]) it->add_prompt_ids(x);
+    it->set_max_new_tokens(j["max_new_tokens"].get<int>());
+  }
+  moe::v1::SubmitBatchResponse sub;
+  ASSERT_TRUE(t->stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
+  moe::v1::GetBatchRequest gb;
+  gb.set_batch_id(sub.batch_id());
+  // Kill once the batch has made tokens, well before it is done.
+  moe::v1::BatchStatus bs;
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  while (Clock::now() < until) {
+    ASSERT_TRUE(t->stub_->GetBatch(ctx_for<int>(5).get(), gb, &bs).ok());
+    if (bs.generated_tokens() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const pid_t victim = t->workers_->rank_pid(victim_rank);
+  ASSERT_GT(victim, 0) << "no rank " << victim_rank << " among mpirun's descendants";
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  const auto killed_at = Clock::now();
+  ASSERT_TRUE(t->stats_until([](const moe::v1::LoadStatsResponse& s) {
+    return !s.worker_attached();
+  })) << "the coordinator did not notice the lost job";
+  const auto lost = t->stats();
+  EXPECT_GT(lost.waiting_for_worker(), 0) << "the sequences in flight must wait, not fail";
+  ASSERT_TRUE(t->stub_->GetBatch(ctx_for<int>(5).get(), gb, &bs).ok());
+  EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_RUNNING) << bs.error();
+  EXPECT_LT(bs.completed(), 64) << "the kill came too late to test anything";
+  EXPECT_EQ(bs.failed(), 0);
+
+  t->start_workers(job);
+  t->wait_ready();
+  const double recovery_s = std::chrono::duration<double>(Clock::now() - killed_at).count();
+  std::fprintf(stderr, "recovery at %d ranks (rank %d killed): %.2f s from kill -9 to the new "
+               "job attached\n", ranks, victim_rank, recovery_s);
+
+  const auto end = t->watch_to_end(gb, 120);
+  ASSERT_EQ(end.state(), moe::v1::BATCH_STATE_DONE) << end.error();
+  moe::v1::BatchStatus done;
+  ASSERT_TRUE(t->stub_->GetBatch(ctx_for<int>(10).get(), gb, &done).ok());
+  ASSERT_EQ(done.results_size(), 64);
+  for (const auto& res : done.results()) {
+    const json& w = want.at(res.id());
+    EXPECT_EQ(std::vector<int32_t>(res.output_ids().begin(), res.output_ids().end()),
+              w["output_ids"].get<std::vector<int32_t>>())
+        << "id " << res.id();
+    EXPECT_EQ(res.finish_reason(), w["finish_reason"].get<std::string>()) << "id " << res.id();
+  }
+
+  while (stream->Read(&r)) {
+    EXPECT_EQ(r.index(), int(streamed.size())) << "a token repeated or missing in the stream";
+    streamed.push_back(r.token_id());
+  }
+  const auto st = stream->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  // The same request on the new job, uninterrupted, gives the same tokens.
+  auto g2 = ctx_for<int>(60);
+  auto again = t->stub_->Generate(g2.get(), g);
+  std::vector<int32_t> clean;
+  while (again->Read(&r)) clean.push_back(r.token_id());
+  EXPECT_TRUE(again->Finish().ok());
+  EXPECT_EQ(streamed.size(), 150u);
+  EXPECT_EQ(streamed, clean);
+
+  const auto ls = t->stats();
+  EXPECT_TRUE(ls.worker_attached());
+  EXPECT_EQ(ls.worker_restarts(), 1);
+  EXPECT_GT(ls.resubmitted(), 0);
+  EXPECT_EQ(ls.waiting_for_worker(), 0);
+  EXPECT_EQ(ls.in_flight(), 0);
+}
+
+TEST_F(ServingTest, KilledRankRecoversWithTheSameTokensAt2Ranks) { killed_rank_recovers(this, 2, 1); }
+TEST_F(ServingTest, KilledRankZeroRecoversWithTheSameTokensAt2Ranks) {
+  killed_rank_recovers(this, 2, 0);
+}
+TEST_F(ServingTest, KilledRankRecoversWithTheSameTokensAt4Ranks) { killed_rank_recovers(this, 4, 3); }
+
+// Past --recovery-wait-s without a new job the kept sequences fail with UNAVAILABLE, naming
+// the loss and the option.
+TEST_F(ServingTest, KeptSequencesFailWhenNoJobComesBack) {
+  start({2, {"--recovery-wait-s", "1"}, {"--max-tokens-per-step", "1"}});
+  moe::v1::SubmitBatchRequest req = small_batch(8, 5, 250);
+  req.set_ignore_eos(true);
+  moe::v1::SubmitBatchResponse sub;
+  ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
+  ASSERT_EQ(::kill(workers_->rank_pid(1), SIGKILL), 0);
+  moe::v1::GetBatchRequest gb;
+  gb.set_batch_id(sub.batch_id());
+  const auto bs = watch_to_end(gb, 30);
+  EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_FAILED);
+  EXPECT_EQ(bs.error_code(), int(grpc::StatusCode::UNAVAILABLE));
+  EXPECT_NE(bs.error().find("--recovery-wait-s"), std::string::npos) << bs.error();
+  EXPECT_EQ(bs.failed(), 8);
+  // The failed batch's results still name each item's failure.
+  moe::v1::BatchStatus done;
+  ASSERT_TRUE(stub_->GetBatch(ctx_for<int>(10).get(), gb, &done).ok());
+  ASSERT_EQ(done.results_size(), 8);
+  for (const auto& res : done.results()) EXPECT_NE(res.error(), "");
+}
+
+// Only a job holding the coordinator's secret may attach; a rogue client is refused before it
+// sees any work, and a worker job with the wrong secret says why and exits non-zero.
+TEST_F(ServingTest, WorkerLinkNeedsTheSecret) {
+  start({1, {}, {}});
+  auto link = moe::v1::WorkerLink::NewStub(
+      grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials()));
+  for (const std::string secret : {std::string(), std::string("not-the-secret-0123456789")}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (!secret.empty()) ctx.AddMetadata("x-moe-worker-secret", secret);
+    auto stream = link->Attach(&ctx);
+    moe::v1::WorkerMessage hello;
+    auto* h = hello.mutable_hello();
+    h->set_world_size(1);
+    h->set_vocab_size(512);
+    h->set_max_context(64);
+    h->set_experts(8);
+    h->set_layers(2);
+    stream->Write(hello);
+    moe::v1::CoordinatorMessage m;
+    EXPECT_FALSE(stream->Read(&m)) << "a rogue attach got a message";
+    const auto st = stream->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  }
+  // The real job still serves.
+  moe::v1::GenerateRequest g;
+  g.add_prompt_ids(9);
+  g.set_max_new_tokens(3);
+  auto gctx = ctx_for<int>(30);
+  auto stream = stub_->Generate(gctx.get(), g);
+  moe::v1::GenerateResponse r;
+  int n = 0;
+  while (stream->Read(&r)) ++n;
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(n, 3);
+
+  // A job with the wrong secret, against a coordinator that has none attached.
+  workers_->stop(SIGTERM, 20);
+  ASSERT_TRUE(stats_until([](const moe::v1::LoadStatsResponse& s) { return !s.worker_attached(); }));
+  setenv("MOE_WORKER_SECRET", "not-the-secret-0123456789", 1);
+  start_workers({1, {}, {}});
+  setenv("MOE_WORKER_SECRET", kWorkerSecret, 1);
+  const int ws = workers_->stop(0, 60);
+  EXPECT_TRUE(WIFEXITED(ws) && WEXITSTATUS(ws) != 0) << "status " << ws;
+  const std::string log = slurp(worker_log_ + ".again");
+  EXPECT_NE(log.find("refused this worker job"), std::string::npos) << log;
+  EXPECT_NE(log.find("secret"), std::string::npos) << log;
+  EXPECT_EQ(health(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+}
+
+// With API keys on, every call needs one, batch ids are 128 random bits, and a batch answers
+// only to the key that submitted it.
+TEST_F(ServingTest, BatchesAnswerOnlyToTheKeyThatMadeThem) {
+  const std::string keys = "/tmp/moe_e2e_api_keys.txt";
+  std::ofstream(keys) << "# two clients\nkey-alpha-0001\nkey-bravo-0002\n";
+  g_api_key = "key-alpha-0001";
+  start({1, {"--api-keys-file", keys}, {}});
+  const auto req = small_batch(4, 5, 3);
+  moe::v1::SubmitBatchResponse sub, sub2;
+  for (const std::string key : {std::string(), std::string("key-wrong-9999")}) {
+    const auto st = stub_->SubmitBatch(ctx_for<int>(10, key).get(), req, &sub);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << "key '" << key << "'";
+  }
+  ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
+  ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub2).ok());
+  for (const auto& id : {sub.batch_id(), sub2.batch_id()}) {
+    ASSERT_EQ(id.size(), 6u + 32u) << id;
+    EXPECT_EQ(id.substr(0, 6), "batch-");
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef", 6), std::string::npos) << id;
+  }
+  EXPECT_NE(sub.batch_id(), sub2.batch_id());
+  moe::v1::GetBatchRequest gb;
+  gb.set_batch_id(sub.batch_id());
+  EXPECT_EQ(watch_to_end(gb, 30).state(), moe::v1::BATCH_STATE_DONE);
+  moe::v1::BatchStatus out;
+  auto st = stub_->GetBatch(ctx_for<int>(10, "key-bravo-0002").get(), gb, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_EQ(out.results_size(), 0);
+  {
+    auto ctx = ctx_for<int>(10, "key-bravo-0002");
+    auto reader = stub_->WatchBatch(ctx.get(), gb);
+    moe::v1::BatchStatus x;
+    EXPECT_FALSE(reader->Read(&x));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  ASSERT_TRUE(stub_->GetBatch(ctx_for<int>(10).get(), gb, &out).ok());
+  EXPECT_EQ(out.results_size(), 4);
 }
 
 }  // namespace

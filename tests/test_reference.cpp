@@ -9,6 +9,7 @@
 #include <map>
 
 #include "comm/mpi_communicator.h"
+#include "common/error.h"
 #include "runtime/rank_runtime.h"
 #include "tests/support/reference_run.h"
 #include "tests/support/test_env.h"
@@ -137,6 +138,59 @@ TEST_P(ReferenceTest, BatchedEqualsOneByOne) {
   chunked.engine().run([&](runtime::Result&& r) { out[r.id] = r.output; });
   for (size_t i = 0; i < ref.prompts.size(); ++i)
     EXPECT_EQ(out[int64_t(i)], ref.prompts[i].generated_ids) << "chunked prompt" << i;
+}
+
+// A sequence re-submitted to a restarted worker job with the tokens the lost job made goes on
+// as the lost job would have: greedy, it gives transformers' tokens; sampled with a seed and
+// penalties, the tokens of an uninterrupted run (the draws and penalties count the resumed
+// tokens as output).
+TEST_P(ReferenceTest, ResumedSequencesGoOnAsTheLostJobWould) {
+  const Reference ref = load_reference(GetParam());
+  comm::MpiCommunicator self(MPI_COMM_SELF);
+  runtime::RunConfig rc = run_config(ref);
+  rc.max_tokens_per_step = 7;  // chunked prefill across prompt and resumed tokens
+  runtime::RankRuntime rt(rc, self);
+  const int n_new = 16;
+  int64_t id = 0;
+  std::map<int64_t, std::vector<int32_t>> want;
+  for (const auto& p : ref.prompts)
+    for (size_t k : {size_t(1), size_t(6), size_t(n_new - 1)}) {
+      if (k >= p.generated_ids.size()) continue;  // it ended (eos) before that
+      runtime::Request r{id, p.prompt_ids, n_new};
+      r.resumed.assign(p.generated_ids.begin(), p.generated_ids.begin() + long(k));
+      rt.engine().add(std::move(r));
+      want[id++] = p.generated_ids;
+    }
+  std::map<int64_t, std::vector<int32_t>> out;
+  rt.engine().run([&](runtime::Result&& r) { out[r.id] = r.output; });
+  for (const auto& [i, w] : want) EXPECT_EQ(out[i], w) << GetParam() << " greedy request " << i;
+
+  runtime::SamplingParams sp;
+  sp.temperature = 1.0f;
+  sp.seed = 1234;
+  sp.repetition_penalty = 1.3f;
+  sp.frequency_penalty = 0.5f;
+  sp.min_tokens = 10;
+  const auto& prompt = ref.prompts[0].prompt_ids;
+  runtime::Request whole{100, prompt, n_new};
+  whole.sampling = sp;
+  whole.ignore_eos = true;
+  rt.engine().add(whole);
+  std::vector<int32_t> full;
+  rt.engine().run([&](runtime::Result&& r) { full = r.output; });
+  ASSERT_EQ(full.size(), size_t(n_new));
+  for (size_t k : {size_t(3), size_t(9)}) {
+    runtime::Request r = whole;
+    r.id = 101;
+    r.resumed.assign(full.begin(), full.begin() + long(k));
+    rt.engine().add(std::move(r));
+    std::vector<int32_t> resumed;
+    rt.engine().run([&](runtime::Result&& res) { resumed = res.output; });
+    EXPECT_EQ(resumed, full) << GetParam() << " seeded, resumed after " << k;
+  }
+  runtime::Request bad{200, prompt, 4};
+  bad.resumed = {1, 2, 3, 4};
+  EXPECT_THROW(rt.engine().add(bad), InputError);
 }
 
 // A router that sends every token to expert 0 (tiny_skew, see tests/data/README.md) shows up in

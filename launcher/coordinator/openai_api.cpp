@@ -22,6 +22,8 @@ int http_status(grpc::StatusCode c) {
     case grpc::StatusCode::RESOURCE_EXHAUSTED: return 429;
     case grpc::StatusCode::UNAVAILABLE: return 503;
     case grpc::StatusCode::NOT_FOUND: return 404;
+    case grpc::StatusCode::UNAUTHENTICATED: return 401;
+    case grpc::StatusCode::PERMISSION_DENIED: return 403;
     default: return 500;
   }
 }
@@ -29,6 +31,8 @@ int http_status(grpc::StatusCode c) {
 const char* error_type(int status) {
   switch (status) {
     case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
     case 404: return "not_found_error";
     case 429: return "rate_limit_error";
     case 503: return "service_unavailable";
@@ -266,8 +270,19 @@ json logprobs_or_null(const Completion& req, const Choice& c) {
 
 Clock::time_point in_ms(int ms) { return Clock::now() + std::chrono::milliseconds(ms); }
 
+// The API key (OpenAI's `Authorization: Bearer <key>`), where keys are on; sends the 401.
+bool authorized(const OpenAiOptions& opt, const httplib::Request& req, httplib::Response& res) {
+  if (!opt.auth || !opt.auth->on()) return true;
+  std::string owner;
+  const auto st = opt.auth->check(req.get_header_value("Authorization"), &owner);
+  if (st.ok()) return true;
+  send_error(res, 401, st.error_message());
+  return false;
+}
+
 void completions(State& state, const OpenAiOptions& opt, const httplib::Request& http_req,
                  httplib::Response& res) {
+  if (!authorized(opt, http_req, res)) return;
   Completion req;
   try {
     req = parse_completion(http_req.body, opt.model);
@@ -380,7 +395,8 @@ void add_openai_routes(httplib::Server& http, State& state, OpenAiOptions option
       send_error(res, 500, e.what());
     }
   });
-  http.Get("/v1/models", [options](const httplib::Request&, httplib::Response& res) {
+  http.Get("/v1/models", [options](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(options, req, res)) return;
     res.set_content(json{{"object", "list"},
                          {"data", {{{"id", options.model}, {"object", "model"}, {"created", 0},
                                     {"owned_by", "moe-runtime"}}}}}

@@ -9,12 +9,14 @@
 
 #include <httplib.h>
 
+#include "launcher/coordinator/auth.h"
 #include "launcher/coordinator/state.h"
 
 namespace moe::coordinator {
 
 struct OpenAiOptions {
   std::string model = "moe";  // the id /v1/models lists and responses carry
+  const ClientAuth* auth = nullptr;  // API keys, where on (outlives the server)
 };
 
 // Adds the routes to `http` (the caller binds and runs it). `state` outlives the server.

@@ -17,6 +17,8 @@ Clock::time_point in(double seconds) {
 grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
                                         const moe::v1::GenerateRequest* req,
                                         grpc::ServerWriter<moe::v1::GenerateResponse>* out) {
+  std::string owner;
+  if (auto st = auth_.check(*ctx, &owner); !st.ok()) return st;
   moe::v1::BatchItem item;
   *item.mutable_prompt_ids() = req->prompt_ids();
   item.set_prompt_text(req->prompt_text());
@@ -98,73 +100,50 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* ctx,
   }
 }
 
-grpc::Status InferenceService::SubmitBatch(grpc::ServerContext*,
+grpc::Status InferenceService::SubmitBatch(grpc::ServerContext* ctx,
                                            const moe::v1::SubmitBatchRequest* req,
                                            moe::v1::SubmitBatchResponse* out) {
-  std::string id;
-  if (auto st = s_.submit_batch(*req, &id); !st.ok()) return st;
+  std::string owner, id;
+  if (auto st = auth_.check(*ctx, &owner); !st.ok()) return st;
+  if (auto st = s_.submit_batch(*req, owner, &id); !st.ok()) return st;
   out->set_batch_id(id);
   spdlog::info("{}: {} prompts admitted", id, req->items_size());
   return grpc::Status::OK;
 }
 
-grpc::Status InferenceService::GetBatch(grpc::ServerContext*, const moe::v1::GetBatchRequest* req,
+grpc::Status InferenceService::GetBatch(grpc::ServerContext* ctx,
+                                        const moe::v1::GetBatchRequest* req,
                                         moe::v1::BatchStatus* out) {
-  return s_.batch_status(req->batch_id(), true, out);
+  std::string owner;
+  if (auto st = auth_.check(*ctx, &owner); !st.ok()) return st;
+  return s_.batch_status(req->batch_id(), owner, true, out);
 }
 
 grpc::Status InferenceService::WatchBatch(grpc::ServerContext* ctx,
                                           const moe::v1::GetBatchRequest* req,
                                           grpc::ServerWriter<moe::v1::BatchStatus>* out) {
+  std::string owner;
+  if (auto st = auth_.check(*ctx, &owner); !st.ok()) return st;
   for (;;) {
     moe::v1::BatchStatus st;
-    if (auto s = s_.batch_status(req->batch_id(), false, &st); !s.ok()) return s;
+    if (auto s = s_.batch_status(req->batch_id(), owner, false, &st); !s.ok()) return s;
     if (!out->Write(st) || ctx->IsCancelled()) return grpc::Status::OK;
     if (st.state() != moe::v1::BATCH_STATE_RUNNING) return grpc::Status::OK;
     s_.wait_change(in(0.25));
   }
 }
 
-grpc::Status InferenceService::GetLoadStats(grpc::ServerContext*,
+grpc::Status InferenceService::GetLoadStats(grpc::ServerContext* ctx,
                                             const moe::v1::LoadStatsRequest* req,
                                             moe::v1::LoadStatsResponse* out) {
+  std::string owner;
+  if (auto st = auth_.check(*ctx, &owner); !st.ok()) return st;
   // After the job is lost the statistics gathered so far still answer (worker_attached says
   // it is gone, and the health service NOT_SERVING): they are what one reads to see why.
   if (!s_.load_stats(req->recent_window(), out))
     return {grpc::StatusCode::UNAVAILABLE,
             "no worker job has attached yet: no statistics (start mpirun -np N moe-worker "
             "--coordinator ...)"};
-  return grpc::Status::OK;
-}
-
-grpc::Status WorkerLinkService::Attach(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<moe::v1::CoordinatorMessage, moe::v1::WorkerMessage>* stream) {
-  moe::v1::WorkerMessage msg;
-  if (!stream->Read(&msg) || msg.kind_case() != moe::v1::WorkerMessage::kHello)
-    return {grpc::StatusCode::INVALID_ARGUMENT, "expected a hello as the first message"};
-  // One Write at a time: handlers of many clients send work concurrently.
-  auto write_mu = std::make_shared<std::mutex>();
-  auto sink = [stream, write_mu](const moe::v1::CoordinatorMessage& m) {
-    std::lock_guard lk(*write_mu);
-    return stream->Write(m);
-  };
-  if (auto st = s_.attach(msg.hello(), sink, [ctx] { ctx->TryCancel(); }); !st.ok()) return st;
-  on_change_(true);
-  std::string why = "the worker job closed its link";
-  while (stream->Read(&msg)) {
-    if (msg.kind_case() == moe::v1::WorkerMessage::kStep) {
-      s_.on_step(msg.step());
-    } else if (msg.kind_case() == moe::v1::WorkerMessage::kError) {
-      why = "the worker job failed: " + msg.error();
-      break;
-    }
-  }
-  if (ctx->IsCancelled() && why == "the worker job closed its link")
-    why = "the worker job's link was cut";
-  s_.detach(why);
-  on_change_(false);
-  std::lock_guard lk(*write_mu);  // no sink call may still be writing when we return
   return grpc::Status::OK;
 }
 

@@ -1,16 +1,16 @@
 #pragma once
-// The gRPC services of moe-coordinator over its State: the public Inference service and the
-// WorkerLink the worker job attaches through. Handlers never throw: every outcome is a
-// grpc::Status with a message.
+// The public Inference service of moe-coordinator over its State (the worker job's link is in
+// worker_link.h). Handlers never throw: every outcome is a grpc::Status with a message. Where
+// API keys are on, every call needs one, and a batch answers only to the key that made it.
+#include "launcher/coordinator/auth.h"
 #include "launcher/coordinator/state.h"
 #include "moe/v1/inference.grpc.pb.h"
-#include "moe/v1/worker.grpc.pb.h"
 
 namespace moe::coordinator {
 
 class InferenceService final : public moe::v1::Inference::Service {
  public:
-  explicit InferenceService(State& s) : s_(s) {}
+  InferenceService(State& s, const ClientAuth& auth) : s_(s), auth_(auth) {}
   grpc::Status Generate(grpc::ServerContext* ctx, const moe::v1::GenerateRequest* req,
                         grpc::ServerWriter<moe::v1::GenerateResponse>* out) override;
   grpc::Status SubmitBatch(grpc::ServerContext* ctx, const moe::v1::SubmitBatchRequest* req,
@@ -24,20 +24,8 @@ class InferenceService final : public moe::v1::Inference::Service {
 
  private:
   State& s_;
+  const ClientAuth& auth_;
 };
 
-class WorkerLinkService final : public moe::v1::WorkerLink::Service {
- public:
-  // on_change(attached) lets the owner flip the health status.
-  WorkerLinkService(State& s, std::function<void(bool)> on_change)
-      : s_(s), on_change_(std::move(on_change)) {}
-  grpc::Status Attach(grpc::ServerContext* ctx,
-                      grpc::ServerReaderWriter<moe::v1::CoordinatorMessage,
-                                               moe::v1::WorkerMessage>* stream) override;
-
- private:
-  State& s_;
-  std::function<void(bool)> on_change_;
-};
 
 }  // namespace moe::coordinator

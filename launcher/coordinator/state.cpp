@@ -1,13 +1,14 @@
 #include "launcher/coordinator/state.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
 #include "common/error.h"
 #include "common/log.h"
-#include "launcher/sampling_proto.h"
-#include "runtime/load_stats.h"
+#include "launcher/coordinator/auth.h"
 
 namespace moe::coordinator {
 
@@ -20,30 +21,24 @@ Clock::duration seconds(double s) {
 double since(Clock::time_point t, Clock::time_point now) {
   return std::chrono::duration<double>(now - t).count();
 }
-const char kBatchPrefix[] = "batch-";
-// n of "batch-<n>", or INT64_MAX for anything else.
-int64_t batch_number(const std::string& id) {
-  const std::string digits = id.substr(std::min(id.size(), sizeof kBatchPrefix - 1));
-  if (id.rfind(kBatchPrefix, 0) != 0 || digits.empty() || digits.size() > 18 ||
-      digits.find_first_not_of("0123456789") != std::string::npos || digits[0] == '0')
-    return INT64_MAX;
-  return std::stoll(digits);
+constexpr size_t kExpiredIdsKept = 100000;
+uint64_t random_seed() {
+  uint64_t s = 0;
+  MOE_CHECK(getrandom(&s, sizeof s, 0) == sizeof s, "getrandom failed");
+  return s;
 }
 }  // namespace
 
-State::State(Options o) : opt_(o) {}
+State::State(Options o) : opt_(o), stats_(o.stats_window_s) {}
 
 // ---- the worker link -------------------------------------------------------------------------
 
 grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
-                           std::function<void()> kick) {
-  std::lock_guard lk(mu_);
-  if (sink_)
-    return {grpc::StatusCode::FAILED_PRECONDITION,
-            "a worker job is already attached; one coordinator serves one mpirun job"};
+                           std::function<void()> kick, const std::function<void()>& accepted) {
   if (h.world_size() < 1 || h.vocab_size() < 1 || h.max_context() < 1 || h.experts() < 1 ||
       h.layers() < 1)
     return invalid("worker hello with impossible model info: " + h.ShortDebugString());
+  // Parsed before the lock: a tokenizer model is megabytes.
   std::shared_ptr<const runtime::Tokenizer> tok;
   if (!h.tokenizer_model().empty()) {
     try {
@@ -56,23 +51,48 @@ grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
                      " pieces, more than the model's vocabulary of " +
                      std::to_string(h.vocab_size()));
   }
+  const ModelInfo m{h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers()};
+  std::lock_guard lk(mu_);
+  if (sink_)
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            "a worker job is already attached; one coordinator serves one mpirun job"};
+  if (lost_at_ && !(m.vocab == model_.vocab && m.max_context >= model_.max_context)) {
+    char msg[300];
+    std::snprintf(msg, sizeof msg,
+                  "the new worker job serves another model (vocabulary %d, context %d; the lost "
+                  "job's: %d, %d): its sequences cannot go on there",
+                  m.vocab, m.max_context, model_.vocab, model_.max_context);
+    fail_locked(msg);
+  }
+  if (accepted) accepted();
   tokenizer_ = std::move(tok);
-  model_ = {h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers()};
+  model_ = m;
+  ++job_;
   sink_ = std::move(sink);
   kick_ = std::move(kick);
   lost_.clear();
   last_report_ = Clock::now();
-  if (!stats_since_) stats_since_ = last_report_;
-  last_step_ = 0;  // a new job counts its steps from 0
   outstanding_.assign(model_.world, 0);
-  const size_t E = size_t(model_.layers) * model_.experts, R = size_t(model_.layers) * model_.world;
-  if (tokens_.size() != E) tokens_.assign(E, 0);
-  if (rows_computed_.size() != R) rows_computed_.assign(R, 0);
-  if (rows_sent_.size() != R * model_.world) rows_sent_.assign(R * model_.world, 0);
-  window_.clear();  // deltas of another shape cannot be summed with the new job's
+  stats_.on_attach(model_);
+  ++stats_.worker_attaches;
   spdlog::info("worker job attached: {} ranks, vocab {}, context {}, {} layers x {} experts, {}",
                model_.world, model_.vocab, model_.max_context, model_.layers, model_.experts,
                tokenizer_ ? "with a tokenizer (text prompts accepted)" : "no tokenizer (ids only)");
+  if (lost_at_) {
+    // The lost job's unfinished sequences go on here from the tokens they have.
+    int64_t n = 0, made = 0;
+    for (auto& [id, s] : seqs_) {
+      if (s.done()) continue;
+      if (!send_work_locked(s)) break;  // the new link broke already: detach follows
+      ++n;
+      made += int64_t(s.output.size());
+    }
+    stats_.resubmitted += n;
+    spdlog::info("re-submitted {} unfinished sequences to the new worker job ({} tokens already "
+                 "made, {:.1f} s after the loss)",
+                 n, made, since(*lost_at_, Clock::now()));
+    lost_at_.reset();
+  }
   cv_.notify_all();
   return grpc::Status::OK;
 }
@@ -82,17 +102,33 @@ bool State::attached() const {
   return bool(sink_);
 }
 
+bool State::send_work_locked(Sequence& s) {
+  s.rank = pick_rank();
+  outstanding_[s.rank] += int64_t(s.prompt.size()) + s.max_new - int64_t(s.output.size());
+  moe::v1::CoordinatorMessage m;
+  auto* w = m.mutable_work();
+  w->set_seq_id(s.id);
+  w->set_rank(s.rank);
+  *w->mutable_prompt_ids() = {s.prompt.begin(), s.prompt.end()};
+  *w->mutable_resumed_ids() = {s.output.begin(), s.output.end()};
+  w->set_max_new_tokens(s.max_new);
+  w->set_ignore_eos(s.ignore_eos);
+  *w->mutable_sampling() = s.sampling;
+  return sink_(m);
+}
+
 void State::finished_locked(std::map<int64_t, Sequence>::iterator it) {
   Sequence& s = it->second;
   --in_flight_;
   if (s.batch.empty()) return;  // a Generate handler reads it, then forgets it
   if (auto b = batches_.find(s.batch); b != batches_.end()) {
     Batch& B = b->second;
+    moe::v1::BatchResult& r = B.results[size_t(s.batch_index)];
     if (!s.error.ok()) {
       ++B.failed;
       if (B.error.ok()) B.error = s.error;
+      r.set_error(s.error.error_message());
     }
-    moe::v1::BatchResult& r = B.results[size_t(s.batch_index)];
     *r.mutable_output_ids() = {s.output.begin(), s.output.end()};
     *r.mutable_logprobs() = {s.logprobs.begin(), s.logprobs.end()};
     r.set_finish_reason(s.finish);
@@ -107,6 +143,7 @@ void State::finished_locked(std::map<int64_t, Sequence>::iterator it) {
 }
 
 void State::on_step(const moe::v1::StepReport& st) {
+  stats_.on_step(st);
   std::lock_guard lk(mu_);
   last_report_ = Clock::now();
   for (const auto& t : st.tokens()) {
@@ -115,7 +152,7 @@ void State::on_step(const moe::v1::StepReport& st) {
     Sequence& s = it->second;
     if (t.finish_reason().rfind("error:", 0) == 0) {
       s.error = invalid(t.finish_reason().substr(7));
-      ++failed_;
+      ++stats_.failed;
       finished_locked(it);
       continue;
     }
@@ -127,7 +164,7 @@ void State::on_step(const moe::v1::StepReport& st) {
       *lp.mutable_top_logprobs() = t.top_logprobs();
       s.logprobs.push_back(std::move(lp));
     }
-    ++generated_;
+    ++stats_.generated;
     if (!s.batch.empty())
       if (auto b = batches_.find(s.batch); b != batches_.end()) ++b->second.generated;
     if (!t.finish_reason().empty()) {
@@ -137,29 +174,6 @@ void State::on_step(const moe::v1::StepReport& st) {
   }
   for (int r = 0; r < st.outstanding_per_rank_size() && r < int(outstanding_.size()); ++r)
     outstanding_[r] = st.outstanding_per_rank(r);
-
-  StepDelta d{Clock::now(), {st.tokens_per_expert().begin(), st.tokens_per_expert().end()},
-              {st.rows_computed().begin(), st.rows_computed().end()},
-              {st.rows_sent().begin(), st.rows_sent().end()}};
-  if (d.tokens.size() == tokens_.size() && d.rows_computed.size() == rows_computed_.size() &&
-      d.rows_sent.size() == rows_sent_.size()) {
-    for (size_t i = 0; i < d.tokens.size(); ++i) tokens_[i] += d.tokens[i];
-    for (size_t i = 0; i < d.rows_computed.size(); ++i) rows_computed_[i] += d.rows_computed[i];
-    for (size_t i = 0; i < d.rows_sent.size(); ++i) rows_sent_[i] += d.rows_sent[i];
-    window_.push_back(std::move(d));
-  }
-  const auto horizon = Clock::now() - seconds(opt_.stats_window_s);
-  while (!window_.empty() && window_.front().at < horizon) window_.pop_front();
-  // A report without a step (a refused sequence, applied cancellations) repeats the count.
-  if (st.step() > last_step_) {
-    steps_ += st.step() - last_step_;
-    last_step_ = st.step();
-  }
-  step_s_ += st.step_seconds();
-  compute_s_ += st.compute_seconds();
-  exchange_s_ += st.exchange_seconds();
-  schedule_s_ += st.schedule_seconds();
-  control_s_ += st.control_seconds();
   cv_.notify_all();
 }
 
@@ -168,24 +182,35 @@ void State::fail_locked(const std::string& why) {
     auto cur = it++;  // finished_locked may erase cur
     if (cur->second.done()) continue;
     cur->second.error = unavailable(why);
-    ++failed_;
+    ++stats_.failed;
     finished_locked(cur);
   }
   std::fill(outstanding_.begin(), outstanding_.end(), 0);
+  lost_at_.reset();
   cv_.notify_all();
 }
 
 void State::detach_locked(const std::string& why) {
   if (!sink_) return;
-  if (draining_)
-    spdlog::info("worker job detached: {}", why);
-  else
-    spdlog::error("worker job lost: {}", why);
   sink_ = nullptr;
   lost_ = why;
   if (kick_) kick_();
   kick_ = nullptr;
-  fail_locked(why);
+  ++stats_.worker_losses;
+  if (draining_) {
+    spdlog::info("worker job detached: {}", why);
+    fail_locked(why);
+  } else if (opt_.recovery_wait_s <= 0 || in_flight_ == 0) {
+    spdlog::error("worker job lost: {}", why);
+    fail_locked(why);
+  } else {
+    spdlog::error("worker job lost: {}; its {} unfinished sequences wait up to {} s "
+                  "(--recovery-wait-s) for a new worker job, which goes on from the tokens they "
+                  "have", why, in_flight_, opt_.recovery_wait_s);
+    lost_at_ = Clock::now();
+    std::fill(outstanding_.begin(), outstanding_.end(), 0);
+  }
+  cv_.notify_all();
 }
 
 void State::detach(const std::string& why) {
@@ -195,15 +220,25 @@ void State::detach(const std::string& why) {
 
 void State::check_timeout() {
   std::lock_guard lk(mu_);
-  if (!sink_) return;
-  const double quiet = since(last_report_, Clock::now());
-  if (in_flight_ > 0 && quiet > opt_.rank_timeout_s) {
-    char msg[200];
+  const auto now = Clock::now();
+  if (sink_) {
+    const double quiet = since(last_report_, now);
+    if (in_flight_ > 0 && quiet > opt_.rank_timeout_s) {
+      char msg[200];
+      std::snprintf(msg, sizeof msg,
+                    "no step report from the worker job for %.1f s (--rank-timeout-s %.1f): a "
+                    "rank died or stopped answering",
+                    quiet, opt_.rank_timeout_s);
+      detach_locked(msg);
+    }
+  } else if (lost_at_ && since(*lost_at_, now) > opt_.recovery_wait_s) {
+    char msg[400];
     std::snprintf(msg, sizeof msg,
-                  "no step report from the worker job for %.1f s (--rank-timeout-s %.1f): a rank "
-                  "died or stopped answering",
-                  quiet, opt_.rank_timeout_s);
-    detach_locked(msg);
+                  "the worker job was lost (%s) and no new one attached within %.0f s "
+                  "(--recovery-wait-s)",
+                  lost_.c_str(), opt_.recovery_wait_s);
+    spdlog::error("{}: failing {} sequences", msg, in_flight_);
+    fail_locked(msg);
   }
 }
 
@@ -217,165 +252,148 @@ void State::expire_batches_locked(Clock::time_point now) {
   while (!finished_batches_.empty() &&
          (finished_batches_.front().first < horizon ||
           finished_batches_.size() > size_t(opt_.max_finished_batches))) {
-    batches_.erase(finished_batches_.front().second);
+    const std::string id = finished_batches_.front().second;
+    batches_.erase(id);
     finished_batches_.pop_front();
+    if (expired_.insert(id).second) expired_order_.push_back(id);
+    if (expired_order_.size() > kExpiredIdsKept) {
+      expired_.erase(expired_order_.front());
+      expired_order_.pop_front();
+    }
   }
 }
 
 // ---- requests ----------------------------------------------------------------------------------
 
-grpc::Status State::validate_locked(const moe::v1::BatchItem& it, const std::string& who) const {
-  if (it.prompt_ids_size() == 0)
-    return invalid(who + (it.prompt_text().empty()
-                              ? "empty prompt (expected at least one token id in prompt_ids)"
-                              : "text prompts need a tokenizer, and this model has none: send "
-                                "prompt_ids"));
-  for (int i = 0; i < it.prompt_ids_size(); ++i)
-    if (it.prompt_ids(i) < 0 || it.prompt_ids(i) >= model_.vocab)
-      return invalid(who + "prompt_ids[" + std::to_string(i) + "] is " +
-                     std::to_string(it.prompt_ids(i)) + ", outside the vocabulary [0, " +
-                     std::to_string(model_.vocab) + ")");
-  if (it.max_new_tokens() < 1)
-    return invalid(who + "max_new_tokens is " + std::to_string(it.max_new_tokens()) +
-                   " (expected >= 1)");
-  if (int64_t(it.prompt_ids_size()) + it.max_new_tokens() > model_.max_context)
-    return invalid(who + "prompt of " + std::to_string(it.prompt_ids_size()) + " tokens plus " +
-                   std::to_string(it.max_new_tokens()) + " new tokens exceeds the context of " +
-                   std::to_string(model_.max_context) + " tokens");
-  try {
-    launcher::sampling_from_proto(it.sampling()).validate(model_.vocab);
-  } catch (const moe::InputError& e) {
-    return invalid(who + "sampling: " + e.what());
-  }
-  if (it.sampling().stop_size() > 4)
-    return invalid(who + "sampling.stop holds " + std::to_string(it.sampling().stop_size()) +
-                   " strings, expected at most 4");
-  for (const auto& s : it.sampling().stop())
-    if (s.empty()) return invalid(who + "sampling.stop holds an empty string");
-  if (it.sampling().stop_size() > 0 && !tokenizer_)
-    return invalid(who + "sampling.stop needs a tokenizer, and this model has none (use "
-                         "stop_token_ids)");
-  return grpc::Status::OK;
-}
-
 int State::pick_rank() const {
   return int(std::min_element(outstanding_.begin(), outstanding_.end()) - outstanding_.begin());
 }
 
+grpc::Status State::prepare(std::vector<moe::v1::BatchItem>& items, const std::string& batch,
+                            std::vector<bool>* is_text, uint64_t* job) {
+  std::shared_ptr<const runtime::Tokenizer> tok;
+  ModelLimits limits;
+  {
+    std::lock_guard lk(mu_);
+    if (draining_) return unavailable("the coordinator is shutting down and takes no new work");
+    if (!sink_) {
+      ++stats_.refused;
+      if (lost_at_)
+        return unavailable("the worker job was lost (" + lost_ +
+                           ") and a new one is awaited: retry shortly");
+      return unavailable(
+          "no worker job attached (start mpirun -np N moe-worker --coordinator ...)");
+    }
+    tok = tokenizer_;
+    limits = {model_.vocab, model_.max_context, bool(tokenizer_)};
+    *job = job_;
+  }
+  if (items.empty()) return invalid("empty batch: expected at least one item");
+  is_text->assign(items.size(), false);
+  std::set<int64_t> seen;
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto& it = items[i];
+    const std::string who = batch.empty() ? std::string()
+                                          : "item " + std::to_string(i) + " (id " +
+                                                std::to_string(it.id()) + "): ";
+    if (it.prompt_ids_size() == 0 && !it.prompt_text().empty() && tok) {
+      for (int32_t t : tok->encode(it.prompt_text())) it.add_prompt_ids(t);
+      (*is_text)[i] = true;
+    }
+    if (auto st = validate_item(it, limits, who); !st.ok()) {
+      ++stats_.refused;
+      return st;
+    }
+    if (!batch.empty() && !seen.insert(it.id()).second) {
+      ++stats_.refused;
+      return invalid(who + "duplicate id within the batch");
+    }
+    // A sampled sequence gets its seed here, so that a new worker job goes on with the same
+    // draws after a loss.
+    if (it.sampling().temperature() > 0 && !it.sampling().has_seed())
+      it.mutable_sampling()->set_seed(random_seed());
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status State::admit(const std::vector<moe::v1::BatchItem>& items, const std::string& batch,
                           bool ignore_eos, std::vector<int64_t>* ids) {
+  std::vector<moe::v1::BatchItem> prepared(items);
+  std::vector<bool> is_text;
+  uint64_t job = 0;
+  if (auto st = prepare(prepared, batch, &is_text, &job); !st.ok()) return st;
   std::lock_guard lk(mu_);
-  return admit_locked(items, batch, ignore_eos, ids);
+  return admit_locked(prepared, is_text, job, batch, ignore_eos, ids);
 }
 
 grpc::Status State::admit_locked(const std::vector<moe::v1::BatchItem>& items,
+                                 const std::vector<bool>& is_text, uint64_t job,
                                  const std::string& batch, bool ignore_eos,
                                  std::vector<int64_t>* ids) {
   if (draining_) return unavailable("the coordinator is shutting down and takes no new work");
-  if (!sink_)
-    return unavailable("no worker job attached (start mpirun -np N moe-worker --coordinator ...)");
-  if (items.empty()) return invalid("empty batch: expected at least one item");
-  std::set<int64_t> seen;
-  std::vector<moe::v1::BatchItem> encoded(items);  // text prompts become ids here
-  std::vector<bool> is_text(items.size(), false);
-  for (size_t i = 0; i < items.size(); ++i) {
-    const std::string who = batch.empty() ? std::string() : "item " + std::to_string(i) +
-                                                                " (id " + std::to_string(items[i].id()) + "): ";
-    if (items[i].prompt_ids_size() == 0 && !items[i].prompt_text().empty() && tokenizer_) {
-      for (int32_t t : tokenizer_->encode(items[i].prompt_text())) encoded[i].add_prompt_ids(t);
-      is_text[i] = true;
-    }
-    if (auto st = validate_locked(encoded[i], who); !st.ok()) {
-      ++refused_;
-      return st;
-    }
-    if (!batch.empty() && !seen.insert(items[i].id()).second) {
-      ++refused_;
-      return invalid(who + "duplicate id within the batch");
-    }
-  }
+  if (!sink_ || job != job_)
+    return unavailable("the worker job changed while the request was admitted: retry");
   const size_t busy = size_t(in_flight_);
   if (busy + items.size() > size_t(opt_.max_queue)) {
-    ++refused_;
+    ++stats_.refused;
     return {grpc::StatusCode::RESOURCE_EXHAUSTED,
             std::to_string(busy) + " sequences in flight; " + std::to_string(items.size()) +
                 " more would pass the queue bound of " + std::to_string(opt_.max_queue) +
                 " (--max-queue): retry later"};
   }
   if (busy == 0) last_report_ = Clock::now();  // an idle job has not been reporting
-  for (size_t i = 0; i < encoded.size(); ++i) {
-    const moe::v1::BatchItem& it = encoded[i];
+  bool sink_open = true;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const moe::v1::BatchItem& it = items[i];
     Sequence s;
     s.text = is_text[i];
     s.id = next_id_++;
-    s.rank = pick_rank();
     s.prompt.assign(it.prompt_ids().begin(), it.prompt_ids().end());
     s.max_new = it.max_new_tokens();
+    s.ignore_eos = ignore_eos;
+    s.sampling = it.sampling();
     s.batch = batch;
     if (!batch.empty()) s.batch_index = int64_t(i);
-    outstanding_[s.rank] += int64_t(s.prompt.size()) + s.max_new;
-    moe::v1::CoordinatorMessage m;
-    auto* w = m.mutable_work();
-    w->set_seq_id(s.id);
-    w->set_rank(s.rank);
-    *w->mutable_prompt_ids() = it.prompt_ids();
-    w->set_max_new_tokens(s.max_new);
-    w->set_ignore_eos(ignore_eos);
-    *w->mutable_sampling() = it.sampling();
     ids->push_back(s.id);
-    seqs_.emplace(s.id, std::move(s));
+    auto [pos, _] = seqs_.emplace(s.id, std::move(s));
     ++in_flight_;
-    ++requests_;
-    if (!sink_(m)) {
-      detach_locked("the worker link broke while sending work");
-      return unavailable("the worker link broke while sending work");
-    }
+    ++stats_.requests;
+    // Once the link is closed the rest are admitted unsent: with the job's other sequences
+    // they wait for a new job, or fail (detach below).
+    if (sink_open && !send_work_locked(pos->second)) sink_open = false;
   }
+  if (!sink_open) detach_locked("the worker link broke while sending work");
   return grpc::Status::OK;
 }
 
-grpc::Status State::submit_batch(const moe::v1::SubmitBatchRequest& req, std::string* batch_id) {
+grpc::Status State::submit_batch(const moe::v1::SubmitBatchRequest& req, const std::string& owner,
+                                 std::string* batch_id) {
   std::vector<moe::v1::BatchItem> items(req.items().begin(), req.items().end());
   for (size_t i = 0; i < items.size(); ++i)
     if (items[i].sampling().stop_size() > 0) {
-      std::lock_guard lk(mu_);
-      ++refused_;
+      ++stats_.refused;
       return invalid("item " + std::to_string(i) + " (id " + std::to_string(items[i].id()) +
                      "): sampling.stop is served on Generate and /v1/completions, not in "
                      "batches (use stop_token_ids)");
     }
-  // One lock throughout: no step report can touch the batch before it is complete, and a
-  // refused batch gives its number back.
+  const std::string id = "batch-" + random_hex128();
+  std::vector<bool> is_text;
+  uint64_t job = 0;
+  if (auto st = prepare(items, id, &is_text, &job); !st.ok()) return st;
+  // One lock from here: no step report can touch the batch before it is complete.
   std::lock_guard lk(mu_);
-  const std::string id = kBatchPrefix + std::to_string(next_batch_++);
   Batch b;
   b.id = id;
+  b.owner = owner;
   b.started = Clock::now();
   b.total = b.remaining = int64_t(items.size());
   b.results.resize(items.size());
   for (size_t i = 0; i < items.size(); ++i) b.results[i].set_id(items[i].id());
   batches_.emplace(id, std::move(b));
   std::vector<int64_t> ids;
-  grpc::Status st = admit_locked(items, id, req.ignore_eos(), &ids);
-  if (!st.ok()) {
-    if (ids.empty()) {  // refused whole
-      batches_.erase(id);
-      --next_batch_;
-      return st;
-    }
-    // The link broke midway: the sequences sent have failed already; the items never sent
-    // fail with them, so that the batch finishes (and expires) like any other.
-    auto b = batches_.find(id);
-    const int64_t unsent = int64_t(items.size() - ids.size());
-    if (b != batches_.end() && unsent > 0) {
-      Batch& B = b->second;
-      B.failed += unsent;
-      if (B.error.ok()) B.error = st;
-      if ((B.remaining -= unsent) == 0) {
-        B.finished = Clock::now();
-        finished_batches_.emplace_back(*B.finished, B.id);
-      }
-    }
+  grpc::Status st = admit_locked(items, is_text, job, id, req.ignore_eos(), &ids);
+  if (!st.ok()) {  // refused whole
+    batches_.erase(id);
     return st;
   }
   *batch_id = id;
@@ -427,13 +445,13 @@ void State::forget(int64_t id) {
   seqs_.erase(id);
 }
 
-grpc::Status State::batch_status(const std::string& id, bool with_results,
-                                 moe::v1::BatchStatus* out) {
+grpc::Status State::batch_status(const std::string& id, const std::string& owner,
+                                 bool with_results, moe::v1::BatchStatus* out) {
   std::lock_guard lk(mu_);
   expire_batches_locked(Clock::now());
   auto it = batches_.find(id);
   if (it == batches_.end()) {
-    if (batch_number(id) < next_batch_) {
+    if (expired_.count(id)) {
       char msg[300];
       std::snprintf(msg, sizeof msg,
                     "batch '%s' has expired: the results of a finished batch are kept for %g s "
@@ -444,7 +462,10 @@ grpc::Status State::batch_status(const std::string& id, bool with_results,
     }
     return {grpc::StatusCode::NOT_FOUND, "no batch '" + id + "' (ids come from SubmitBatch)"};
   }
-  const Batch& b = it->second;
+  Batch& b = it->second;
+  if (b.owner != owner)
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "batch '" + id + "' was submitted with another API key"};
   out->set_batch_id(b.id);
   out->set_total(b.total);
   out->set_failed(b.failed);
@@ -452,15 +473,20 @@ grpc::Status State::batch_status(const std::string& id, bool with_results,
   out->set_generated_tokens(b.generated);
   const double secs = since(b.started, b.finished ? *b.finished : Clock::now());
   out->set_tokens_per_second(secs > 0 ? b.generated / secs : 0.0);
-  if (!b.error.ok()) {
+  if (b.remaining > 0)
+    out->set_state(moe::v1::BATCH_STATE_RUNNING);
+  else if (!b.error.ok())
     out->set_state(moe::v1::BATCH_STATE_FAILED);
+  else
+    out->set_state(moe::v1::BATCH_STATE_DONE);
+  if (!b.error.ok()) {
     out->set_error(b.error.error_message());
     out->set_error_code(int(b.error.error_code()));
-  } else if (b.remaining == 0) {
-    out->set_state(moe::v1::BATCH_STATE_DONE);
-    if (with_results) *out->mutable_results() = {b.results.begin(), b.results.end()};
-  } else {
-    out->set_state(moe::v1::BATCH_STATE_RUNNING);
+  }
+  if (b.remaining == 0 && with_results) {
+    *out->mutable_results() = {b.results.begin(), b.results.end()};
+    b.fetched = true;
+    cv_.notify_all();
   }
   return grpc::Status::OK;
 }
@@ -470,6 +496,11 @@ grpc::Status State::batch_status(const std::string& id, bool with_results,
 void State::start_draining() {
   std::lock_guard lk(mu_);
   draining_ = true;
+  if (lost_at_) {
+    spdlog::warn("draining while {} sequences wait for a new worker job: failing them",
+                 in_flight_);
+    fail_locked("the coordinator is shutting down, and the worker job was lost (" + lost_ + ")");
+  }
   cv_.notify_all();
 }
 
@@ -481,6 +512,14 @@ bool State::draining() const {
 size_t State::in_flight() const {
   std::lock_guard lk(mu_);
   return size_t(in_flight_);
+}
+
+size_t State::unfetched_batches() const {
+  std::lock_guard lk(mu_);
+  size_t n = 0;
+  for (const auto& [t, id] : finished_batches_)
+    if (auto b = batches_.find(id); b != batches_.end() && !b->second.fetched) ++n;
+  return n;
 }
 
 void State::fail_all(const std::string& why) {
@@ -498,101 +537,22 @@ void State::shutdown_worker() {
 
 // ---- statistics --------------------------------------------------------------------------------
 
-bool State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
+LiveState State::live() const {
   std::lock_guard lk(mu_);
-  if (model_.layers == 0 || !stats_since_) return false;
-  runtime::LoadStats ls(model_.layers, model_.experts, model_.world);
-  const auto now = Clock::now();
-  const double age = since(*stats_since_, now);
-  double span = age;
-  if (recent) {
-    // Filtered here too: the window is pruned only when a report arrives, and an idle job
-    // sends none.
-    const auto horizon = now - seconds(opt_.stats_window_s);
-    for (auto d = window_.rbegin(); d != window_.rend() && d->at >= horizon; ++d) {
-      for (size_t i = 0; i < d->tokens.size(); ++i) ls.tokens[i] += d->tokens[i];
-      for (size_t i = 0; i < d->rows_computed.size(); ++i)
-        ls.rows_computed[i] += d->rows_computed[i];
-      for (size_t i = 0; i < d->rows_sent.size(); ++i) ls.rows[i] += d->rows_sent[i];
-    }
-    span = std::min(opt_.stats_window_s, age);
-  } else {
-    ls.tokens = tokens_;
-    ls.rows_computed = rows_computed_;
-    ls.rows = rows_sent_;
-  }
-  out->set_experts(model_.experts);
-  out->set_ranks(model_.world);
-  out->set_window_seconds(span);
-  for (int l = 0; l < model_.layers; ++l) {
-    auto* L = out->add_layers();
-    L->set_layer(l);
-    for (int e = 0; e < model_.experts; ++e) L->add_tokens_per_expert(ls.token_count(l, e));
-    for (int r = 0; r < model_.world; ++r) L->add_rows_computed_per_rank(ls.computed(l, r));
-    for (int s = 0; s < model_.world; ++s)
-      for (int d = 0; d < model_.world; ++d) L->add_rows_sent(ls.row_count(l, s, d));
-    L->set_expert_imbalance(ls.expert_imbalance(l));
-    L->set_device_imbalance(ls.device_imbalance(l));
-  }
-  out->set_expert_imbalance(ls.expert_imbalance_overall());
-  out->set_device_imbalance(ls.device_imbalance_overall());
-  out->set_steps(steps_);
-  out->set_step_seconds(step_s_);
-  out->set_compute_seconds(compute_s_);
-  out->set_exchange_seconds(exchange_s_);
-  out->set_schedule_seconds(schedule_s_);
-  out->set_control_seconds(control_s_);
-  out->set_generated_tokens(generated_);
-  out->set_in_flight(in_flight_);
-  *out->mutable_outstanding_tokens_per_rank() = {outstanding_.begin(), outstanding_.end()};
-  out->set_worker_attached(bool(sink_));
-  out->set_worker_lost(lost_);
-  return true;
+  LiveState l;
+  l.attached = bool(sink_);
+  l.lost = lost_;
+  l.in_flight = in_flight_;
+  l.outstanding = outstanding_;
+  l.batches_retained = int64_t(finished_batches_.size());
+  l.waiting_for_worker = lost_at_ ? in_flight_ : 0;
+  return l;
 }
 
-std::string State::prometheus() const {
-  std::lock_guard lk(mu_);
-  std::string o;
-  char buf[256];
-  auto metric = [&](const char* name, const char* type, const char* help, double v) {
-    std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name,
-                  type, name, v);
-    o += buf;
-  };
-  const double busy = double(in_flight_);
-  metric("moe_worker_attached", "gauge", "1 while a worker job is attached", sink_ ? 1 : 0);
-  metric("moe_requests_total", "counter", "sequences admitted", double(requests_));
-  metric("moe_requests_refused_total", "counter", "requests refused (invalid or over the queue bound)", double(refused_));
-  metric("moe_requests_failed_total", "counter", "admitted sequences that failed", double(failed_));
-  metric("moe_tokens_generated_total", "counter", "tokens generated", double(generated_));
-  metric("moe_queue_depth", "gauge", "sequences admitted and not finished", busy);
-  metric("moe_batches_retained", "gauge", "finished batches whose results are still kept",
-         double(finished_batches_.size()));
-  metric("moe_steps_total", "counter", "engine steps run by the worker job", double(steps_));
-  metric("moe_step_seconds_total", "counter", "engine step wall time (slowest rank)", step_s_);
-  metric("moe_step_compute_seconds_total", "counter", "step time in compute (mean over ranks)", compute_s_);
-  metric("moe_step_exchange_seconds_total", "counter", "step time in all-to-all exchanges (mean over ranks)", exchange_s_);
-  metric("moe_step_schedule_seconds_total", "counter", "step time in scheduling and step agreement (mean over ranks)", schedule_s_);
-  metric("moe_step_control_seconds_total", "counter",
-         "worker loop time around the steps: work broadcast, report gather (mean over ranks)",
-         control_s_);
-  o += "# HELP moe_expert_tokens_total routed (token, top-k slot) choices per layer and expert\n"
-       "# TYPE moe_expert_tokens_total counter\n";
-  for (int l = 0; l < model_.layers; ++l)
-    for (int e = 0; e < model_.experts; ++e) {
-      std::snprintf(buf, sizeof buf, "moe_expert_tokens_total{layer=\"%d\",expert=\"%d\"} %lld\n", l,
-                    e, (long long)tokens_[size_t(l) * model_.experts + e]);
-      o += buf;
-    }
-  o += "# HELP moe_device_rows_total (row, expert) pairs computed per layer and rank\n"
-       "# TYPE moe_device_rows_total counter\n";
-  for (int l = 0; l < model_.layers; ++l)
-    for (int r = 0; r < model_.world; ++r) {
-      std::snprintf(buf, sizeof buf, "moe_device_rows_total{layer=\"%d\",rank=\"%d\"} %lld\n", l, r,
-                    (long long)rows_computed_[size_t(l) * model_.world + r]);
-      o += buf;
-    }
-  return o;
+bool State::load_stats(bool recent, moe::v1::LoadStatsResponse* out) const {
+  return stats_.load_stats(recent, live(), out);
 }
+
+std::string State::prometheus() const { return stats_.prometheus(live()); }
 
 }  // namespace moe::coordinator

@@ -1,11 +1,17 @@
 #pragma once
-// The coordinator's state: the sequences it admitted, the batches they belong to, the worker
-// job that runs them, and the load statistics it reported. One mutex guards all of it; waiters
-// (streaming handlers) sleep on one condition variable that every change notifies.
+// The coordinator's store of sequences and batches, and the scheduling of them onto the worker
+// job: which rank runs a sequence, and re-submitting unfinished ones to a new job after one is
+// lost. One mutex guards it; waiters (streaming handlers) sleep on one condition variable that
+// every change notifies.
+// No I/O happens under that lock: sends to the worker go through a WorkerSink that only queues
+// (the link's writer thread writes, see worker_link.h), prompts are tokenized and validated
+// before the lock is taken (admission.h), and the statistics have a lock of their own
+// (statistics.h).
 // NOTES: nothing here may grow with the number of requests served. A batch's sequence is
 // erased as soon as it finishes (its output moves into the batch's results); a Generate
 // sequence when its handler returns; a finished batch after the retention time or past the
-// retention cap. Work under the lock is O(what changed), never a scan of all sequences.
+// retention cap. Work under the lock is O(what changed), never a scan of all sequences (a
+// scan of the unfinished ones happens once per lost worker job).
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -17,16 +23,17 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "launcher/coordinator/admission.h"
+#include "launcher/coordinator/statistics.h"
 #include "moe/v1/inference.pb.h"
 #include "moe/v1/worker.pb.h"
 #include "runtime/tokenizer.h"
 
 namespace moe::coordinator {
-
-using Clock = std::chrono::steady_clock;
 
 struct Options {
   int max_queue = 4096;
@@ -34,6 +41,9 @@ struct Options {
   double stats_window_s = 60;
   double batch_retention_s = 600;  // a finished batch's results are kept this long...
   int max_finished_batches = 1000;  // ...and at most this many finished batches at once
+  // After a worker job is lost, its unfinished sequences wait this long for a new job (which
+  // goes on from the tokens they have); 0 fails them at once.
+  double recovery_wait_s = 120;
 };
 
 struct Sequence {
@@ -41,6 +51,8 @@ struct Sequence {
   int rank = 0;             // where it runs
   std::vector<int32_t> prompt;
   int max_new = 0;
+  bool ignore_eos = false;
+  moe::v1::SamplingParams sampling;  // as admitted (with the seed drawn here if none was given)
   std::vector<int32_t> output;
   std::vector<moe::v1::TokenLogprobs> logprobs;  // per output token, where asked
   std::string finish;       // "" while running
@@ -53,6 +65,7 @@ struct Sequence {
 
 struct Batch {
   std::string id;
+  std::string owner;       // the API key that made it ("" when keys are off)
   int64_t total = 0;       // items
   int64_t remaining = 0;   // items not done
   int64_t failed = 0;      // items that ended in an error (not counted as completed)
@@ -61,14 +74,10 @@ struct Batch {
   grpc::Status error;      // the first item's failure
   Clock::time_point started;
   std::optional<Clock::time_point> finished;
+  bool fetched = false;    // a GetBatch has returned its results (a drain waits for this)
 };
 
-// What the worker said about the model when it attached.
-struct ModelInfo {
-  int world = 0, vocab = 0, max_context = 0, experts = 0, layers = 0;
-};
-
-// Sends to the attached worker job (the WorkerLink stream); set while one is attached.
+// Queues a message for the attached worker job; false once its link is closed. Never blocks.
 using WorkerSink = std::function<bool(const moe::v1::CoordinatorMessage&)>;
 
 class State {
@@ -76,17 +85,20 @@ class State {
   explicit State(Options o);
 
   // ---- the worker link ----
-  // Refuses a second job (FAILED_PRECONDITION).
-  // `kick` ends the link's stream from this side (after a timeout).
+  // Refuses a second job (FAILED_PRECONDITION). `kick` ends the link's stream from this side
+  // (after a timeout). Sequences kept from a lost job are re-submitted to this one.
+  // `accepted` runs under the lock once the job is taken, before any work is sent to it.
   grpc::Status attach(const moe::v1::WorkerHello& hello, WorkerSink sink,
-                      std::function<void()> kick);
+                      std::function<void()> kick, const std::function<void()>& accepted = {});
   void on_step(const moe::v1::StepReport& step);
-  // The job is gone (stream closed, error, timeout): every unfinished sequence fails with
-  // UNAVAILABLE and `why`.
+  // The job is gone (stream closed, error, timeout): unfinished sequences wait for a new job
+  // (up to --recovery-wait-s), or fail with UNAVAILABLE and `why` when draining or when
+  // recovery is off.
   void detach(const std::string& why);
   bool attached() const;
-  // Fails everything in flight and detaches when the job has sent no report for longer than
-  // the rank timeout while work is in flight. Called periodically.
+  // Detaches the job when it has sent no report for longer than the rank timeout while work is
+  // in flight, and fails the sequences kept for a new job once --recovery-wait-s has passed.
+  // Called periodically.
   void check_timeout();
   // Drops finished batches past --batch-retention-s. Called periodically.
   void expire_batches();
@@ -95,13 +107,17 @@ class State {
   // Validates and admits; returns the sequence ids or an error status, admitting nothing then.
   grpc::Status admit(const std::vector<moe::v1::BatchItem>& items, const std::string& batch,
                      bool ignore_eos, std::vector<int64_t>* ids);
-  grpc::Status submit_batch(const moe::v1::SubmitBatchRequest& req, std::string* batch_id);
+  grpc::Status submit_batch(const moe::v1::SubmitBatchRequest& req, const std::string& owner,
+                            std::string* batch_id);
   // Frees a sequence (client went away): tells the worker, marks it cancelled.
   void cancel(int64_t id);
   // Waits until sequence `id` has more than `seen` tokens or is done, or `deadline` passes.
   // Returns a copy.
   Sequence wait(int64_t id, size_t seen, Clock::time_point deadline);
-  grpc::Status batch_status(const std::string& id, bool with_results, moe::v1::BatchStatus* out);
+  // PERMISSION_DENIED for a batch of another owner. Results (when asked) once it has ended,
+  // done or failed; returning them marks the batch fetched.
+  grpc::Status batch_status(const std::string& id, const std::string& owner, bool with_results,
+                            moe::v1::BatchStatus* out);
   // Waits until something changes or `deadline` passes.
   void wait_change(Clock::time_point deadline);
   void forget(int64_t id);  // drop a Generate sequence once its handler is done with it
@@ -109,9 +125,12 @@ class State {
   std::shared_ptr<const runtime::Tokenizer> tokenizer() const;
 
   // ---- draining ----
+  // Refuses new work from now on; sequences kept for a new worker job fail at once.
   void start_draining();
   bool draining() const;
   size_t in_flight() const;
+  // Finished batches whose results no GetBatch has returned yet.
+  size_t unfetched_batches() const;
   void fail_all(const std::string& why);
   void shutdown_worker();
 
@@ -122,47 +141,45 @@ class State {
   std::string prometheus() const;  // text exposition format
 
  private:
-  struct StepDelta {
-    Clock::time_point at;
-    std::vector<int64_t> tokens, rows_computed, rows_sent;
-  };
+  LiveState live() const;
   int pick_rank() const;  // least outstanding tokens
   void fail_locked(const std::string& why);
   // Accounts a sequence that just became done, once: in-flight count, its batch's result; a
   // batch's sequence is erased here (`it` is invalid afterwards).
   void finished_locked(std::map<int64_t, Sequence>::iterator it);
   void expire_batches_locked(Clock::time_point now);
+  // Assigns a rank and queues the work (with the tokens it already has) for the job.
+  bool send_work_locked(Sequence& s);
   grpc::Status admit_locked(const std::vector<moe::v1::BatchItem>& items,
+                            const std::vector<bool>& is_text, uint64_t job,
                             const std::string& batch, bool ignore_eos, std::vector<int64_t>* ids);
+  // Text prompts to ids and validation against the job `*job` serves, outside the lock.
+  grpc::Status prepare(std::vector<moe::v1::BatchItem>& items, const std::string& batch,
+                       std::vector<bool>* is_text, uint64_t* job);
   void detach_locked(const std::string& why);
-  grpc::Status validate_locked(const moe::v1::BatchItem& item, const std::string& who) const;
 
   Options opt_;
+  Statistics stats_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   ModelInfo model_;
+  uint64_t job_ = 0;  // counts attaches: admission checks it validated against this job
   WorkerSink sink_;
   std::function<void()> kick_;
   std::shared_ptr<const runtime::Tokenizer> tokenizer_;
   Clock::time_point last_report_;
   bool draining_ = false;
   std::string lost_;  // why the last worker job went away; "" while one is attached
-  // Batch ids are "batch-<n>" with n dense over admitted batches (a refused one gives its n
-  // back), so an absent id below next_batch_ is one that expired.
-  int64_t next_id_ = 1, next_batch_ = 1;
+  std::optional<Clock::time_point> lost_at_;  // while unfinished sequences wait for a new job
+  int64_t next_id_ = 1;
   int64_t in_flight_ = 0;             // sequences admitted and not done
   std::map<int64_t, Sequence> seqs_;  // running ones, and Generate ones until forgotten
-  std::map<std::string, Batch> batches_;
+  std::map<std::string, Batch> batches_;  // ids are random (128 bits): no one guesses another's
   std::deque<std::pair<Clock::time_point, std::string>> finished_batches_;  // oldest first
+  // Ids of expired batches, for a better NOT_FOUND (bounded: the oldest are forgotten).
+  std::set<std::string> expired_;
+  std::deque<std::string> expired_order_;
   std::vector<int64_t> outstanding_;  // per rank, as the worker last reported plus admissions
-
-  // statistics
-  std::optional<Clock::time_point> stats_since_;  // the first attach
-  std::vector<int64_t> tokens_, rows_computed_, rows_sent_;  // whole run
-  std::deque<StepDelta> window_;                 // step deltas of the last stats_window_s
-  int64_t last_step_ = 0;  // the attached job's step counter at its last report
-  int64_t steps_ = 0, requests_ = 0, failed_ = 0, generated_ = 0, refused_ = 0;
-  double step_s_ = 0, compute_s_ = 0, exchange_s_ = 0, schedule_s_ = 0, control_s_ = 0;
 };
 
 }  // namespace moe::coordinator

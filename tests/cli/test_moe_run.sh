@@ -213,6 +213,18 @@ expect 2 "model past the host's memory" "the weights it holds need .* GiB .* but
 printf '[a, b]: 1\n' > "$TMP/listkey.yaml"
 expect 2 "YAML list as a field name" "listkey.yaml: line 1: a field name must be a plain word" -- "$BIN/moe-run" --config "$TMP/listkey.yaml" --prompt-ids 1,2
 
+# Inputs stream: read, run and written a chunk of whole lines at a time. Chunks of ~200 bytes
+# (a few lines each) at 2 ranks give the output of the whole file at once; a line without an
+# end (/dev/zero) is refused by its length, at 1 and 2 ranks; ids stay unique and line numbers
+# right across chunks.
+expect 0 "chunked input at 2 ranks" "" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/chunked.jsonl" --input-chunk-bytes 200 --no-stats-table
+cmp -s "$TMP/chunked.jsonl" "$TMP/np1.jsonl" && ok "chunked input gives the output of the whole file" || bad "chunked output differs"
+expect 2 "/dev/zero as input" "/dev/zero:1: the line is longer than 16 MiB" -- timeout 60 "$BIN/moe-run" --checkpoint "$CKPT" --input /dev/zero
+expect 2 "/dev/zero as input at 2 ranks" "/dev/zero:1: the line is longer than 16 MiB" -- timeout 60 "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --checkpoint "$CKPT" --input /dev/zero
+{ for i in 1 2 3 4 5 6; do printf '{"id": %d, "prompt_ids": [1, 2], "max_new_tokens": 2}\n' "$i"; done
+  printf '{"id": 3, "prompt_ids": [1]}\n'; } > "$TMP/dup_late.jsonl"
+expect 2 "a duplicate id in a later chunk" 'dup_late.jsonl:7: id 3 appears twice' -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/dup_late.jsonl" --input-chunk-bytes 60 --output "$TMP/dup_late.out"
+
 printf '{"id": 0, "prompt_ids": [1, 2], "temperature": -1}\n' > "$TMP/badtemp.jsonl"
 expect 2 "negative temperature refused" "temperature is -1" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/badtemp.jsonl"
 

@@ -157,13 +157,22 @@ try:
     for s in idle:
         s.close()
 
-    # No worker attached: 503.
+    # No worker attached: 503. This coordinator has API keys on: a wrong key is a 401.
     port2, grpc2 = free_port(), free_port()
+    env = dict(os.environ, MOE_WORKER_SECRET="openai-test-secret-0123456789",
+               MOE_API_KEYS="openai-key-0001,openai-key-0002")
     bare = subprocess.Popen([f"{BIN}/moe-coordinator", "--listen", f"127.0.0.1:{grpc2}",
                              "--metrics-port", "0", "--openai-port", str(port2)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     check("/health is 503 without a worker", wait_http(f"http://127.0.0.1:{port2}/health") == 503)
-    c2 = openai.OpenAI(base_url=f"http://127.0.0.1:{port2}/v1", api_key="x", max_retries=0)
+    wrong = openai.OpenAI(base_url=f"http://127.0.0.1:{port2}/v1", api_key="not-a-key", max_retries=0)
+    try:
+        wrong.models.list()
+        check("wrong API key -> 401", False, "no error")
+    except openai.AuthenticationError as e:
+        check("wrong API key -> 401", e.status_code == 401, str(e))
+    c2 = openai.OpenAI(base_url=f"http://127.0.0.1:{port2}/v1", api_key="openai-key-0002", max_retries=0)
+    check("the right API key lists the model", [m.id for m in c2.models.list().data] != [])
     try:
         c2.completions.create(model="moe", prompt=[1, 2], max_tokens=2)
         check("no worker -> 503", False, "no error")

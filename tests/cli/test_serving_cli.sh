@@ -102,6 +102,18 @@ want=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline(
 "$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 1,99999 >/dev/null 2>"$TMP/inv"; rc=$?
 [ "$rc" -eq 2 ] && grep -q "INVALID_ARGUMENT" "$TMP/inv" && ok "invalid request: exit 2, one line" || bad "invalid request: exit $rc $(cat "$TMP/inv")"
 
+# A request far past the context is refused from its size before it is buffered: the message
+# limit comes from the context (moe-launch passes it) and the queue bound, so the coordinator's
+# memory does not grow with what a client sends.
+grep -q "requests up to .* MiB" "$TMP/launch.err" && ok "the coordinator states its message limit" || bad "no message limit logged"
+python3 -c 'import json; print(json.dumps({"id": 1, "prompt_ids": [300] * 5000000, "max_new_tokens": 1}))' > "$TMP/huge.jsonl"
+"$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/huge.jsonl" >/dev/null 2>"$TMP/huge.err"; rc=$?
+cpid=$(pgrep -f "moe-coordinator --listen $ADDR" | head -1)
+peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$cpid/status")
+[ "$rc" -eq 3 ] && grep -q "RESOURCE_EXHAUSTED" "$TMP/huge.err" && [ "$peak_kb" -lt 200000 ] \
+  && ok "a 5M-token request (10 MB) is refused by its size (coordinator peak $((peak_kb / 1024)) MiB)" \
+  || bad "huge request: exit $rc, $(cat "$TMP/huge.err"), coordinator peak ${peak_kb} kB"
+
 kill -TERM "$LAUNCH_PID"; wait "$LAUNCH_PID"; rc=$?; LAUNCH_PID=
 [ "$rc" -eq 0 ] && ok "moe-launch stops cleanly on SIGTERM" || bad "moe-launch exit $rc: $(tail -5 "$TMP/launch.err")"
 sleep 0.5

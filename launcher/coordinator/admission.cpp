@@ -1,0 +1,47 @@
+#include "launcher/coordinator/admission.h"
+
+#include "common/error.h"
+#include "launcher/sampling_proto.h"
+
+namespace moe::coordinator {
+
+namespace {
+grpc::Status invalid(const std::string& m) { return {grpc::StatusCode::INVALID_ARGUMENT, m}; }
+}  // namespace
+
+grpc::Status validate_item(const moe::v1::BatchItem& it, const ModelLimits& model,
+                           const std::string& who) {
+  if (it.prompt_ids_size() == 0)
+    return invalid(who + (it.prompt_text().empty()
+                              ? "empty prompt (expected at least one token id in prompt_ids)"
+                              : "text prompts need a tokenizer, and this model has none: send "
+                                "prompt_ids"));
+  for (int i = 0; i < it.prompt_ids_size(); ++i)
+    if (it.prompt_ids(i) < 0 || it.prompt_ids(i) >= model.vocab)
+      return invalid(who + "prompt_ids[" + std::to_string(i) + "] is " +
+                     std::to_string(it.prompt_ids(i)) + ", outside the vocabulary [0, " +
+                     std::to_string(model.vocab) + ")");
+  if (it.max_new_tokens() < 1)
+    return invalid(who + "max_new_tokens is " + std::to_string(it.max_new_tokens()) +
+                   " (expected >= 1)");
+  if (int64_t(it.prompt_ids_size()) + it.max_new_tokens() > model.max_context)
+    return invalid(who + "prompt of " + std::to_string(it.prompt_ids_size()) + " tokens plus " +
+                   std::to_string(it.max_new_tokens()) + " new tokens exceeds the context of " +
+                   std::to_string(model.max_context) + " tokens");
+  try {
+    launcher::sampling_from_proto(it.sampling()).validate(model.vocab);
+  } catch (const moe::InputError& e) {
+    return invalid(who + "sampling: " + e.what());
+  }
+  if (it.sampling().stop_size() > kMaxStopStrings)
+    return invalid(who + "sampling.stop holds " + std::to_string(it.sampling().stop_size()) +
+                   " strings, expected at most " + std::to_string(kMaxStopStrings));
+  for (const auto& s : it.sampling().stop())
+    if (s.empty()) return invalid(who + "sampling.stop holds an empty string");
+  if (it.sampling().stop_size() > 0 && !model.tokenizer)
+    return invalid(who + "sampling.stop needs a tokenizer, and this model has none (use "
+                         "stop_token_ids)");
+  return grpc::Status::OK;
+}
+
+}  // namespace moe::coordinator
