@@ -2,7 +2,8 @@
 # Builds the libFuzzer harnesses of the input parsers (tests/fuzz/, one per parser) with clang,
 # AddressSanitizer and UndefinedBehaviorSanitizer into build-fuzz/, and runs each in turn.
 #   usage: scripts/fuzz.sh [SECONDS_PER_HARNESS] [HARNESS...]
-#   harnesses: safetensors checkpoint_index model_config run_config batch_requests (default: all)
+#   harnesses: safetensors checkpoint_index model_config run_config batch_requests admission
+#   (default: all)
 # SECONDS_PER_HARNESS defaults to 20 (what CI runs). One fuzzing job at a time. Seeds: the
 # committed ones in tests/fuzz/corpus/<harness>/ and the matching files of tests/data and
 # configs/; what the fuzzer learns is kept in build-fuzz/corpus/<harness>/ for the next run.
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECONDS_EACH=${1:-20}
 shift || true
-ALL=(safetensors checkpoint_index model_config run_config batch_requests)
+ALL=(safetensors checkpoint_index model_config run_config batch_requests admission)
 HARNESSES=("$@")
 [ ${#HARNESSES[@]} -eq 0 ] && HARNESSES=("${ALL[@]}")
 BUILD=${MOE_FUZZ_BUILD:-build-fuzz}  # another folder lets a long campaign run beside a rebuild
