@@ -4,7 +4,7 @@
 #   usage: scripts/fuzz.sh [SECONDS_PER_HARNESS] [HARNESS...]
 #   harnesses: safetensors checkpoint_index model_config run_config batch_requests admission
 #   (default: all)
-# SECONDS_PER_HARNESS defaults to 20 (what CI runs). One fuzzing job at a time. Seeds: the
+# SECONDS_PER_HARNESS defaults to 15 (what CI runs). One fuzzing job at a time. Seeds: the
 # committed ones in tests/fuzz/corpus/<harness>/ and the matching files of tests/data and
 # configs/; what the fuzzer learns is kept in build-fuzz/corpus/<harness>/ for the next run.
 # A finding stops that harness and is saved in build-fuzz/artifacts/<harness>/; the script
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-SECONDS_EACH=${1:-20}
+SECONDS_EACH=${1:-15}
 shift || true
 ALL=(safetensors checkpoint_index model_config run_config batch_requests admission)
 HARNESSES=("$@")
