@@ -116,7 +116,9 @@ for i in $(seq 1 $((HOSTS - 1))); do reach 0 "$i" >/dev/null || all_reach=0; don
 
 # ---- the rsh agent: Open MPI calls it as `agent [options] HOST COMMAND...` ---------------------
 # It enters HOST's namespace and a UTS namespace named after the host, so each orted and its
-# ranks see a host name of their own (Open MPI's session folders and locality go by it).
+# ranks see a host name of their own (Open MPI's session folders and locality go by it). Like
+# ssh, it hands the remote side none of the caller's environment (only PATH and HOME, as a
+# login would set them): what the ranks need must travel through mpirun, as on real hosts.
 AGENT=$TMP/netns-rsh
 {
   echo '#!/usr/bin/env bash'
@@ -127,7 +129,7 @@ AGENT=$TMP/netns-rsh
   echo '  *) echo "netns-rsh: unknown host $host" >&2; exit 255 ;;'
   echo 'esac'
   echo "echo \"\$host \$*\" >> $TMP/agent.log"
-  echo 'exec ip netns exec "$ns" unshare --uts /bin/sh -c "hostname $name && $*"'
+  echo 'exec env -i PATH="$PATH" HOME="${HOME:-/}" ip netns exec "$ns" unshare --uts /bin/sh -c "hostname $name && $*"'
 } > "$AGENT"
 chmod +x "$AGENT"
 HOSTLIST=
