@@ -169,6 +169,9 @@ RequestFile parse_request_file(const std::string& text, const std::string& path,
       j = json::parse(line);
     } catch (const json::parse_error& e) {
       throw InputError(where + "not valid JSON: " + e.what());
+    } catch (const json::out_of_range& e) {  // a number past a double's range
+      throw InputError(where + "a number out of range: " + e.what() +
+                       " (expected numbers a double can hold)");
     }
     if (!j.is_object()) throw InputError(where + "expected a JSON object per line");
     const BatchFormat fmt = j.contains("custom_id") ? BatchFormat::kOpenAi : BatchFormat::kPlain;
@@ -274,6 +277,9 @@ std::set<std::string> result_ids(const std::string& text, const std::string& sou
     } catch (const json::parse_error&) {
       // A line cut short by an interrupted run: that request runs again.
       continue;
+    } catch (const json::out_of_range& e) {  // whole, but no result line writes such a number
+      throw InputError(source + ":" + std::to_string(n) + ": a number out of range: " + e.what() +
+                       " (expected a result line)");
     }
     if (j.is_object() && j.contains("custom_id"))
       ids.insert(j["custom_id"].dump());

@@ -162,7 +162,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
       if (first_more) {
         launcher::FilePosition at{first_line0, 0, &seen_ids, std::nullopt};
         first_file = launcher::parse_request_file(first_text, o.input, o.max_new_tokens, at);
-        format = first_file.format;
+        // A chunk of blank lines alone fixes no format for the chunks after it.
+        if (!first_file.requests.empty()) format = first_file.format;
         std::string().swap(first_text);
       }
     }
@@ -232,7 +233,7 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
         text = broadcast_string(*comm, text);
         launcher::FilePosition at{first_line, n_requests, &seen_ids, format};
         request_file = launcher::parse_request_file(text, o.input, o.max_new_tokens, at);
-        format = request_file.format;
+        if (!request_file.requests.empty()) format = request_file.format;
         std::string().swap(text);
       }
       // Text prompts (JSONL "prompt") through the checkpoint's own tokenizer.model. OpenAI's

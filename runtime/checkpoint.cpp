@@ -32,6 +32,9 @@ nlohmann::json read_json(const fs::path& path, const char* what) {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     throw InputError(path.string() + ": " + what + " is not valid JSON: " + e.what());
+  } catch (const nlohmann::json::out_of_range& e) {  // a number past a double's range
+    throw InputError(path.string() + ": " + what + " holds a number out of range: " + e.what() +
+                     " (expected numbers a double can hold)");
   }
 }
 

@@ -8,24 +8,6 @@
 
 namespace moe::runtime {
 
-const char* finish_reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kContext: return "context";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kStop: return "stop";
-  }
-  return "?";
-}
-
-std::optional<FinishReason> parse_finish_reason(const std::string& name) {
-  for (FinishReason r : {FinishReason::kLength, FinishReason::kEos, FinishReason::kContext,
-                         FinishReason::kCancelled, FinishReason::kStop})
-    if (name == finish_reason_name(r)) return r;
-  return std::nullopt;
-}
-
 Engine::Engine(Model& model, KvCache& cache, comm::Communicator& comm, EngineOptions opts)
     : model_(model), cache_(cache), comm_(comm), opts_(opts) {
   MOE_CHECK(opts_.max_tokens_per_step >= 1, "max_tokens_per_step must be >= 1");

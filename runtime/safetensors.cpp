@@ -176,6 +176,9 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     header = json::parse(hdr, hdr + header_len, once);
   } catch (const json::parse_error& e) {
     throw InputError(path + ": safetensors header is not valid JSON: " + e.what());
+  } catch (const json::out_of_range& e) {  // a number past a double's range: not a parse_error
+    throw InputError(path + ": safetensors header holds a number out of range: " + e.what() +
+                     " (expected numbers a double can hold)");
   }
   if (!twice.empty())
     throw InputError(path + ": the safetensors header names '" + twice +

@@ -18,6 +18,7 @@ PACKAGES=(
   libcpp-httplib-dev                      # the coordinator's /metrics endpoint
   libsentencepiece-dev                    # text prompts where a tokenizer.model exists
   openssl                                 # test certificates for the TLS tests
+  clang libclang-rt-dev                   # libFuzzer for the parsers' harnesses (scripts/fuzz.sh)
 )
 
 missing=()

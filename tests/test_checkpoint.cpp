@@ -170,6 +170,20 @@ TEST(Checkpoint, ConfigInvalidJson) {
                        {dir.file("config.json"), "not valid JSON"}));
 }
 
+// A number past a double's range is refused by the JSON parser with an exception that is not
+// a parse error (found by tests/fuzz/fuzz_model_config.cpp); config.json and the index alike.
+TEST(Checkpoint, NumberPastADoublesRange) {
+  TempDir dir;
+  write_text(dir.file("config.json"), "{\"rms_norm_eps\": 31e308}");
+  write_safetensors(dir.file("model.safetensors"), {iota_f32("w", {1})});
+  EXPECT_TRUE(mentions(input_error([&] { Checkpoint::open(dir.str()); }),
+                       {dir.file("config.json"), "31e308", "out of range", "expected"}));
+  write_config(dir);
+  write_text(dir.file("model.safetensors.index.json"), "{\"metadata\": {\"total_size\": -1e999}}");
+  EXPECT_TRUE(mentions(input_error([&] { Checkpoint::open(dir.str()); }),
+                       {dir.file("model.safetensors.index.json"), "-1e999", "out of range"}));
+}
+
 // The JSON parser stops at a NUL byte; what follows it must not be ignored.
 TEST(Checkpoint, ConfigWithANulByte) {
   TempDir dir;

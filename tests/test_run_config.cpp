@@ -100,6 +100,31 @@ TEST(RunConfig, YamlErrorsNameTheFileAndField) {
                        {"none.yaml", "cannot open"}));
 }
 
+// YAML aliases let a few kilobytes name lists of lists billions of entries long; the
+// conversion to vectors would copy every use (found by tests/fuzz/fuzz_run_config.cpp as a
+// run past its time limit). Refused from the count, before any conversion.
+TEST(RunConfig, PlacementMapAliasesExpandingPastTheBound) {
+  TempDir dir;
+  const auto repeat = [](const std::string& first, const std::string& rest, int n) {
+    std::string s = "[" + first;
+    for (int i = 1; i < n; ++i) s += ", " + rest;
+    return s + "]";
+  };
+  // 200 layers x 200 experts x 200 ranks = 8M entries from under 2 KB.
+  const std::string experts = repeat("&e " + repeat("0", "0", 200), "*e", 200);
+  write_text(dir.file("big.yaml"), "checkpoint: m\nplacement: explicit\nplacement_map: " +
+                                       repeat("&l " + experts, "*l", 200) + "\n");
+  EXPECT_TRUE(
+      mentions(input_error([&] { runtime::RunConfig::from_yaml_file(dir.file("big.yaml")); }),
+               {"big.yaml", "field 'placement_map'", "more than 1048576", "aliases", "expected"}));
+  // Aliases within the bound are read as written.
+  write_text(dir.file("ok.yaml"),
+             "checkpoint: m\nplacement: explicit\nplacement_map: [&l [[0], [1, 0]], *l]\n");
+  const auto c = runtime::RunConfig::from_yaml_file(dir.file("ok.yaml"));
+  EXPECT_EQ(c.placement_map,
+            (std::vector<std::vector<std::vector<int>>>{{{0}, {1, 0}}, {{0}, {1, 0}}}));
+}
+
 TEST(RunConfig, ShippedConfigsAreValid) {
   for (const char* name : {"tiny_a.yaml", "tiny_b.yaml", "tiny_c_explicit.yaml",
                            "mixtral-8x7b.yaml", "synthetic-mixtral-8x7b.yaml"}) {

@@ -167,6 +167,21 @@ TEST(Safetensors, TensorNamedTwice) {
   EXPECT_NO_THROW(SafetensorsFile::open(path));
 }
 
+// The JSON parser refuses a number past a double's range with an exception of its own, not a
+// parse error (found by tests/fuzz/fuzz_safetensors.cpp): it must end as an InputError too.
+TEST(Safetensors, NumberPastADoublesRange) {
+  TempDir dir;
+  const std::string path = dir.file("big.safetensors");
+  for (const char* big : {"1e400", "-4e444"}) {
+    write_raw(path,
+              std::string("{\"w\": {\"dtype\": \"F32\", \"shape\": [") + big +
+                  "], \"data_offsets\": [0, 0]}}",
+              {});
+    EXPECT_TRUE(mentions(input_error([&] { SafetensorsFile::open(path); }),
+                         {path, "header", big, "out of range", "expected"}));
+  }
+}
+
 TEST(Safetensors, EntryMissingField) {
   TempDir dir;
   const std::string path = dir.file("f.safetensors");

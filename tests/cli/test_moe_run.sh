@@ -225,6 +225,11 @@ expect 2 "/dev/zero as input at 2 ranks" "/dev/zero:1: the line is longer than 1
 { for i in 1 2 3 4 5 6; do printf '{"id": %d, "prompt_ids": [1, 2], "max_new_tokens": 2}\n' "$i"; done
   printf '{"id": 3, "prompt_ids": [1]}\n'; } > "$TMP/dup_late.jsonl"
 expect 2 "a duplicate id in a later chunk" 'dup_late.jsonl:7: id 3 appears twice' -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/dup_late.jsonl" --input-chunk-bytes 60 --output "$TMP/dup_late.out"
+# A chunk of blank lines alone fixes no format: the OpenAI lines after it are not "mixed" with
+# plain ones (found by tests/fuzz/fuzz_batch_requests.cpp, reading in chunks against whole).
+{ for i in $(seq 1 40); do echo; done; printf '{"custom_id": "late", "body": {"prompt": [1, 2], "max_tokens": 2}}\n'; } > "$TMP/blank_first.jsonl"
+expect 0 "blank lines filling the first chunks, then OpenAI lines" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/blank_first.jsonl" --input-chunk-bytes 16 --output "$TMP/blank_first.out"
+grep -q '"custom_id":"late"' "$TMP/blank_first.out" && ok "... answered in OpenAI's batch output shape" || bad "blank_first output: $(head -c 200 "$TMP/blank_first.out")"
 
 printf '{"id": 0, "prompt_ids": [1, 2], "temperature": -1}\n' > "$TMP/badtemp.jsonl"
 expect 2 "negative temperature refused" "temperature is -1" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/badtemp.jsonl"
