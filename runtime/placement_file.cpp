@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "runtime/yaml_bounds.h"
 
 namespace moe::runtime {
 
@@ -19,6 +20,8 @@ PlacementTables read_placement_yaml(const std::string& path) {
   }
   if (!root.IsMap() || !root["placement_map"])
     throw InputError(path + ": expected a mapping with 'placement_map' (as moe-plan writes)");
+  check_placement_table_size(root, "placement_map", path);
+  check_placement_table_size(root, "placement_shares", path);
   PlacementTables t;
   try {
     t.map = root["placement_map"].as<std::vector<std::vector<std::vector<int>>>>();

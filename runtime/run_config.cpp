@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "runtime/model_config.h"
+#include "runtime/yaml_bounds.h"
 
 namespace moe::runtime {
 
@@ -24,20 +25,6 @@ void read(const YAML::Node& root, const char* key, T& out, const std::string& pa
     throw InputError(path + ": field '" + key + "' is '" + YAML::Dump(n) + "', expected " +
                      expected);
   }
-}
-
-// Spends one unit of `budget` per node of `n`, down to `depth` levels of lists, and says
-// whether it lasted. NOTES: a YAML alias names a node already read, and the conversion to
-// vectors copies it at every use, so a map of a few kilobytes whose lists repeat aliases of
-// lists of aliases expands to billions of entries (hundreds of bytes made 27M ints in tens of
-// seconds): the count has to come before the conversion, and stops as soon as it is spent.
-bool fits(const YAML::Node& n, int depth, size_t& budget) {
-  if (budget == 0) return false;
-  --budget;
-  if (depth == 0 || !n.IsSequence()) return true;
-  for (const auto& child : n)
-    if (!fits(child, depth - 1, budget)) return false;
-  return true;
 }
 
 }  // namespace
@@ -74,12 +61,8 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   RunConfig c;
   read(root, "checkpoint", c.checkpoint, path, "a folder path");
   read(root, "placement", c.placement, path, "contiguous, round_robin or explicit");
-  size_t budget = kMaxPlacementNodes;
-  if (root["placement_map"] && !fits(root["placement_map"], 3, budget))
-    throw InputError(path + ": field 'placement_map' has more than " +
-                     std::to_string(kMaxPlacementNodes) +
-                     " lists and ranks (YAML aliases counted at each use), expected a list per "
-                     "layer of a list per expert of rank lists (one layer entry serves them all)");
+  check_placement_table_size(root, "placement_map", path);
+  check_placement_table_size(root, "placement_shares", path);
   read(root, "placement_map", c.placement_map, path,
        "a list per layer of a list per expert of rank lists, e.g. [[[0], [1], [0, 1]]]");
   read(root, "placement_shares", c.placement_shares, path,

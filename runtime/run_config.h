@@ -1,7 +1,6 @@
 #pragma once
 // How a run is set up: which checkpoint, where the experts go, which backend and transport,
 // and the scheduler's limits. Loaded from YAML; command-line flags override fields after.
-#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -51,9 +50,6 @@ struct RunConfig {
   static constexpr int kMaxSeqLen = 1 << 20;
   static constexpr int kMaxAutoSeqsCuda = 1024;
   static constexpr int kMaxThreads = 1024;
-  // Nodes of placement_map (lists and rank numbers, YAML aliases counted each time they are
-  // used), far past layers x experts x replicas of any real map.
-  static constexpr size_t kMaxPlacementNodes = size_t(1) << 20;
 
   // dtype with auto resolved for the backend: "f32" or "bf16".
   std::string resolved_dtype() const;

@@ -2,6 +2,7 @@
 #include "runtime/run_config.h"
 
 #include "common/error.h"
+#include "runtime/placement_file.h"
 #include "tests/support/files.h"
 #include "tests/support/test_env.h"
 
@@ -102,21 +103,32 @@ TEST(RunConfig, YamlErrorsNameTheFileAndField) {
 
 // YAML aliases let a few kilobytes name lists of lists billions of entries long; the
 // conversion to vectors would copy every use (found by tests/fuzz/fuzz_run_config.cpp as a
-// run past its time limit). Refused from the count, before any conversion.
-TEST(RunConfig, PlacementMapAliasesExpandingPastTheBound) {
+// run past its time limit). Refused from the count, before any conversion: placement_map and
+// placement_shares, in a run config and in a placement file (moe-plan's output).
+TEST(RunConfig, PlacementTablesOfAliasesExpandingPastTheBound) {
   TempDir dir;
   const auto repeat = [](const std::string& first, const std::string& rest, int n) {
     std::string s = "[" + first;
     for (int i = 1; i < n; ++i) s += ", " + rest;
     return s + "]";
   };
-  // 200 layers x 200 experts x 200 ranks = 8M entries from under 2 KB.
+  // 200 layers x 200 experts x 200 entries = 8M from under 2 KB.
   const std::string experts = repeat("&e " + repeat("0", "0", 200), "*e", 200);
-  write_text(dir.file("big.yaml"), "checkpoint: m\nplacement: explicit\nplacement_map: " +
-                                       repeat("&l " + experts, "*l", 200) + "\n");
-  EXPECT_TRUE(
-      mentions(input_error([&] { runtime::RunConfig::from_yaml_file(dir.file("big.yaml")); }),
-               {"big.yaml", "field 'placement_map'", "more than 1048576", "aliases", "expected"}));
+  const std::string table = repeat("&l " + experts, "*l", 200);
+  for (const char* field : {"placement_map", "placement_shares"}) {
+    write_text(dir.file("big.yaml"),
+               "checkpoint: m\nplacement: explicit\n" + std::string(field) + ": " + table + "\n");
+    EXPECT_TRUE(
+        mentions(input_error([&] { runtime::RunConfig::from_yaml_file(dir.file("big.yaml")); }),
+                 {"big.yaml", std::string("field '") + field + "'", "more than 1048576", "aliases",
+                  "expected"}));
+    const std::string other = std::string(field) == "placement_map" ? "placement_shares: [[[1]]]"
+                                                                    : "placement_map: [[[0]]]";
+    write_text(dir.file("plan.yaml"), other + "\n" + field + ": " + table + "\n");
+    EXPECT_TRUE(mentions(
+        input_error([&] { runtime::read_placement_yaml(dir.file("plan.yaml")); }),
+        {"plan.yaml", std::string("field '") + field + "'", "more than 1048576", "aliases"}));
+  }
   // Aliases within the bound are read as written.
   write_text(dir.file("ok.yaml"),
              "checkpoint: m\nplacement: explicit\nplacement_map: [&l [[0], [1, 0]], *l]\n");
