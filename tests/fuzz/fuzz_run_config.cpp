@@ -1,12 +1,14 @@
 // libFuzzer harness: the YAML run config (RunConfig::from_yaml_file, validate(), and for an
-// explicit placement the map checked against a 2-rank world as a rank does). The input is
-// written where a config file would be, beside a checkpoint folder name it may refer to.
+// explicit placement the map checked against a 2-rank world as a rank does), and the same
+// bytes read as a placement file (moe-plan's YAML: placement_map and placement_shares, which
+// --placement-file or placement_file: names).
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 
 #include "common/error.h"
 #include "runtime/placement.h"
+#include "runtime/placement_file.h"
 #include "runtime/run_config.h"
 #include "tests/fuzz/fuzz_support.h"
 
@@ -19,6 +21,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)c.resolved_dtype();
     moe::runtime::Placement::parse_kind(c.placement);
     if (c.placement == "explicit") moe::runtime::Placement::from_map(c.placement_map, 2);
+  } catch (const moe::InputError&) {
+  }
+  try {
+    const auto t = moe::runtime::read_placement_yaml(path.string());
+    moe::runtime::Placement::from_map(t.map, 2);
   } catch (const moe::InputError&) {
   }
   return 0;
