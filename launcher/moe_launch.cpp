@@ -410,7 +410,9 @@ int run(int argc, char** argv) {
                        "--tls-cert", o.tls_cert, "--tls-key", o.tls_key, "--max-context",
                        std::to_string(context)},
                       false);
-  std::vector<std::string> margs{o.mpirun, "--oversubscribe"};
+  // -x: Open MPI exports the secret to ranks on other hosts too (an rsh/ssh agent passes no
+  // environment of its own).
+  std::vector<std::string> margs{o.mpirun, "--oversubscribe", "-x", coordinator::kWorkerSecretEnv};
   // Open MPI refuses root without it; containers often run as root.
   if (geteuid() == 0) margs.push_back("--allow-run-as-root");
   for (auto& a : split_spaces(o.mpirun_args)) margs.push_back(a);

@@ -138,13 +138,14 @@ MPI_ARGS="--host $HOSTLIST --mca plm_rsh_agent $AGENT --mca btl self,tcp --mca b
 
 # ---- the batch and moe-run's output of it ---------------------------------------------------
 # 64 prompts drawn with a fixed seed from the tiny model's vocabulary.
-make_prompts() {  # FILE SEED MAX_NEW_LO MAX_NEW_HI
+make_prompts() {  # FILE SEED MAX_NEW_LO MAX_NEW_HI [COUNT=64]
   python3 - "$@" <<'PY'
 import json, random, sys
 path, seed, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+count = int(sys.argv[5]) if len(sys.argv) > 5 else 64
 rng = random.Random(seed)
 with open(path, "w") as out:
-    for i in range(64):
+    for i in range(count):
         prompt = [rng.randrange(3, 512) for _ in range(rng.randint(2, 40))]
         out.write(json.dumps({"id": i, "prompt_ids": prompt, "max_new_tokens": rng.randint(lo, hi)}) + "\n")
 PY
@@ -225,7 +226,9 @@ cmp -s "$TMP/served.jsonl" "$TMP/reference.jsonl" && ok "served batch == moe-run
 # a transient partition, so that the restarted job can place ranks there again. The batch must
 # then complete with moe-run's results, and moe-launch must say it restarted the job.
 cut_link_mid_batch() {
-  make_prompts "$TMP/long.jsonl" 12 120 200
+  # Many prompts: most end at eos well before their budget, and the batch must still be running
+  # seconds after its first tokens, whatever the machine's speed.
+  make_prompts "$TMP/long.jsonl" 12 120 200 600
   timeout 300 "$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$TMP/long.jsonl" \
     --output "$TMP/long_reference.jsonl" --no-stats-table --log-level warn 2>>"$TMP/run.err"
   in_ns "$(host_ns 0)" timeout 300 "$BIN/moe-cli" --server "$ADDR" batch \
@@ -250,7 +253,7 @@ cut_link_mid_batch() {
   done
   in_ns "$P-sw" ip link set "s$LAST" up
   [ "$lost" = 1 ] && ok "link of host $LAST cut: job declared lost after $(($(date +%s) - cut_at)) s" \
-    || bad "link of host $LAST cut for $(($(date +%s) - cut_at)) s: health never turned NOT_SERVING"
+    || bad "link of host $LAST cut for $(($(date +%s) - cut_at)) s: health never turned NOT_SERVING: $(grep -v ' admitted$' "$TMP/launch.err" | tail -8)"
   wait "$client"; local rc=$?
   [ "$rc" = 0 ] && ok "batch across the cut: exit 0 after $(($(date +%s) - started)) s" \
     || bad "batch across the cut: exit $rc: $(tr '\r' '\n' < "$TMP/long.err" | tail -2 | paste -sd' ')"
