@@ -486,7 +486,8 @@ int run(int argc, char** argv) {
   int restarts = 0;
   bool job_served = true;  // the current job has been SERVING since it started
   auto job_started = Clock::now();
-  std::optional<Clock::time_point> not_serving_since;
+  // When the current job, having served, was first seen NOT_SERVING (max: it serves).
+  Clock::time_point not_serving_since = Clock::time_point::max();
   const auto startup_limit = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(o.startup_timeout_s));
   for (;;) {
@@ -511,13 +512,13 @@ int run(int argc, char** argv) {
       const bool serving = probe(o.listen, creds).ok();
       if (serving) {
         job_served = true;
-        not_serving_since.reset();
+        not_serving_since = Clock::time_point::max();
       } else if (!job_served) {
         if (Clock::now() - job_started > startup_limit)
           lost = "the restarted worker job did not attach within --startup-timeout-s";
-      } else if (!not_serving_since) {
+      } else if (not_serving_since == Clock::time_point::max()) {
         not_serving_since = Clock::now();
-      } else if (Clock::now() - *not_serving_since > kStallGrace) {
+      } else if (Clock::now() - not_serving_since > kStallGrace) {
         lost = "the coordinator dropped the worker job (no step report within "
                "--rank-timeout-s: a rank died or stalled)";
       }
@@ -559,7 +560,7 @@ int run(int argc, char** argv) {
     }
     job_served = false;
     job_started = Clock::now();
-    not_serving_since.reset();
+    not_serving_since = Clock::time_point::max();
   }
 }
 

@@ -1211,8 +1211,9 @@ TEST_F(ServingTest, SigtermDrainsInFlightWork) {
   auto stream = stub_->Generate(gctx.get(), g);
   moe::v1::GenerateResponse r;
   ASSERT_TRUE(stream->Read(&r));
-  // More work in flight, so the drain lasts: 32 long sequences.
-  moe::v1::SubmitBatchRequest bg = small_batch(32, 20, 250);
+  // More work in flight, so the drain lasts: 8 long sequences (few enough to finish within the
+  // 10 s drain on a loaded 2-core machine, at one token per rank per step).
+  moe::v1::SubmitBatchRequest bg = small_batch(8, 20, 120);
   bg.set_ignore_eos(true);
   moe::v1::SubmitBatchResponse sub;
   ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), bg, &sub).ok());
@@ -1238,8 +1239,8 @@ TEST_F(ServingTest, SigtermDrainsInFlightWork) {
   EXPECT_EQ(bs.state(), moe::v1::BATCH_STATE_DONE) << bs.error();
   moe::v1::BatchStatus done;
   ASSERT_TRUE(stub_->GetBatch(ctx_for<int>(10).get(), gb, &done).ok());
-  ASSERT_EQ(done.results_size(), 32);
-  for (const auto& res : done.results()) EXPECT_EQ(res.output_ids_size(), 250);
+  ASSERT_EQ(done.results_size(), 8);
+  for (const auto& res : done.results()) EXPECT_EQ(res.output_ids_size(), 120);
   const int st = coordinator_->stop(0, 20);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
   const int ws = workers_->stop(0, 20);  // the worker job stops when told to
