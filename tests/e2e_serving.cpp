@@ -1351,6 +1351,15 @@ TEST_F(ServingTest, KilledRankZeroRecoversWithTheSameTokensAt2Ranks) {
   killed_rank_recovers(this, 2, 0);
 }
 TEST_F(ServingTest, KilledRankRecoversWithTheSameTokensAt4Ranks) { killed_rank_recovers(this, 4, 3); }
+TEST_F(ServingTest, KilledRankZeroRecoversWithTheSameTokensAt4Ranks) {
+  killed_rank_recovers(this, 4, 0);
+}
+TEST_F(ServingTest, KilledRankOneRecoversWithTheSameTokensAt4Ranks) {
+  killed_rank_recovers(this, 4, 1);
+}
+TEST_F(ServingTest, KilledRankTwoRecoversWithTheSameTokensAt4Ranks) {
+  killed_rank_recovers(this, 4, 2);
+}
 
 // Past --recovery-wait-s without a new job the kept sequences fail with UNAVAILABLE, naming
 // the loss and the option.
