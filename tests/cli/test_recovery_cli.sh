@@ -8,19 +8,11 @@
 set -u
 BIN=$1; CONFIGS=$2
 TMP=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-pass=0; fail=0
-ok() { echo "ok   - $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
+source "$(dirname "$0")/serving_lib.sh"
 LAUNCH_PID=; CLI_PID=
 cleanup() {
   [ -n "$CLI_PID" ] && kill -KILL "$CLI_PID" 2>/dev/null
-  if [ -n "$LAUNCH_PID" ]; then
-    pkill -CONT -f "moe-worker --coordinator $ADDR" 2>/dev/null
-    kill -KILL "$LAUNCH_PID" 2>/dev/null
-    pkill -KILL -f "moe-worker --coordinator $ADDR" 2>/dev/null
-    pkill -KILL -f "moe-coordinator --listen $ADDR" 2>/dev/null
-  fi
+  [ -n "$LAUNCH_PID" ] && kill_launch "$LAUNCH_PID" "$ADDR"
   rm -rf "$TMP"
 }
 trap cleanup EXIT

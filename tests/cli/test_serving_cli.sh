@@ -5,22 +5,11 @@
 set -u
 BIN=$1; CONFIGS=$2
 TMP=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 50777)
+source "$(dirname "$0")/serving_lib.sh"
+PORT=$(free_port)
 ADDR=127.0.0.1:$PORT
-pass=0; fail=0
-ok() { echo "ok   - $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
 LAUNCH_PID=
-# moe-launch's children run in process groups of their own: on a failed test they are killed
-# by name too, so that none outlives it.
-cleanup() {
-  if [ -n "$LAUNCH_PID" ]; then
-    kill -KILL "$LAUNCH_PID" 2>/dev/null
-    pkill -KILL -f "moe-worker --coordinator $ADDR" 2>/dev/null
-    pkill -KILL -f "moe-coordinator --listen $ADDR" 2>/dev/null
-  fi
-  rm -rf "$TMP"
-}
+cleanup() { [ -n "$LAUNCH_PID" ] && kill_launch "$LAUNCH_PID" "$ADDR"; rm -rf "$TMP"; }
 trap cleanup EXIT
 
 # Ids that do not fit a token id are refused before anything is sent, not wrapped.
@@ -43,7 +32,7 @@ done
 "$BIN/moe-cli" --server "$ADDR" health >"$TMP/h0" 2>/dev/null; rc=$?
 [ "$rc" -eq 3 ] && grep -q NOT_SERVING "$TMP/h0" && ok "health before start: NOT_SERVING, exit 3" || bad "health before start: exit $rc"
 
-MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MPORT=$(free_port)
 OMPI_MCA_mpi_yield_when_idle=1 "$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
   --metrics-port "$MPORT" --stats-window-s 30 --max-tokens-per-step 128 >"$TMP/launch.out" 2>"$TMP/launch.err" &
 LAUNCH_PID=$!

@@ -6,22 +6,11 @@
 set -u
 BIN=$1; CONFIGS=$2
 TMP=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+source "$(dirname "$0")/serving_lib.sh"
+PORT=$(free_port)
 ADDR=127.0.0.1:$PORT
-pass=0; fail=0
-ok() { echo "ok   - $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
 LAUNCH_PID=
-# moe-launch's children run in process groups of their own: on a failed test they are killed
-# by name too, so that none outlives it.
-cleanup() {
-  if [ -n "$LAUNCH_PID" ]; then
-    kill -KILL "$LAUNCH_PID" 2>/dev/null
-    pkill -KILL -f "moe-worker --coordinator $ADDR" 2>/dev/null
-    pkill -KILL -f "moe-coordinator --listen $ADDR" 2>/dev/null
-  fi
-  rm -rf "$TMP"
-}
+cleanup() { [ -n "$LAUNCH_PID" ] && kill_launch "$LAUNCH_PID" "$ADDR"; rm -rf "$TMP"; }
 trap cleanup EXIT
 export OMPI_MCA_mpi_yield_when_idle=1
 
