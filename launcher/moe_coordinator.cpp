@@ -109,6 +109,13 @@ int run(int argc, char** argv) {
                   tls_cert.empty() ? "--tls-key" : "--tls-cert");
     return 2;
   }
+  // Signals are taken by sigtimedwait in this thread only: block them before any thread
+  // starts (gRPC starts its own as soon as credentials are made).
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   std::string worker_secret;
   std::vector<std::string> api_keys;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
@@ -134,13 +141,6 @@ int run(int argc, char** argv) {
   }
   const coordinator::ClientAuth auth(api_keys);
   openai.auth = &auth;
-
-  // Signals are taken by sigtimedwait in this thread only: block them before any thread starts.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   coordinator::State state(opt);
   grpc::EnableDefaultHealthCheckService(true);

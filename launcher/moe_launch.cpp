@@ -310,6 +310,13 @@ int run(int argc, char** argv) {
   std::string worker_args;
   app.add_option("--worker-args", worker_args, "extra arguments for moe-worker, split on spaces, no quoting (default: none)");
   if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
+  // Blocked before any thread starts (gRPC starts its own as soon as credentials are made),
+  // so that every thread inherits the mask and sigtimedwait below sees them all: a SIGTERM
+  // delivered to an unmasked gRPC thread would kill moe-launch (exit 143) without a drain.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   auto logger = spdlog::stderr_color_mt("moe-launch");
   logger->set_pattern("[%H:%M:%S.%e] [launch] [%^%l%$] %v");
   spdlog::set_default_logger(logger);
@@ -376,12 +383,6 @@ int run(int argc, char** argv) {
                     "moe-worker in its own folder ({})", p, dir.string());
       return kExitFailure;
     }
-
-  // Blocked before any thread (gRPC's included) starts, so sigtimedwait below sees them all.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&sigs, s);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   // What the worker takes as --checkpoint and --max-seq-len, where given here.
   auto override_of = [&](const char* flag) {

@@ -22,6 +22,11 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # build with sanitizers and debug information is far past; it runs in the normal suite.
 # Left out here (they run in the normal pass): the bundle (packaging only), the multi-node
 # rehearsal and the simulator's replays (orchestration and arithmetic that the serving and
-# routing tests already run under the sanitizers; together 3 minutes of a 2-core CI).
-ctest --test-dir "$BUILD" --output-on-failure --timeout 900 -E '^(cli_bundle|cli_multinode|cli_moe_sim)$' "$@"
+# routing tests already run under the sanitizers; together 3 minutes of a 2-core CI), the
+# reference checkpoints at 4 and 8 ranks and the other 8-rank tests (the same code as at 2
+# ranks, 8 instrumented processes on 2 cores), and the moe-run CLI script (its parsers are
+# fuzzed, and moe-run runs under the sanitizers in cli_moe_plan and cli_cpu_without_nccl):
+# 5 more minutes.
+ctest --test-dir "$BUILD" --output-on-failure --timeout 900 \
+  -E '^(cli_bundle|cli_multinode|cli_moe_sim|cli_moe_run|mpi_np4_reference|mpi_np8_.*)$' "$@"
 echo "sanitized: build $((built - start)) s, tests $(($(date +%s) - built)) s"
