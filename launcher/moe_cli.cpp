@@ -435,6 +435,7 @@ nlohmann::json stats_json(const moe::v1::LoadStatsResponse& s) {
     for (int e = 0; e < E && e < x.tokens_per_expert_size(); ++e) ls.token_count(l, e) = x.tokens_per_expert(e);
     for (int r = 0; r < R && r < x.rows_computed_per_rank_size(); ++r) ls.computed(l, r) = x.rows_computed_per_rank(r);
     for (int i = 0; i < R * R && i < x.rows_sent_size(); ++i) ls.row_count(l, i / R, i % R) = x.rows_sent(i);
+    for (int i = 0; i < R * R && i < x.bytes_sent_size(); ++i) ls.byte_count(l, i / R, i % R) = x.bytes_sent(i);
     placed &= x.expert_rank_size() == E;
     for (int e = 0; placed && e < E; ++e) map[size_t(l)].push_back({x.expert_rank(e)});
   }

@@ -65,6 +65,8 @@ class GrpcController final : public runtime::Controller {
     for (int l = 0; l < cfg.num_hidden_layers; ++l)
       for (int e = 0; e < cfg.num_local_experts; ++e)
         h->add_expert_rank(rt.placement().ranks_of(l, e).front());
+    h->set_row_bytes(int64_t(rt.model().row_layout().stride()));
+    h->set_back_row_bytes(int64_t(cfg.hidden_size) * int64_t(dtype_size(rt.model().row_layout().dtype)));
     // The coordinator answers with `attached` (or work re-submitted after it), or ends the stream
     // with why it refused this job.
     moe::v1::CoordinatorMessage first;

@@ -32,6 +32,7 @@ class RankRuntime {
   Backend& backend() { return *backend_; }
   Engine& engine() { return *engine_; }
   Model& model() { return *model_; }
+  const Model& model() const { return *model_; }
   KvCache& cache() { return *cache_; }
   LoadStats& stats() { return stats_; }
   size_t checkpoint_bytes_read() const { return bytes_read_; }

@@ -63,6 +63,10 @@ grpc::Status State::attach(const moe::v1::WorkerHello& h, WorkerSink sink,
                      std::to_string(h.vocab_size()));
   }
   ModelInfo m{h.world_size(), h.vocab_size(), h.max_context(), h.experts(), h.layers(), {}};
+  if (h.row_bytes() < 0 || h.back_row_bytes() < 0)
+    return invalid("worker hello: negative row sizes");
+  m.row_bytes = h.row_bytes();
+  m.back_row_bytes = h.back_row_bytes();
   if (h.expert_rank_size() == h.layers() * h.experts()) {
     for (int r : h.expert_rank())
       if (r < 0 || r >= h.world_size())

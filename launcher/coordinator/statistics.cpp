@@ -85,6 +85,12 @@ bool Statistics::load_stats(bool recent, const LiveState& live,
     for (int r = 0; r < model_.world; ++r) L->add_rows_computed_per_rank(ls.computed(l, r));
     for (int s = 0; s < model_.world; ++s)
       for (int d = 0; d < model_.world; ++d) L->add_rows_sent(ls.row_count(l, s, d));
+    // As the MoE layer counts them: s sends its dispatched rows to d and returns d's rows.
+    if (model_.row_bytes > 0)
+      for (int s = 0; s < model_.world; ++s)
+        for (int d = 0; d < model_.world; ++d)
+          L->add_bytes_sent(ls.row_count(l, s, d) * model_.row_bytes +
+                            ls.row_count(l, d, s) * model_.back_row_bytes);
     if (model_.expert_rank.size() == size_t(model_.layers) * model_.experts)
       for (int e = 0; e < model_.experts; ++e)
         L->add_expert_rank(model_.expert_rank[size_t(l) * model_.experts + e]);

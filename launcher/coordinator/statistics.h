@@ -23,6 +23,7 @@ using Clock = std::chrono::steady_clock;
 struct ModelInfo {
   int world = 0, vocab = 0, max_context = 0, experts = 0, layers = 0;
   std::vector<int> expert_rank;  // [layers * experts] where each expert lives (first replica)
+  int64_t row_bytes = 0, back_row_bytes = 0;  // a dispatched and a returned row; 0: unknown
   bool operator==(const ModelInfo& o) const {
     return world == o.world && vocab == o.vocab && max_context == o.max_context &&
            experts == o.experts && layers == o.layers;

@@ -11,9 +11,7 @@ PROMPTS=$CONFIGS/prompts/tiny_a.jsonl
 MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { echo "ok   - $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
+source "$(dirname "$0")/serving_lib.sh"  # ok/bad, free_port, kill_launch
 expect() {
   local code=$1 name=$2 re=$3; shift 4
   "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
@@ -58,6 +56,29 @@ PROMPTS=$PROMPTS_A
 # A planned placement with redundant replicas split by shares.
 expect 0 "plan with a redundant slot" "" -- "$BIN/moe-plan" --stats "$TMP/tiny_a_np4.json" --redundant-slots 1 --output "$TMP/plan.yaml"
 run_and_replay "tiny_skew_planned_np4" 4 "$DATA/tiny_skew/checkpoint" --placement-file "$TMP/plan.yaml"
+
+# A served run traced by moe-worker (--trace through moe-launch's --worker-args): the replay
+# equals the statistics the coordinator measured (moe-cli stats --json) over the same steps.
+ADDR=127.0.0.1:$(free_port)
+OMPI_MCA_mpi_yield_when_idle=1 "$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
+  --metrics-port 0 --worker-args "--trace $TMP/served.trace" >"$TMP/launch.out" 2>"$TMP/launch.err" &
+LAUNCH_PID=$!
+for _ in $(seq 1 600); do grep -q "^ready: " "$TMP/launch.out" && break; sleep 0.1; done
+if grep -q "^ready: " "$TMP/launch.out"; then
+  "$BIN/moe-cli" --server "$ADDR" batch --input "$PROMPTS" --output "$TMP/served.jsonl" 2>/dev/null \
+    && "$BIN/moe-cli" --server "$ADDR" stats --json >"$TMP/served.json" 2>"$TMP/stats.err" \
+    && ok "served a batch through moe-launch with moe-worker --trace" || bad "served batch or stats: $(tail -2 "$TMP/stats.err")"
+  kill -TERM "$LAUNCH_PID"; wait "$LAUNCH_PID"
+  expect 0 "moe-sim replays moe-worker's trace" "" -- "$BIN/moe-sim" --trace "$TMP/served.trace" --stats-json "$TMP/served.sim.json"
+  if msg=$(same_counts "$TMP/served.json" "$TMP/served.sim.json"); then
+    ok "served: predicted rows and bytes equal the coordinator's statistics"
+  else
+    bad "served: predicted != measured: $msg"
+  fi
+else
+  bad "moe-launch not ready: $(tail -3 "$TMP/launch.err")"
+fi
+kill_launch "$LAUNCH_PID" "$ADDR"
 
 # Scaled up: Mixtral 8x7B's dimensions on 8 to 256 ranks of 8 GPUs.
 expect 0 "scaled to 8..256 ranks" "" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np4.trace" --mixtral-8x7b \
