@@ -5,12 +5,17 @@
 // the measured ones exactly. With other N, simulated rank r takes the tokens trace rank
 // r % trace_ranks routed at each step (the same tokens per rank: weak scaling), and model layer
 // l replays trace layer l % trace_layers.
+//
+// With --loads (a statistics JSON: moe-run --stats-json, moe-cli stats --json) instead of a
+// trace, the routing is made up from the recorded loads per (layer, expert): every simulated
+// rank routes --tokens-per-rank tokens per step (runtime/synthetic_routing.h).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <tuple>
 
 #include "common/dtype.h"
@@ -21,13 +26,16 @@
 #include "runtime/placement_file.h"
 #include "runtime/placement_planner.h"
 #include "runtime/routing_trace.h"
+#include "runtime/synthetic_routing.h"
 
 namespace {
 
 using namespace moe;
 
 struct Options {
-  std::string trace, stats_json;
+  std::string trace, loads, stats_json;
+  int tokens_per_rank = 256, steps = 8, top_k = 2;
+  uint64_t seed = 0;
   std::vector<int> ranks;
   std::vector<std::string> placements = {"trace"};
   std::vector<int> redundant = {0};
@@ -50,7 +58,12 @@ int run(int argc, char** argv) {
   CLI::App app{"moe-sim: predict rows per rank, all-to-all bytes, imbalance and step time of a "
                "recorded routing trace (moe-run --trace) on N ranks under a placement."};
   app.option_defaults()->always_capture_default();
-  app.add_option("--trace", o.trace, "routing trace from moe-run --trace / moe-worker --trace; required")->required();
+  auto* trace_opt = app.add_option("--trace", o.trace, "routing trace from moe-run --trace / moe-worker --trace (this or --loads)");
+  app.add_option("--loads", o.loads, "instead of a trace: a statistics JSON (moe-run --stats-json, moe-cli stats --json) whose loads per (layer, expert) make up the routing")->excludes(trace_opt);
+  app.add_option("--tokens-per-rank", o.tokens_per_rank, "with --loads: tokens each rank routes per step");
+  app.add_option("--steps", o.steps, "with --loads: steps to simulate");
+  app.add_option("--top-k", o.top_k, "with --loads: experts per token");
+  app.add_option("--seed", o.seed, "with --loads: seed of the made-up routing");
   app.add_option("--ranks", o.ranks, "rank counts to simulate, e.g. 8,64,256 (default: the trace's)")->delimiter(',');
   app.add_option("--gpus-per-node", o.gpus_per_node, "ranks per node; traffic between nodes goes over --inter-gbps");
   app.add_option("--placement", o.placements, "placements, comma-separated: trace (the recorded run's; only at its rank count), contiguous, round_robin, planned (moe-plan's planner on the trace's loads)")->delimiter(',');
@@ -69,7 +82,42 @@ int run(int argc, char** argv) {
   if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
 
   try {
-    const runtime::RoutingTrace tr = runtime::RoutingTrace::read(o.trace);
+    if (o.trace.empty() == o.loads.empty()) throw InputError("give --trace or --loads (one of them)");
+    // What the replay needs of its input, from a trace or from a load distribution.
+    runtime::RoutingTrace tr;
+    std::optional<runtime::SyntheticRouting> made;
+    std::vector<std::vector<double>> file_load;  // --loads: [layer][expert]
+    std::string input = o.trace;
+    if (!o.trace.empty()) {
+      tr = runtime::RoutingTrace::read(o.trace);
+    } else {
+      input = o.loads;
+      std::ifstream f(o.loads);
+      if (!f) throw InputError(o.loads + ": cannot read it");
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(f);
+      } catch (const nlohmann::json::exception& e) {
+        throw InputError(o.loads + ": not JSON (" + e.what() + ")");
+      }
+      const runtime::LoadStats ls = runtime::LoadStats::from_json(j, o.loads);
+      if (o.steps < 1 || o.tokens_per_rank < 0)
+        throw InputError("--steps must be >= 1 and --tokens-per-rank >= 0");
+      if (o.top_k < 1 || o.top_k > ls.n_experts)
+        throw InputError("--top-k is " + std::to_string(o.top_k) + ", expected 1 to the " +
+                         std::to_string(ls.n_experts) + " experts of " + o.loads);
+      std::vector<std::vector<double>> w(size_t(ls.n_layers), std::vector<double>(size_t(ls.n_experts)));
+      for (int l = 0; l < ls.n_layers; ++l)
+        for (int e = 0; e < ls.n_experts; ++e) w[size_t(l)][size_t(e)] = double(ls.token_count(l, e));
+      file_load = w;
+      made.emplace(std::move(w), o.top_k, o.tokens_per_rank, o.seed);
+      tr.layers = ls.n_layers;
+      tr.experts = ls.n_experts;
+      tr.top_k = o.top_k;
+      tr.ranks = ls.world;
+      tr.steps = o.steps;
+      if (j.contains("placement")) tr.header["placement"] = j["placement"];
+    }
     const auto& h = tr.header;
     runtime::SimModel m;
     m.experts = tr.experts;
@@ -90,8 +138,9 @@ int run(int argc, char** argv) {
       m.back_row_bytes = int64_t(m.hidden) * int64_t(dtype_size(dt));
     }
     if (m.hidden < 1 || m.intermediate < 1 || m.row_bytes < 1)
-      throw InputError(o.trace + ": the header lacks hidden, intermediate or row_bytes; give "
-                                 "--hidden, --intermediate and --wire-dtype");
+      throw InputError(input + (made ? ": a load distribution has no model dimensions"
+                                     : ": the header lacks hidden, intermediate or row_bytes") +
+                       "; give --hidden, --intermediate and --wire-dtype, or --mixtral-8x7b");
     runtime::CostModel cost;
     cost.expert_flops = o.expert_tflops * 1e12;
     cost.intra_bw = o.intra_gbps * 1e9;
@@ -107,14 +156,17 @@ int run(int argc, char** argv) {
     for (const auto& r : tr.records) at[{r.step, r.layer, r.src}] = &r.experts;
     const std::vector<int32_t> none;
     const runtime::SimSource source = [&](int step, int layer, int src) -> const std::vector<int32_t>& {
+      if (made) return made->choices(step, layer, src);
       const auto it = at.find({step, layer % tr.layers, src % tr.ranks});
       return it == at.end() ? none : *it->second;
     };
-    // The trace's loads per (layer, expert), the planner's input.
+    // The input's loads per (layer, expert), the planner's input.
     std::vector<std::vector<double>> load(size_t(m.layers), std::vector<double>(size_t(m.experts), 0.0));
     for (const auto& r : tr.records)
       for (int32_t e : r.experts)
         for (int l = r.layer; l < m.layers; l += tr.layers) load[size_t(l)][size_t(e)] += 1;
+    if (made)
+      for (int l = 0; l < m.layers; ++l) load[size_t(l)] = file_load[size_t(l % tr.layers)];
 
     std::printf("moe-sim: %s: %d steps, %d layers x %d experts top-%d recorded on %d ranks; "
                 "simulated as %d layers, hidden %d, intermediate %d, rows of %lld bytes\n"
@@ -122,9 +174,13 @@ int run(int argc, char** argv) {
                 "GB/s, %.1f us per exchange, %.2f us per token per layer outside the MoE block\n"
                 "efficiency: the time with every expert on every rank (no exchange, no "
                 "imbalance) over the predicted time\n\n",
-                o.trace.c_str(), tr.steps, tr.layers, tr.experts, tr.top_k, tr.ranks, m.layers,
+                input.c_str(), tr.steps, tr.layers, tr.experts, tr.top_k, tr.ranks, m.layers,
                 m.hidden, m.intermediate, (long long)m.row_bytes, o.expert_tflops, o.intra_gbps,
                 o.inter_gbps, o.latency_us, o.dense_us_per_token);
+    if (made)
+      std::printf("the routing is made up from %s's loads: %d tokens per rank per step, top-%d, "
+                  "seed %llu\n\n",
+                  o.loads.c_str(), o.tokens_per_rank, o.top_k, (unsigned long long)o.seed);
     std::printf("%6s %5s %-14s %9s %9s %12s %12s %11s %11s %10s\n", "ranks", "nodes", "placement",
                 "imbalance", "max rows", "intra MB/st", "inter MB/st", "step ms", "tokens/s",
                 "efficiency");

@@ -86,6 +86,27 @@ expect 0 "scaled to 8..256 ranks" "" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np4.
 [ "$(grep -cE '^ +(8|64|256) ' "$TMP/out")" -eq 12 ] && ok "12 configurations predicted" || bad "scaled table: $(cat "$TMP/out")"
 grep -qE '^ +64 +8 planned r=1' "$TMP/out" && ok "64 ranks on 8 nodes" || bad "no 64-rank planned row"
 
+# A load distribution scaled up: the statistics of the 4-rank run make up the routing of 8 to
+# 64 ranks; the same seed gives the same table, and every made-up choice is counted.
+expect 0 "loads scaled to 8..64 ranks" "" -- "$BIN/moe-sim" --loads "$TMP/tiny_a_np4.json" --mixtral-8x7b \
+  --ranks 8,64 --placement contiguous,planned --tokens-per-rank 64 --steps 3 --stats-json "$TMP/loads.sim.json"
+cp "$TMP/out" "$TMP/loads1"
+[ "$(grep -cE '^ +(8|64) ' "$TMP/loads1")" -eq 4 ] && ok "4 configurations predicted from loads" || bad "loads table: $(cat "$TMP/loads1")"
+"$BIN/moe-sim" --loads "$TMP/tiny_a_np4.json" --mixtral-8x7b --ranks 8,64 --placement contiguous,planned \
+  --tokens-per-rank 64 --steps 3 >"$TMP/loads2" 2>&1
+cmp -s "$TMP/loads1" "$TMP/loads2" && ok "the same seed gives the same prediction" || bad "two runs differ"
+python3 - "$TMP/loads.sim.json" <<'PY' && ok "8 ranks x 3 steps x 64 tokens x top-2 choices per layer" || bad "made-up choices miscounted"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["world_size"] == 8 and j["layers"] == 32, (j["world_size"], j["layers"])
+for layer in j["per_layer"]:
+    assert sum(layer["tokens_per_expert"]) == 8 * 3 * 64 * 2, sum(layer["tokens_per_expert"])
+PY
+expect 2 "loads without dimensions" "no model dimensions; give --hidden" -- "$BIN/moe-sim" --loads "$TMP/tiny_a_np4.json"
+expect 2 "trace and loads together" "excludes" -- "$BIN/moe-sim" --loads "$TMP/tiny_a_np4.json" --trace "$TMP/tiny_a_np4.trace"
+echo '{"layers": 1}' > "$TMP/badloads.json"
+expect 2 "a bad statistics file" "badloads.json: field 'experts'" -- "$BIN/moe-sim" --loads "$TMP/badloads.json" --mixtral-8x7b
+
 # Bad traces.
 printf 'not a trace\n' > "$TMP/bad1"
 expect 2 "wrong first line" "bad1:1: expected 'moe-routing-trace 1'" -- "$BIN/moe-sim" --trace "$TMP/bad1"
