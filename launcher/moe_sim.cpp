@@ -44,8 +44,48 @@ struct Options {
   std::string wire_dtype;
   bool mixtral = false;
   double expert_tflops = 400, intra_gbps = 150, inter_gbps = 50, latency_us = 10;
-  double dense_us_per_token = 0;
+  double dense_us_per_token = 0, permute_ns_per_row = 0, step_us = 0;
+  std::string calibrate;
 };
+
+// A trace replayed as recorded: its records by (step, layer, source).
+class TraceSource {
+ public:
+  explicit TraceSource(const runtime::RoutingTrace& tr) : tr_(tr) {
+    for (const auto& r : tr.records) at_[{r.step, r.layer, r.src}] = &r.experts;
+  }
+  // Simulated rank `src` takes trace rank src % ranks; model layer l trace layer l % layers.
+  const std::vector<int32_t>& operator()(int step, int layer, int src) const {
+    const auto it = at_.find({step, layer % tr_.layers, src % tr_.ranks});
+    return it == at_.end() ? none_ : *it->second;
+  }
+
+ private:
+  const runtime::RoutingTrace& tr_;
+  std::map<std::tuple<int, int, int>, const std::vector<int32_t>*> at_;
+  std::vector<int32_t> none_;
+};
+
+// The run a trace was recorded from: its dimensions, wire format and placement.
+runtime::SimModel recorded_model(const runtime::RoutingTrace& tr, const std::string& path) {
+  runtime::SimModel m;
+  m.layers = tr.layers;
+  m.experts = tr.experts;
+  m.top_k = tr.top_k;
+  m.hidden = tr.header.value("hidden", 0);
+  m.intermediate = tr.header.value("intermediate", 0);
+  m.row_bytes = tr.header.value("row_bytes", int64_t(0));
+  m.back_row_bytes = tr.header.value("back_row_bytes", int64_t(0));
+  if (m.hidden < 1 || m.intermediate < 1 || m.row_bytes < 1)
+    throw InputError(path + ": the header lacks hidden, intermediate or row_bytes");
+  return m;
+}
+runtime::Placement recorded_placement(const runtime::RoutingTrace& tr, const std::string& path) {
+  if (!tr.header.contains("placement"))
+    throw InputError(path + ": the header has no placement (a trace from moe-run --trace has)");
+  auto t = runtime::placement_tables_from_json(tr.header["placement"], path);
+  return runtime::Placement::from_map(t.map, tr.ranks, t.shares);
+}
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -78,6 +118,9 @@ int run(int argc, char** argv) {
   app.add_option("--inter-gbps", o.inter_gbps, "cost model: GB/s a rank moves across nodes (InfiniBand)");
   app.add_option("--latency-us", o.latency_us, "cost model: microseconds per all-to-all");
   app.add_option("--dense-us-per-token", o.dense_us_per_token, "cost model: microseconds per token per layer outside the MoE block (attention, norms, router)");
+  app.add_option("--permute-ns-per-row", o.permute_ns_per_row, "cost model: nanoseconds per row packed or received per layer (layout, pack, group, combine; small on a GPU)");
+  app.add_option("--step-us", o.step_us, "cost model: microseconds per step whatever its tokens (scheduling, control)");
+  app.add_option("--calibrate", o.calibrate, "fit the cost model to the times a trace measured (moe-run --trace records them): expert FLOP/s, permute per row, dense per token, per step, and latency and bandwidth where it has more than one rank; cost flags given explicitly win (default: off)");
   app.add_option("--stats-json", o.stats_json, "write the first simulated configuration's predicted statistics as moe-run --stats-json does (default: not written)");
   if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
 
@@ -147,18 +190,47 @@ int run(int argc, char** argv) {
     cost.inter_bw = o.inter_gbps * 1e9;
     cost.latency = o.latency_us * 1e-6;
     cost.dense_s_per_token = o.dense_us_per_token * 1e-6;
+    cost.permute_s_per_row = o.permute_ns_per_row * 1e-9;
+    cost.step_s = o.step_us * 1e-6;
     if (!(cost.expert_flops > 0 && cost.intra_bw > 0 && cost.inter_bw > 0 && cost.latency >= 0 &&
-          cost.dense_s_per_token >= 0))
-      throw InputError("cost model: TFLOP/s and GB/s must be > 0, latency and dense time >= 0");
+          cost.dense_s_per_token >= 0 && cost.permute_s_per_row >= 0 && cost.step_s >= 0))
+      throw InputError("cost model: TFLOP/s and GB/s must be > 0; latency, dense, permute and "
+                       "step times >= 0");
+    if (!o.calibrate.empty()) {
+      const runtime::RoutingTrace ct = runtime::RoutingTrace::read(o.calibrate);
+      if (ct.times.empty())
+        throw InputError(o.calibrate + ": no measured times (W lines) to calibrate from; record "
+                                       "the trace with this version's moe-run --trace");
+      const TraceSource cs(ct);
+      const auto fit = runtime::calibrate(std::cref(cs), recorded_model(ct, o.calibrate),
+                                          recorded_placement(ct, o.calibrate), ct.times, cost);
+      // Flags given explicitly win over the fit.
+      auto keep = [&](const char* flag, double fitted, double* into) {
+        if (app.count(flag) == 0) *into = fitted;
+      };
+      keep("--expert-tflops", fit.cost.expert_flops, &cost.expert_flops);
+      keep("--permute-ns-per-row", fit.cost.permute_s_per_row, &cost.permute_s_per_row);
+      keep("--dense-us-per-token", fit.cost.dense_s_per_token, &cost.dense_s_per_token);
+      keep("--step-us", fit.cost.step_s, &cost.step_s);
+      if (fit.link_fitted) {
+        keep("--latency-us", fit.cost.latency, &cost.latency);
+        keep("--intra-gbps", fit.cost.intra_bw, &cost.intra_bw);
+      }
+      std::printf("calibrated on %s (%d ranks, %d rank-steps measured): experts %.3f TFLOP/s, "
+                  "permute %.1f ns per row, dense %.3f us per token per layer, %.1f us per step%s\n",
+                  o.calibrate.c_str(), ct.ranks, fit.samples, fit.cost.expert_flops / 1e12,
+                  fit.cost.permute_s_per_row * 1e9, fit.cost.dense_s_per_token * 1e6,
+                  fit.cost.step_s * 1e6,
+                  fit.link_fitted ? (", exchange " + fmt("%.1f", fit.cost.latency * 1e6) +
+                                     " us + " + fmt("%.2f", fit.cost.intra_bw / 1e9) + " GB/s").c_str()
+                                  : ", exchange as given (one rank, or no fit)");
+    }
     if (o.ranks.empty()) o.ranks = {tr.ranks};
 
-    std::map<std::tuple<int, int, int>, const std::vector<int32_t>*> at;
-    for (const auto& r : tr.records) at[{r.step, r.layer, r.src}] = &r.experts;
-    const std::vector<int32_t> none;
+    const TraceSource replay(tr);
     const runtime::SimSource source = [&](int step, int layer, int src) -> const std::vector<int32_t>& {
       if (made) return made->choices(step, layer, src);
-      const auto it = at.find({step, layer % tr.layers, src % tr.ranks});
-      return it == at.end() ? none : *it->second;
+      return replay(step, layer, src);
     };
     // The input's loads per (layer, expert), the planner's input.
     std::vector<std::vector<double>> load(size_t(m.layers), std::vector<double>(size_t(m.experts), 0.0));
@@ -170,13 +242,15 @@ int run(int argc, char** argv) {
 
     std::printf("moe-sim: %s: %d steps, %d layers x %d experts top-%d recorded on %d ranks; "
                 "simulated as %d layers, hidden %d, intermediate %d, rows of %lld bytes\n"
-                "cost model: experts %.1f TFLOP/s per rank, within node %.0f GB/s, across %.0f "
-                "GB/s, %.1f us per exchange, %.2f us per token per layer outside the MoE block\n"
+                "cost model: experts %.4g TFLOP/s per rank, within node %.4g GB/s, across %.4g "
+                "GB/s, %.4g us per exchange, %.4g us per token per layer outside the MoE block, "
+                "%.4g ns per row permuted, %.4g us per step\n"
                 "efficiency: the time with every expert on every rank (no exchange, no "
                 "imbalance) over the predicted time\n\n",
                 input.c_str(), tr.steps, tr.layers, tr.experts, tr.top_k, tr.ranks, m.layers,
-                m.hidden, m.intermediate, (long long)m.row_bytes, o.expert_tflops, o.intra_gbps,
-                o.inter_gbps, o.latency_us, o.dense_us_per_token);
+                m.hidden, m.intermediate, (long long)m.row_bytes, cost.expert_flops / 1e12,
+                cost.intra_bw / 1e9, cost.inter_bw / 1e9, cost.latency * 1e6,
+                cost.dense_s_per_token * 1e6, cost.permute_s_per_row * 1e9, cost.step_s * 1e6);
     if (made)
       std::printf("the routing is made up from %s's loads: %d tokens per rank per step, top-%d, "
                   "seed %llu\n\n",
@@ -185,6 +259,10 @@ int run(int argc, char** argv) {
                 "imbalance", "max rows", "intra MB/st", "inter MB/st", "step ms", "tokens/s",
                 "efficiency");
     bool wrote = false;
+    // Predictions of a recorded run need its own dimensions and routing.
+    const bool own_dims = !made && o.layers == 0 && o.hidden == 0 && o.intermediate == 0 &&
+                          !o.mixtral && o.wire_dtype.empty();
+    std::vector<std::string> compared;
     for (int N : o.ranks) {
       if (N < 1) throw InputError("--ranks: " + std::to_string(N) + ", expected >= 1");
       const int gpn = std::min(o.gpus_per_node, N);
@@ -233,6 +311,18 @@ int run(int argc, char** argv) {
                       res.bytes_intra / steps / 1e6, res.bytes_inter / steps / 1e6,
                       1e3 * res.total_s() / steps, tokens / std::max(res.total_s(), 1e-12),
                       100.0 * ideal.total_s() / std::max(res.total_s(), 1e-12));
+          // The recorded run itself, where the trace measured it: predicted against measured.
+          if (name == "trace" && !tr.times.empty() && own_dims) {
+            std::map<int, double> slowest;  // per step: every rank waits for the slowest
+            for (const auto& w : tr.times) slowest[w.step] = std::max(slowest[w.step], w.total);
+            double measured = 0;
+            for (const auto& [step, t] : slowest) measured += t;
+            compared.push_back(std::to_string(N) + " ranks: measured " +
+                               fmt("%.4f", 1e3 * measured / std::max<size_t>(slowest.size(), 1)) +
+                               " ms per step, predicted " +
+                               fmt("%.4f", 1e3 * res.total_s() / std::max(tr.steps, 1)) +
+                               " ms, error " + fmt("%+.1f%%", 100.0 * (res.total_s() / measured - 1)));
+          }
           if (!o.stats_json.empty() && !wrote) {
             std::ofstream f(o.stats_json);
             if (!f) throw InputError(o.stats_json + ": cannot open for writing");
@@ -244,6 +334,10 @@ int run(int argc, char** argv) {
           }
         }
       }
+    }
+    if (!compared.empty()) {
+      std::printf("\nthe recorded run, predicted against its measured step times (W lines):\n");
+      for (const auto& c : compared) std::printf("  %s\n", c.c_str());
     }
   } catch (const InputError& e) {
     std::fprintf(stderr, "moe-sim: %s\n", e.what());

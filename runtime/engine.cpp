@@ -173,6 +173,8 @@ bool Engine::step() {
   total_timing_.total += timing_.total;
   total_timing_.schedule += timing_.schedule;
   total_timing_.exchange += timing_.exchange;
+  if (RoutingTraceRecorder* trace = model_.routing_trace())
+    trace->record_step_time(timing_.total, model_.moe_times());
   if (step_prompt_tokens_ > 0) {
     ++phases_.prefill_steps;
     phases_.prefill_tokens += step_prompt_tokens_;

@@ -47,10 +47,15 @@ class Model {
   const MoePhaseTimes& moe_times() const { return moe_.times(); }
   void reset_times() { moe_.reset_times(); }
   // The MoE layer's routing trace (null: off); see runtime/routing_trace.h.
-  void set_routing_trace(RoutingTraceRecorder* trace) { moe_.set_trace(trace); }
+  void set_routing_trace(RoutingTraceRecorder* trace) {
+    trace_ = trace;
+    moe_.set_trace(trace);
+  }
+  RoutingTraceRecorder* routing_trace() const { return trace_; }
   const kernels::RowLayout row_layout() const { return moe_.row_layout(); }
 
  private:
+  RoutingTraceRecorder* trace_ = nullptr;
   // Grow the step's buffers to T tokens and L logit rows. Done once for the limits at
   // construction; a larger step (a caller past its limits) grows them then.
   void reserve(int T);

@@ -1,6 +1,8 @@
 #include "runtime/routing_trace.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <limits>
 #include <fstream>
 #include <sstream>
 #include <tuple>
@@ -8,6 +10,7 @@
 #include "comm/communicator.h"
 #include "common/error.h"
 #include "runtime/model_config.h"
+#include "runtime/moe_layer.h"
 #include "runtime/placement_file.h"
 
 namespace moe::runtime {
@@ -41,6 +44,13 @@ void RoutingTraceRecorder::record(int layer, const int32_t* experts, int T, int 
   lines_ += line + "\n";
 }
 
+void RoutingTraceRecorder::record_step_time(double total_s, const MoePhaseTimes& moe) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "W %d %d %.9g %.9g %.9g %.9g %.9g %.9g %.9g\n", step_, rank_,
+                total_s, moe.route, moe.permute, moe.exchange, moe.experts, moe.combine, moe.wait);
+  lines_ += buf;
+}
+
 void RoutingTraceRecorder::write(comm::Communicator& comm, const std::string& path,
                                  const nlohmann::json& header) const {
   std::vector<std::string> all;
@@ -56,7 +66,12 @@ void RoutingTraceRecorder::write(comm::Communicator& comm, const std::string& pa
     std::istringstream in(text);
     for (std::string l; std::getline(in, l);) {
       Line x{0, 0, 0, l};
-      std::sscanf(l.c_str(), "S %d %d %d", &x.step, &x.layer, &x.src);
+      if (l[0] == 'W') {  // after the step's S lines
+        std::sscanf(l.c_str(), "W %d %d", &x.step, &x.src);
+        x.layer = std::numeric_limits<int>::max();
+      } else {
+        std::sscanf(l.c_str(), "S %d %d %d", &x.step, &x.layer, &x.src);
+      }
       lines.push_back(std::move(x));
     }
   }
@@ -99,11 +114,27 @@ RoutingTrace RoutingTrace::read(const std::string& path) {
     const std::string at = path + ":" + std::to_string(n) + ": ";
     std::istringstream in(line);
     std::string tag;
+    if (line[0] == 'W') {
+      StepTime w;
+      in >> tag >> w.step >> w.src >> w.total >> w.route >> w.permute >> w.exchange >> w.experts >>
+          w.combine >> w.wait;
+      std::string extra;
+      if (!in || tag != "W" || (in >> extra))
+        throw InputError(at + "expected 'W step src total route permute exchange experts "
+                              "combine wait' (seconds)");
+      if (w.step < 0 || w.src < 0 || w.src >= t.ranks)
+        throw InputError(at + "step or source rank out of range (ranks " +
+                         std::to_string(t.ranks) + ")");
+      for (double v : {w.total, w.route, w.permute, w.exchange, w.experts, w.combine, w.wait})
+        if (!(v >= 0) || v > 1e6) throw InputError(at + "a time below 0 or past 1e6 s");
+      t.times.push_back(w);
+      continue;
+    }
     Record r;
     int64_t T = -1;
     in >> tag >> r.step >> r.layer >> r.src >> T;
     if (!in || tag != "S" || T < 1)
-      throw InputError(at + "expected 'S step layer src T' and T * top_k expert ids");
+      throw InputError(at + "expected 'S step layer src T' and T * top_k expert ids, or a W line");
     if (r.step < 0 || r.layer < 0 || r.layer >= t.layers || r.src < 0 || r.src >= t.ranks)
       throw InputError(at + "step, layer or source rank out of range (layers " +
                        std::to_string(t.layers) + ", ranks " + std::to_string(t.ranks) + ")");

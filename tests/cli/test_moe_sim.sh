@@ -86,6 +86,20 @@ expect 0 "scaled to 8..256 ranks" "" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np4.
 [ "$(grep -cE '^ +(8|64|256) ' "$TMP/out")" -eq 12 ] && ok "12 configurations predicted" || bad "scaled table: $(cat "$TMP/out")"
 grep -qE '^ +64 +8 planned r=1' "$TMP/out" && ok "64 ranks on 8 nodes" || bad "no 64-rank planned row"
 
+# The cost model calibrated on the measured step times a trace records (W lines), and the
+# recorded run predicted against its measured steps (the figure is stated, not asserted).
+[ "$(grep -c '^W ' "$TMP/tiny_a_np2.trace")" -eq "$(($(grep -c '^W ' "$TMP/tiny_a_np1.trace") * 2))" ] \
+  && ok "the trace holds one measured step per rank and step" || bad "W lines: $(grep -c '^W ' "$TMP/tiny_a_np2.trace")"
+expect 0 "calibrated on the 2-rank run" "" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np4.trace" --calibrate "$TMP/tiny_a_np2.trace" --placement trace
+grep -q "calibrated on .*tiny_a_np2.trace (2 ranks, " "$TMP/out" && grep -qE "^  4 ranks: measured [0-9.]+ ms per step, predicted [0-9.]+ ms, error [-+][0-9.]+%" "$TMP/out" \
+  && ok "prints the fit and the 4-rank run's predicted against measured step time" || bad "calibration output: $(cat "$TMP/out")"
+expect 0 "an explicit cost flag wins over the fit" "" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np2.trace" --calibrate "$TMP/tiny_a_np2.trace" --expert-tflops 77
+grep -q "cost model: experts 77 TFLOP/s" "$TMP/out" && ok "--expert-tflops 77 kept" || bad "explicit flag: $(grep 'cost model' "$TMP/out")"
+grep -v '^W ' "$TMP/tiny_a_np2.trace" > "$TMP/untimed.trace"
+expect 2 "calibrating on a trace without measured times" "untimed.trace: no measured times" -- "$BIN/moe-sim" --trace "$TMP/untimed.trace" --calibrate "$TMP/untimed.trace"
+head -2 "$TMP/tiny_a_np2.trace" > "$TMP/badw"; echo "W 0 0 0.1 0.2" >> "$TMP/badw"
+expect 2 "a short W line" "badw:3: expected 'W step src total" -- "$BIN/moe-sim" --trace "$TMP/badw"
+
 # A load distribution scaled up: the statistics of the 4-rank run make up the routing of 8 to
 # 64 ranks; the same seed gives the same table, and every made-up choice is counted.
 expect 0 "loads scaled to 8..64 ranks" "" -- "$BIN/moe-sim" --loads "$TMP/tiny_a_np4.json" --mixtral-8x7b \
