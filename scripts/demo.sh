@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, on a fresh machine, with no GPU and no download: set up, build, start the
 # coordinator with 2 CPU ranks on the tiny model (moe-launch), run a batch through it with a
-# progress bar, print the throughput and the expert-load table, and stop everything.
+# progress bar, then 1024 requests from 32 concurrent clients (moe-bench-serving), print the
+# throughput and the expert-load table, and stop everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -30,6 +31,9 @@ echo "== batch: configs/prompts/tiny_a.jsonl"
 build/bin/moe-cli --server "$ADDR" batch --input configs/prompts/tiny_a.jsonl --output "$out"
 echo "== results ($out)"
 cat "$out"
+echo "== throughput: 1024 requests (16 prompt + 16 new tokens each) from 32 concurrent clients"
+build/bin/moe-bench-serving --server "$ADDR" --requests 1024 --warmup 64 --concurrency 32 --vocab 512 2>&1 \
+  | grep -E "throughput|generated tokens|request latency|engine steps"
 echo "== expert load"
 build/bin/moe-cli --server "$ADDR" stats
 kill -TERM $launch
