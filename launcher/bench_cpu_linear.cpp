@@ -37,12 +37,15 @@ double median_seconds(int warmup, int repeats, F&& f) {
 int run(int argc, char** argv) {
   int n = 7168, k = 1024, threads = 1, warmup = 3, repeats = 15;
   std::string rows = "1,2,4,8,12,16,24,32,64,128";
+  std::string dtype = "f32";
   CLI::App app{"moe-bench-cpu-linear: streamed weight vs OpenBLAS sgemm per row count"};
   app.option_defaults()->always_capture_default();
   app.add_option("--n", n, "weight rows (output features); Mixtral-style w13 at hidden 1024: 7168");
   app.add_option("--k", k, "weight columns (input features)");
   app.add_option("--rows", rows, "row counts of x to time, comma-separated");
   app.add_option("--threads", threads, "threads of both paths");
+  app.add_option("--dtype", dtype, "weight dtype: f32, or bf16 (stored as bf16, widened where read)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--warmup", warmup, "untimed repetitions first");
   app.add_option("--repeats", repeats, "timed repetitions (the median is printed)");
   if (const auto code = moe::launcher::parse_command_line(app, argc, argv, true)) return *code;
@@ -56,23 +59,27 @@ int run(int argc, char** argv) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> w(size_t(n) * k), x(size_t(max_m) * k), out(size_t(max_m) * n);
   for (auto& v : w) v = nd(rng);
+  const bool bf16 = dtype == "bf16";
+  std::vector<uint16_t> w16(bf16 ? w.size() : 0);
+  for (size_t i = 0; i < w16.size(); ++i) w16[i] = moe::f32_to_bf16(w[i]);
   for (auto& v : x) v = nd(rng);
   // The copy bandwidth: the bound of a pass that must read the whole weight.
   std::vector<float> copy(w.size());
   const double t_copy = median_seconds(warmup, repeats, [&] {
     std::memcpy(copy.data(), w.data(), w.size() * sizeof(float));
   });
-  const double bytes = double(w.size()) * sizeof(float);
-  const double bw = 2 * bytes / t_copy;  // read + write
+  const double bw = 2 * double(w.size()) * sizeof(float) / t_copy;  // read + write
+  const double bytes = double(w.size()) * (bf16 ? 2 : 4);  // the weight, read once
   moe::kernels::LinearParams p;
   p.x = x.data();
-  p.w = {w.data(), moe::DType::kF32, n, k};
+  p.w = bf16 ? moe::kernels::Weight{w16.data(), moe::DType::kBF16, n, k}
+              : moe::kernels::Weight{w.data(), moe::DType::kF32, n, k};
   p.out = out.data();
   p.M = max_m;
   const double t_big = median_seconds(warmup, repeats, [&] { moe::kernels::cpu::linear_blas(p); });
   const double peak = 2.0 * max_m * n * k / t_big;
-  std::printf("weight [%d, %d] fp32 (%.1f MB), %d thread(s); copy bandwidth %.1f GB/s, sgemm at %d "
-              "rows %.1f GFLOP/s\n", n, k, bytes / 1e6, threads, bw / 1e9, max_m, peak / 1e9);
+  std::printf("weight [%d, %d] %s (%.1f MB), %d thread(s); copy bandwidth %.1f GB/s, sgemm at %d "
+              "rows %.1f GFLOP/s\n", n, k, dtype.c_str(), bytes / 1e6, threads, bw / 1e9, max_m, peak / 1e9);
   std::printf("%6s %14s %14s %14s  %s\n", "rows", "streamed ms", "sgemm ms", "bound ms",
               "faster (linear() takes)");
   for (int m : ms) {

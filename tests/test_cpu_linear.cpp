@@ -14,7 +14,7 @@ namespace moe::test {
 namespace {
 
 
-// K = 53 and 1024 + 7: lane tails; N = 37: an odd row count for the two-rows-a-pass loop.
+// K = 53 and 1024 + 7: lane tails; N = 37: a tail for the loop that takes 2 or 4 rows of W a pass.
 TEST(CpuLinear, BothPathsMatchADoubleSum) {
   std::mt19937 rng(11);
   for (int K : {53, 1031}) {

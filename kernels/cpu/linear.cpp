@@ -27,22 +27,26 @@ inline float widen(uint16_t v) { return bf16_to_f32(v); }
 // them; no FMA contraction (kernels/ is built with -ffp-contract=off). So a row's result depends
 // on nothing but its own values, at any batch size, thread count or rank count.
 template <int kRows, class W>
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "avx512f", "avx2", "default")))
 void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* __restrict__ out,
                   int N, int K, int ldo, bool accumulate) {
   const int k_main = K / kLanes * kLanes;
-  // Two rows of W per pass: each x load serves both.
-  constexpr int kW = 2;
+  // Rows of W per pass: each x load serves all of them, and their sums are independent chains
+  // of additions (a lane's own chain is in a fixed order), so more of them hide the adds'
+  // latency. Four while the accumulators fit in registers with x's rows, else two.
+  constexpr int kW = kRows <= 2 ? 4 : 2;
   for (int n0 = 0; n0 < N; n0 += kW) {
     const int nw = std::min(kW, N - n0);
-    const W* wn[kW] = {w + int64_t(n0) * K, w + int64_t(n0 + nw - 1) * K};
+    // Past N's last row, the last row again (computed, not stored).
+    const W* wn[kW];
+    for (int i = 0; i < kW; ++i) wn[i] = w + int64_t(n0 + std::min(i, nw - 1)) * K;
     Lanes acc[kW][kRows] = {};
     for (int k = 0; k < k_main; k += kLanes) {
-      const Lanes w0 = load_lanes(wn[0] + k), w1 = load_lanes(wn[1] + k);
+      Lanes wv[kW];
+      for (int i = 0; i < kW; ++i) wv[i] = load_lanes(wn[i] + k);
       for (int m = 0; m < kRows; ++m) {
         const Lanes xv = load_lanes(x + int64_t(m) * K + k);
-        acc[0][m] += xv * w0;
-        acc[1][m] += xv * w1;
+        for (int i = 0; i < kW; ++i) acc[i][m] += xv * wv[i];
       }
     }
     for (int i = 0; i < nw; ++i)
