@@ -11,6 +11,7 @@
 
 #include "common/check.h"  // after the CUDA headers: CUDA_CHECK / CUBLAS_CHECK key off them
 #include "common/dtype.h"
+#include "kernels/cuda/cublas_library.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch_check.h"
@@ -41,11 +42,11 @@ class CudaOps final : public Ops {
       // Non-blocking: no implicit sync with the legacy default stream, which NCCL or a
       // library might use behind our back.
       CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-      CUBLAS_CHECK(cublasCreate(&cublas_));
-      CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+      blas_.check(blas_.create(&cublas_), "cublasCreate");
+      blas_.check(blas_.set_stream(cublas_, stream_), "cublasSetStream");
       // Default math: no TF32 or reduced-precision shortcuts beyond what the bf16 inputs imply;
       // the fp32 accumulation stays fp32.
-      CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+      blas_.check(blas_.set_math_mode(cublas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     } catch (...) {
       release();
       throw;
@@ -156,7 +157,7 @@ class CudaOps final : public Ops {
   void release() noexcept {
     if (stream_) (void)cudaStreamSynchronize(stream_);  // no queued GEMM still reads scratch_
     scratch_.reset();
-    if (cublas_) (void)cublasDestroy(cublas_);
+    if (cublas_) (void)blas_.destroy(cublas_);
     if (stream_) (void)cudaStreamDestroy(stream_);
     cublas_ = nullptr;
     stream_ = nullptr;
@@ -178,6 +179,7 @@ class CudaOps final : public Ops {
   int device_ = 0;
   DType precision_ = DType::kBF16;
   cudaStream_t stream_ = nullptr;
+  const CublasLibrary& blas_ = cublas_library();  // loaded with the first CUDA backend
   cublasHandle_t cublas_ = nullptr;
   Buffer scratch_;  // [M, K] bf16 copy of linear's x
 };
@@ -212,9 +214,10 @@ void CudaOps::linear(const LinearParams& p) {
   };
   if (p.w.dtype == DType::kF32) {
     // fp32 inputs, CUBLAS_COMPUTE_32F under the default math mode: true fp32 FMAs, no TF32.
-    CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
+    blas_.check(blas_.gemm_ex(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
                               CUDA_R_32F, K, p.x, CUDA_R_32F, K, &beta, p.out, CUDA_R_32F, N,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                "cublasGemmEx");
     MOE_CHECK_LAUNCH("linear (cuBLAS fp32)", stream_, shapes());
     return;
   }
@@ -223,9 +226,10 @@ void CudaOps::linear(const LinearParams& p) {
   const int64_t nx = int64_t(M) * K;
   void* x_bf16 = scratch(size_t(nx) * sizeof(uint16_t));  // [M, K] bf16
   cuda::cast_f32_to_bf16(p.x, x_bf16, nx, stream_);
-  CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
+  blas_.check(blas_.gemm_ex(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, p.w.data,
                             CUDA_R_16BF, K, x_bf16, CUDA_R_16BF, K, &beta, p.out, CUDA_R_32F, N,
-                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "cublasGemmEx");
   MOE_CHECK_LAUNCH("linear (cuBLAS bf16)", stream_, shapes());
 }
 

@@ -1,0 +1,47 @@
+// cuBLAS is loaded when a CUDA backend is made, not linked (kernels/cuda/cublas_library.h): a
+// process maps no libcublas until then; the loader then finds it and binds every entry point,
+// and a failed call's error names the call and cuBLAS's status. None of it needs a GPU.
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+#include "kernels/cuda/cublas_library.h"
+#include "tests/support/test_env.h"
+
+namespace moe::test {
+namespace {
+
+bool mapped(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  std::stringstream all;
+  all << maps.rdbuf();
+  return all.str().find(name) != std::string::npos;
+}
+
+TEST(CublasLibrary, LoadedOnFirstUseWithEveryEntryPoint) {
+  EXPECT_FALSE(mapped("libcublas")) << "cuBLAS mapped before any CUDA backend was made";
+  const auto& lib = kernels::cublas_library();
+  EXPECT_TRUE(mapped("libcublas.so.13"));
+  EXPECT_NE(lib.path.find("libcublas.so.13"), std::string::npos) << lib.path;
+  for (const void* fn : {(const void*)lib.create, (const void*)lib.destroy, (const void*)lib.set_stream,
+                         (const void*)lib.set_math_mode, (const void*)lib.gemm_ex,
+                         (const void*)lib.status_name, (const void*)lib.status_string})
+    EXPECT_NE(fn, nullptr);
+  EXPECT_EQ(&lib, &kernels::cublas_library()) << "loaded twice";
+  EXPECT_STREQ(lib.status_name(CUBLAS_STATUS_INVALID_VALUE), "CUBLAS_STATUS_INVALID_VALUE");
+}
+
+TEST(CublasLibrary, AFailedCallNamesTheCallAndTheStatus) {
+  const auto& lib = kernels::cublas_library();
+  EXPECT_NO_THROW(lib.check(CUBLAS_STATUS_SUCCESS, "cublasGemmEx"));
+  try {
+    lib.check(CUBLAS_STATUS_NOT_INITIALIZED, "cublasCreate");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cublasCreate failed: CUBLAS_STATUS_NOT_INITIALIZED: "), std::string::npos) << what;
+  }
+}
+
+}  // namespace
+}  // namespace moe::test
