@@ -206,6 +206,12 @@ cuda_check() {
   else
     echo "   dlopen libnccl.so.2         -> not found: transport nccl will fail, transport mpi works"
   fi
+  # cuBLAS is not NEEDED by the runtime's executables either (dlopen'ed by backend cuda).
+  if path=$(resolve_lib libcublas.so.13); then
+    echo "   dlopen libcublas.so.13      -> $(readlink -f "$path") (backend cuda)"
+  else
+    echo "   dlopen libcublas.so.13      -> NOT FOUND: backend cuda cannot start"; missing+=(libcublas.so.13)
+  fi
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "== env-check: FAILED: no CUDA 13 runtime here: ${missing[*]} not found in LD_LIBRARY_PATH" \
          "or the loader cache (looked in /usr/local/cuda/lib64 and site-packages" \

@@ -12,7 +12,8 @@
 #   (a) env-check: passes, each CUDA library NEEDED resolves into the wheel layout, none is
 #       libcudart (linked statically) or libnccl (loaded at run time)
 #   (b) mpirun -np 2 moe-run on the tiny model (CPU, 2 ranks): output identical to the unbundled run
-#   (c) test_comm_cuda alone: exit 0, its tests skipped with "no CUDA device" (or passed on a GPU)
+#   (c) test_comm_cuda alone: exit 0, its tests skipped with "no CUDA device" (or passed on a GPU);
+#       test_cublas_library: cuBLAS dlopen'ed from the simulated wheel layout
 #   (d) test_tokenizer alone (the sentencepiece shim and library from the bundle)
 #
 # usage: bash tests/cli/test_bundle.sh BUILD_DIR REPO_ROOT
@@ -125,6 +126,14 @@ if [ "${1:-}" = "--inside" ]; then
     fi
   else
     echo "# (c) not run: this build has no test_comm_cuda (CUDA off)"
+  fi
+  # (c2) cuBLAS dlopen'ed from the wheel layout (no GPU needed to load it)
+  if [ -x "$TMP/bundle/bin/test_cublas_library" ]; then
+    if "${RUN[@]}" test_cublas_library >"$TMP/c2.out" 2>&1 && grep -q '\[  PASSED  \] 2 tests' "$TMP/c2.out"; then
+      ok "(c2) test_cublas_library: cuBLAS loaded on first use from the box's libraries"
+    else
+      bad "(c2) test_cublas_library:"; tail -15 "$TMP/c2.out" | sed 's/^/    /'
+    fi
   fi
   # (d)
   if [ -x "$TMP/bundle/bin/test_tokenizer" ]; then
