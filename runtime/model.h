@@ -49,6 +49,11 @@ class Model {
   // The MoE layer's routing trace (null: off); see runtime/routing_trace.h.
   void set_routing_trace(RoutingTraceRecorder* trace) { moe_.set_trace(trace); }
   const kernels::RowLayout row_layout() const { return moe_.row_layout(); }
+  // The weights this rank holds; their experts change only between steps, together with
+  // set_placement (runtime/expert_rebalancer).
+  ModelWeights& weights() { return w_; }
+  // Routes by `placement` from the next step on (MoeLayer::set_placement).
+  void set_placement(const Placement& placement) { moe_.set_placement(placement); }
 
  private:
   // Grow the step's buffers to T tokens and L logit rows. Done once for the limits at
