@@ -64,6 +64,12 @@ for np in 2 4; do
   [ "$b" -eq $((w * 3 * 64 * 128 * 4)) ] && ok "$np ranks: bytes moved = weights moved x one expert's bytes" || bad "$np ranks: $b bytes for $w weights"
 done
 grep -q "rebalancing: [0-9]* rebalances" "$TMP/err" && ok "moe-run logs the rebalancing totals" || bad "no rebalancing summary: $(tail -3 "$TMP/err")"
+# Above the threshold only: tiny_skew's worst layer is far below 100, so the loads are looked at
+# and nothing moves.
+expect 0 "4 ranks, threshold 100" "" -- "${MPIRUN[@]}" -np 4 "$BIN/moe-run" "${COMMON[@]}" "${REBAL[@]:0:5}" --rebalance-threshold 100 \
+  --input "$TMP/skew.jsonl" --output "$TMP/high.jsonl" --stats-json "$TMP/high.json" --no-stats-table
+c=$(json "$TMP/high.json" "d['rebalance']['checks']"); n=$(json "$TMP/high.json" "d['rebalance']['rebalances']")
+[ "$c" -gt 0 ] && [ "$n" -eq 0 ] && ok "threshold 100: $c checks, no rebalance" || bad "threshold 100: $c checks, $n rebalances"
 
 # Bad values: exit 2, one line naming the field and what is expected.
 expect 2 "interval 0 refused" "rebalance_interval is 0, expected an integer in \\[1, " -- "$BIN/moe-run" "${COMMON[@]}" --rebalance --rebalance-interval 0 --prompt-ids 1,2
