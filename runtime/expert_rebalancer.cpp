@@ -64,8 +64,8 @@ MoveResult move_experts(const ModelConfig& cfg, const Placement& from, const Pla
   std::vector<int64_t> send_counts(N), send_displs(N), recv_counts(N), recv_displs(N);
   for (int l = 0; l < cfg.num_hidden_layers; ++l) {
     LayerWeights& lw = weights.layers[size_t(l)];
-    // This layer's moves, by expert then destination: the order of the elements sent to a peer
-    // and, on the peer, received from this rank.
+    // This layer's moves of this rank, by peer, then by expert (plan_moves' order): the order
+    // in which a rank sends its elements to a peer is the one the peer expects them in.
     std::vector<ExpertMove> mine_out, mine_in;
     bool any = false;
     for (const auto& m : moves) {
@@ -85,11 +85,12 @@ MoveResult move_experts(const ModelConfig& cfg, const Placement& from, const Pla
     std::fill(recv_counts.begin(), recv_counts.end(), 0);
     for (const auto& m : mine_out) ++send_counts[size_t(m.dst)];
     for (const auto& m : mine_in) ++recv_counts[size_t(m.src)];
-    for (int r = 0, s = 0, q = 0; r < N; ++r) {
-      send_displs[size_t(r)] = s;
-      recv_displs[size_t(r)] = q;
-      s += int(send_counts[size_t(r)]);
-      q += int(recv_counts[size_t(r)]);
+    int64_t sent = 0, received = 0;
+    for (int r = 0; r < N; ++r) {
+      send_displs[size_t(r)] = sent;
+      recv_displs[size_t(r)] = received;
+      sent += send_counts[size_t(r)];
+      received += recv_counts[size_t(r)];
     }
 
     // Pack: each expert sent is its w13 ([2I, H]) then its w2 ([H, I]), one element.
