@@ -69,6 +69,9 @@ class Ops {
   // Host <-> backend copies; on cpu these are memcpy.
   virtual void upload(void* dst, const void* host, size_t bytes) = 0;
   virtual void download(void* host, const void* src, size_t bytes) = 0;
+  // Backend -> backend copy, ordered with the ops (moving expert weights in and out of the
+  // buffers an exchange sends and receives).
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   // fp32 host values into a weight of weight_dtype(), converted on the way.
   virtual Weight upload_weight(Buffer& storage, const float* host, int64_t rows, int64_t cols) = 0;
   // A synthetic weight made where it is stored (kernels/random_fill.h: element i is

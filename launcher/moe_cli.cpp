@@ -365,6 +365,14 @@ std::string stats_table(const moe::v1::LoadStatsResponse& s, bool recent) {
       cell(", %lld waiting for a new worker job now", (long long)s.waiting_for_worker());
     out += "\n";
   }
+  // Whole run whatever the window: rebalances are rare events, not rates.
+  if (s.rebalances() > 0) {
+    cell("Live rebalancing: %lld rebalance(s), ", (long long)s.rebalances());
+    cell("%lld expert weight(s) moved ", (long long)s.rebalance_weights_moved());
+    cell("(%.3f MB), ", s.rebalance_bytes_moved() / 1e6);
+    cell("%.3f s in all, ", s.rebalance_seconds());
+    cell("%.3f s the last\n", s.last_rebalance_seconds());
+  }
   out += "\n";
 
   out += "Tokens per expert (routed top-k choices), per layer; imbalance = max / mean\n";
@@ -443,6 +451,12 @@ nlohmann::json stats_json(const moe::v1::LoadStatsResponse& s) {
   nlohmann::json j = ls.to_json();
   if (placed) j["placement"] = runtime::placement_json(runtime::Placement::from_map(map, R));
   j["step_seconds"] = s.step_seconds();
+  // As moe-run --stats-json writes it; the placement above is the last one after a rebalance.
+  j["rebalance"] = {{"rebalances", s.rebalances()},
+                    {"weights_moved", s.rebalance_weights_moved()},
+                    {"bytes_moved", s.rebalance_bytes_moved()},
+                    {"seconds", s.rebalance_seconds()},
+                    {"last_seconds", s.last_rebalance_seconds()}};
   return j;
 }
 

@@ -337,6 +337,14 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
                  steps, 1e3 * slowest / double(steps), 100 * phases[0] / sum,
                  100 * phases[1] / sum, 100 * phases[2] / sum);
   }
+  // Live rebalancing: the totals are the same on every rank (the seconds are rank 0's).
+  const runtime::RebalanceTotals rb =
+      rt->rebalancer() ? rt->rebalancer()->totals() : runtime::RebalanceTotals{};
+  if (rt->rebalancer())
+    spdlog::info("rebalancing: {} rebalances in {} checks, {} expert weights moved ({:.3f} MB), "
+                 "{:.3f} s in all ({:.3f} s the last)",
+                 rb.rebalances, rb.checks, rb.weights_moved, rb.bytes_moved / 1e6, rb.seconds,
+                 rb.last_seconds);
   if (!o.quiet_table) std::fprintf(stderr, "\n%s", rt->stats().table(rt->placement()).c_str());
   if (!o.stats_json.empty()) {
     std::ofstream js(o.stats_json);
@@ -344,6 +352,14 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
     nlohmann::json j = rt->stats().to_json();
     j["placement"] = runtime::placement_json(rt->placement());  // what moe-plan starts from
     j["step_seconds"] = slowest;  // slowest rank's engine step time, summed over the steps
+    // The placement above is the last one when rebalancing moved experts during the run.
+    j["rebalance"] = {{"enabled", rt->rebalancer() != nullptr},
+                      {"checks", rb.checks},
+                      {"rebalances", rb.rebalances},
+                      {"weights_moved", rb.weights_moved},
+                      {"bytes_moved", rb.bytes_moved},
+                      {"seconds", rb.seconds},
+                      {"last_seconds", rb.last_seconds}};
     js << j.dump(2) << "\n";
   }
   return 0;

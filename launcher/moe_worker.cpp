@@ -142,6 +142,12 @@ class GrpcController final : public runtime::Controller {
     *s->mutable_rows_computed() = {r.delta.rows_computed.begin(), r.delta.rows_computed.end()};
     *s->mutable_rows_sent() = {r.delta.rows.begin(), r.delta.rows.end()};
     *s->mutable_outstanding_per_rank() = {r.outstanding.begin(), r.outstanding.end()};
+    s->set_rebalances(r.rebalance.rebalances);
+    s->set_rebalance_weights_moved(r.rebalance.weights_moved);
+    s->set_rebalance_bytes_moved(r.rebalance.bytes_moved);
+    s->set_rebalance_seconds(r.rebalance.seconds);
+    s->set_last_rebalance_seconds(r.rebalance.last_seconds);
+    *s->mutable_expert_rank() = {r.expert_rank.begin(), r.expert_rank.end()};
     for (const auto& t : r.tokens) {
       auto* e = s->add_tokens();
       e->set_seq_id(t.id);

@@ -20,6 +20,11 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_flag("--synthetic", r.synthetic, "synthetic weights from --seed; the checkpoint folder needs only config.json (default: off)");
   app.add_option("--seed", r.seed, "seed of the synthetic weights");
   app.add_option("--num-layers", r.num_layers, "synthetic: keep only the first N layers (0: all of config.json's)");
+  app.add_flag("--rebalance", r.rebalance, "live expert rebalancing while running: re-plan the placement and move expert weights between ranks (default: off)");
+  app.add_option("--rebalance-interval", r.rebalance_interval, "rebalancing: check the load every this many steps");
+  app.add_option("--rebalance-window", r.rebalance_window, "rebalancing: steps of load statistics a plan uses");
+  app.add_option("--rebalance-threshold", r.rebalance_threshold, "rebalancing: predicted device imbalance (worst layer's max rank load / mean) at or below which nothing moves");
+  app.add_option("--rebalance-redundant-slots", r.rebalance_redundant_slots, "rebalancing: expert slots per rank beyond ceil(experts / ranks), for replicas of hot experts");
 }
 
 runtime::RunConfig resolve_run_config(const CLI::App& app, const RunOptions& o) {
@@ -53,6 +58,12 @@ runtime::RunConfig resolve_run_config(const CLI::App& app, const RunOptions& o) 
   if (given("--synthetic")) file.synthetic = f.synthetic;
   if (given("--seed")) file.seed = f.seed;
   if (given("--num-layers")) file.num_layers = f.num_layers;
+  if (given("--rebalance")) file.rebalance = f.rebalance;
+  if (given("--rebalance-interval")) file.rebalance_interval = f.rebalance_interval;
+  if (given("--rebalance-window")) file.rebalance_window = f.rebalance_window;
+  if (given("--rebalance-threshold")) file.rebalance_threshold = f.rebalance_threshold;
+  if (given("--rebalance-redundant-slots"))
+    file.rebalance_redundant_slots = f.rebalance_redundant_slots;
   return file;
 }
 

@@ -184,6 +184,7 @@ bool Engine::step() {
     phases_.decode_tokens += int64_t(logit_seq_.size());
     phases_.decode_s += timing_.total;
   }
+  if (after_step_) after_step_(steps_);
   return true;
 }
 

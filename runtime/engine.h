@@ -61,6 +61,10 @@ class Engine {
 
   // Streams every token as it is made (the serving worker).
   void set_on_token(TokenCallback cb) { on_token_ = std::move(cb); }
+  // Called at the end of every step that ran, with the step count, on every rank together (a
+  // step boundary: the place for collectives between steps, such as moving experts). Its time
+  // is not part of the step's timing.
+  void set_after_step(std::function<void(int64_t step)> cb) { after_step_ = std::move(cb); }
   // Drops a waiting or running sequence of this rank and frees its KV slot; its finish callback
   // reports kCancelled. Unknown ids (already finished) are ignored.
   void cancel(int64_t id);
@@ -103,6 +107,7 @@ class Engine {
   std::vector<Result> done_;
   std::function<void(Result&&)> on_finish_;
   TokenCallback on_token_;
+  std::function<void(int64_t)> after_step_;
   Sampler sampler_;
   std::random_device entropy_;  // seeds for requests that give none
   StepTiming timing_, total_timing_;

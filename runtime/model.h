@@ -53,6 +53,11 @@ class Model {
   }
   RoutingTraceRecorder* routing_trace() const { return trace_; }
   const kernels::RowLayout row_layout() const { return moe_.row_layout(); }
+  // The weights this rank holds; their experts change only between steps, together with
+  // set_placement (runtime/expert_rebalancer).
+  ModelWeights& weights() { return w_; }
+  // Routes by `placement` from the next step on (MoeLayer::set_placement).
+  void set_placement(const Placement& placement) { moe_.set_placement(placement); }
 
  private:
   RoutingTraceRecorder* trace_ = nullptr;

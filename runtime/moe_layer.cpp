@@ -32,33 +32,13 @@ int64_t prefix(const std::vector<int64_t>& counts, std::vector<int64_t>& displs)
 
 MoeLayer::MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
                    comm::Communicator& comm, LoadStats* stats)
-    : cfg_(cfg), placement_(placement), ops_(ops), comm_(comm), stats_(stats),
+    : cfg_(cfg), ops_(ops), comm_(comm), stats_(stats),
       n_ranks_(comm.size()), me_(comm.rank()), n_experts_(cfg.num_local_experts),
       k_(cfg.num_experts_per_tok),
       rows_{cfg.hidden_size, cfg.num_experts_per_tok, ops.precision()},
       back_row_bytes_(size_t(cfg.hidden_size) * dtype_size(ops.precision())) {
-  MOE_CHECK(placement.world_size() == n_ranks_ && placement.n_experts() == n_experts_ &&
-                placement.n_layers() >= cfg.num_hidden_layers,
-            "MoE layer: the placement (" + std::to_string(placement.n_layers()) + " layers, " +
-                std::to_string(placement.n_experts()) + " experts, " +
-                std::to_string(placement.world_size()) + " ranks) does not fit the model and " +
-                "world (" + std::to_string(cfg.num_hidden_layers) + ", " +
-                std::to_string(n_experts_) + ", " + std::to_string(n_ranks_) + ")");
-  const int L = placement.n_layers(), E = n_experts_, N = n_ranks_;
-  route_host_.resize(size_t(L) * E * kernels::kRouteWheel);
-  local_index_host_.assign(size_t(L) * E, -1);
-  for (int l = 0; l < L; ++l) {
-    const auto wheel = placement.route_wheel(l, me_);
-    std::copy(wheel.begin(), wheel.end(), route_host_.begin() + long(l) * E * kernels::kRouteWheel);
-    const auto local = placement.local_experts(l, me_);
-    for (size_t i = 0; i < local.size(); ++i) local_index_host_[size_t(l) * E + local[i]] = int32_t(i);
-  }
-  // Set once here: the per-step path uploads nothing.
-  route_ = ops_.alloc(route_host_.size() * sizeof(int32_t));
-  local_index_ = ops_.alloc(local_index_host_.size() * sizeof(int32_t));
-  ops_.upload(route_.data(), route_host_.data(), route_host_.size() * sizeof(int32_t));
-  ops_.upload(local_index_.data(), local_index_host_.data(),
-              local_index_host_.size() * sizeof(int32_t));
+  set_placement(placement);
+  const int E = n_experts_, N = n_ranks_;
   counts_ = ops_.alloc(size_t(N + E * N) * sizeof(int32_t));
   h_counts_.assign(size_t(N + E * N), 0);
   send_blocks_.assign(size_t(N) * (1 + E), 0);
@@ -67,6 +47,31 @@ MoeLayer::MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::
   recv_counts_.assign(N, 0);
   send_displs_.assign(N, 0);
   recv_displs_.assign(N, 0);
+}
+
+void MoeLayer::set_placement(const Placement& placement) {
+  MOE_CHECK(placement.world_size() == n_ranks_ && placement.n_experts() == n_experts_ &&
+                placement.n_layers() >= cfg_.num_hidden_layers,
+            "MoE layer: the placement (" + std::to_string(placement.n_layers()) + " layers, " +
+                std::to_string(placement.n_experts()) + " experts, " +
+                std::to_string(placement.world_size()) + " ranks) does not fit the model and " +
+                "world (" + std::to_string(cfg_.num_hidden_layers) + ", " +
+                std::to_string(n_experts_) + ", " + std::to_string(n_ranks_) + ")");
+  const int L = placement.n_layers(), E = n_experts_;
+  route_host_.assign(size_t(L) * E * kernels::kRouteWheel, 0);
+  local_index_host_.assign(size_t(L) * E, -1);
+  for (int l = 0; l < L; ++l) {
+    const auto wheel = placement.route_wheel(l, me_);
+    std::copy(wheel.begin(), wheel.end(), route_host_.begin() + long(l) * E * kernels::kRouteWheel);
+    const auto local = placement.local_experts(l, me_);
+    for (size_t i = 0; i < local.size(); ++i) local_index_host_[size_t(l) * E + local[i]] = int32_t(i);
+  }
+  // The per-step path uploads nothing: the tables change only here.
+  reserve(route_, route_host_.size() * sizeof(int32_t));
+  reserve(local_index_, local_index_host_.size() * sizeof(int32_t));
+  ops_.upload(route_.data(), route_host_.data(), route_host_.size() * sizeof(int32_t));
+  ops_.upload(local_index_.data(), local_index_host_.data(),
+              local_index_host_.size() * sizeof(int32_t));
 }
 
 kernels::RowLayout MoeLayer::row_layout() const { return rows_; }

@@ -45,9 +45,15 @@ struct MoePhaseTimes {
 
 class MoeLayer {
  public:
-  // Puts the placement's routing tables on the backend (the only uploads the layer makes).
+  // Puts the placement's routing tables on the backend (set_placement).
   MoeLayer(const ModelConfig& cfg, const Placement& placement, kernels::Ops& ops,
            comm::Communicator& comm, LoadStats* stats);
+
+  // Makes `placement` the one this rank routes and receives by: its route wheels and local
+  // indices uploaded to the backend, the only uploads the layer makes. Called at construction
+  // and, between steps, when the experts were moved (runtime/expert_rebalancer); every rank
+  // switches together, as every forward() must see the same placement on all ranks.
+  void set_placement(const Placement& placement);
 
   // Sizes every workspace for steps of up to `max_tokens` tokens on any rank (the token budget,
   // the same on every rank), for the worst routing: all N ranks sending all their rows here.
@@ -93,7 +99,6 @@ class MoeLayer {
   void before_exchange(Lap& lap, double* into);
 
   const ModelConfig& cfg_;
-  const Placement& placement_;
   kernels::Ops& ops_;
   comm::Communicator& comm_;
   LoadStats* stats_;

@@ -121,6 +121,16 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRa
   if (j.contains("eos_token_id") && j["eos_token_id"].is_number_integer())
     eo.eos_token_id = j["eos_token_id"].get<int>();
   engine_ = std::make_unique<Engine>(*model_, *cache_, backend_->comm(), eo);
+  if (run.rebalance) {
+    RebalanceOptions ro;
+    ro.interval_steps = run.rebalance_interval;
+    ro.window_steps = run.rebalance_window;
+    ro.threshold = run.rebalance_threshold;
+    ro.redundant_slots = run.rebalance_redundant_slots;
+    rebalancer_ = std::make_unique<ExpertRebalancer>(ro, cfg_, placement_, *model_, ops,
+                                                     backend_->comm(), stats_);
+    engine_->set_after_step([this](int64_t step) { rebalancer_->after_step(step); });
+  }
   spdlog::info("loaded {}{} on {} ranks, {}: {} layers, {} experts (top-{}), {} local to this "
                "rank, {:.1f} MB read, KV cache {} x {} positions ({:.1f} MB, {})",
                run.checkpoint, run.synthetic ? " (synthetic weights)" : "", host.size(),

@@ -10,6 +10,7 @@
 #include "kernels/ops.h"
 #include "runtime/backend.h"
 #include "runtime/engine.h"
+#include "runtime/expert_rebalancer.h"
 #include "runtime/load_stats.h"
 #include "runtime/model.h"
 #include "runtime/model_config.h"
@@ -35,6 +36,8 @@ class RankRuntime {
   const Model& model() const { return *model_; }
   KvCache& cache() { return *cache_; }
   LoadStats& stats() { return stats_; }
+  // Live rebalancing (run.rebalance), moving experts after the engine's steps; null when off.
+  const ExpertRebalancer* rebalancer() const { return rebalancer_.get(); }
   size_t checkpoint_bytes_read() const { return bytes_read_; }
   // Longest prompt + generation a sequence may have.
   int max_context() const;
@@ -49,6 +52,7 @@ class RankRuntime {
   LoadStats stats_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ExpertRebalancer> rebalancer_;
   size_t bytes_read_ = 0;
 };
 

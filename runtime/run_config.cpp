@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <vector>
 
@@ -45,7 +46,8 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   static const std::vector<std::string> known = {
       "checkpoint", "placement", "placement_map", "placement_shares", "placement_file", "backend", "transport", "dtype",
       "max_tokens_per_step", "max_seqs", "max_seq_len", "gpu_memory_utilization",
-      "ignore_eos", "threads", "synthetic", "seed", "num_layers"};
+      "ignore_eos", "threads", "synthetic", "seed", "num_layers", "rebalance", "rebalance_interval",
+      "rebalance_window", "rebalance_threshold", "rebalance_redundant_slots"};
   for (const auto& kv : root) {
     if (!kv.first.IsScalar())
       throw InputError(path + ": line " + std::to_string(kv.first.Mark().line + 1) +
@@ -80,6 +82,11 @@ RunConfig RunConfig::from_yaml_file(const std::string& path) {
   read(root, "synthetic", c.synthetic, path, "true or false");
   read(root, "seed", c.seed, path, "an integer >= 0");
   read(root, "num_layers", c.num_layers, path, "an integer >= 0");
+  read(root, "rebalance", c.rebalance, path, "true or false");
+  read(root, "rebalance_interval", c.rebalance_interval, path, "an integer >= 1 (steps)");
+  read(root, "rebalance_window", c.rebalance_window, path, "an integer >= 1 (steps)");
+  read(root, "rebalance_threshold", c.rebalance_threshold, path, "a number >= 1 (max / mean)");
+  read(root, "rebalance_redundant_slots", c.rebalance_redundant_slots, path, "an integer >= 0");
   // A relative checkpoint or placement path is relative to the config file's folder.
   for (std::string* rel : {&c.checkpoint, &c.placement_file}) {
     if (rel->empty() || (*rel)[0] == '/') continue;
@@ -124,6 +131,12 @@ void RunConfig::validate() const {
   range("threads", threads, 0, kMaxThreads);
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0))
     bad("gpu_memory_utilization", std::to_string(gpu_memory_utilization), "a number in (0, 1]");
+  range("rebalance_interval", rebalance_interval, 1, kMaxRebalanceInterval);
+  range("rebalance_window", rebalance_window, 1, kMaxRebalanceWindow);
+  range("rebalance_redundant_slots", rebalance_redundant_slots, 0, ModelConfig::kMaxExperts);
+  if (!(rebalance_threshold >= 1.0) || !std::isfinite(rebalance_threshold))
+    bad("rebalance_threshold", std::to_string(rebalance_threshold),
+        "a number >= 1 (the worst layer's max rank load / mean, 1 being balanced)");
   if (num_layers > 0 && !synthetic)
     bad("num_layers", std::to_string(num_layers),
         "0 unless synthetic is true (a checkpoint's layers are all read)");

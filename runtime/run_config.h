@@ -43,6 +43,16 @@ struct RunConfig {
   bool synthetic = false;
   uint64_t seed = 0;
   int num_layers = 0;
+  // Live expert rebalancing (runtime/expert_rebalancer): every rebalance_interval steps the
+  // ranks plan a placement from the last rebalance_window steps' loads and move the expert
+  // weights, when the worst layer's predicted device imbalance (max rank load / mean) is above
+  // rebalance_threshold; rebalance_redundant_slots expert slots per rank hold replicas of hot
+  // experts. Off by default.
+  bool rebalance = false;
+  int rebalance_interval = 64;
+  int rebalance_window = 64;
+  double rebalance_threshold = 1.2;
+  int rebalance_redundant_slots = 0;
 
   // Largest values validate() accepts: far past any real run, short of overflowing sizes.
   static constexpr int kMaxTokensPerStep = 1 << 20;
@@ -50,6 +60,9 @@ struct RunConfig {
   static constexpr int kMaxSeqLen = 1 << 20;
   static constexpr int kMaxAutoSeqsCuda = 1024;
   static constexpr int kMaxThreads = 1024;
+  static constexpr int kMaxRebalanceInterval = 1 << 30;
+  // Each step of the window keeps a [layers, experts] snapshot of counts on every rank.
+  static constexpr int kMaxRebalanceWindow = 4096;
 
   // dtype with auto resolved for the backend: "f32" or "bf16".
   std::string resolved_dtype() const;

@@ -181,6 +181,16 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, do
   StepReport rep;
   rep.step = rt_.engine().steps();
   if (comm_.rank() != 0) return rep;
+  // Every rank moved its experts together: rank 0's view is the job's.
+  if (const ExpertRebalancer* rb = rt_.rebalancer()) {
+    rep.rebalance = rb->totals();
+    if (rb->placement_version() != reported_placement_) {
+      reported_placement_ = rb->placement_version();
+      const Placement& p = rt_.placement();
+      for (int l = 0; l < p.n_layers(); ++l)
+        for (int e = 0; e < p.n_experts(); ++e) rep.expert_rank.push_back(p.ranks_of(l, e).front());
+    }
+  }
   rep.delta = LoadStats(now.n_layers, now.n_experts, now.world);
   rep.outstanding.assign(size_t(N), 0);
   for (int r = 0; r < N; ++r) {

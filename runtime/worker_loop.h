@@ -53,6 +53,10 @@ struct StepReport {
   LoadStats delta;                      // counts made in this step, all ranks
   std::vector<int64_t> outstanding;     // [ranks] tokens still owed per rank
   std::vector<TokenEvent> tokens;       // from every rank
+  RebalanceTotals rebalance;            // live rebalancing so far (zeros when off)
+  // [layers * experts] the first rank holding each expert, where the placement changed since
+  // the last report; empty otherwise.
+  std::vector<int32_t> expert_rank;
 };
 
 class Controller {
@@ -82,6 +86,7 @@ class WorkerLoop {
   comm::Communicator& comm_;
   Controller* controller_;
   LoadStats reported_;  // this rank's counts already reported
+  int64_t reported_placement_ = 0;  // the rebalancer's placement version last reported
 };
 
 }  // namespace moe::runtime

@@ -1,6 +1,8 @@
 // The run config: YAML fields, validate()'s messages per field, and the defaults.
 #include "runtime/run_config.h"
 
+#include <cmath>
+
 #include "common/error.h"
 #include "runtime/placement_file.h"
 #include "tests/support/files.h"
@@ -23,6 +25,7 @@ std::string refused(const runtime::RunConfig& c) {
 TEST(RunConfig, DefaultsAreValid) {
   EXPECT_NO_THROW(valid().validate());
   EXPECT_EQ(valid().resolved_dtype(), "f32");
+  EXPECT_FALSE(valid().rebalance);  // live rebalancing is off unless asked for
   runtime::RunConfig c = valid();
   c.backend = "cuda";
   EXPECT_EQ(c.resolved_dtype(), "bf16");
@@ -53,6 +56,14 @@ TEST(RunConfig, EachBadFieldIsNamedWithWhatIsAllowed) {
       {[](auto& c) { c.num_layers = 4; }, {"num_layers is 4", "unless synthetic is true"}},
       // A synthetic run's layer count replaces config.json's, within config.json's bound.
       {[](auto& c) { c.synthetic = true; c.num_layers = 1025; }, {"num_layers is 1025", "[0, 1024]"}},
+      // Live rebalancing's values are checked whether it is on or not.
+      {[](auto& c) { c.rebalance_interval = 0; }, {"rebalance_interval is 0", "[1, 1073741824]"}},
+      {[](auto& c) { c.rebalance_window = 0; }, {"rebalance_window is 0", "[1, 4096]"}},
+      {[](auto& c) { c.rebalance_window = 5000; }, {"rebalance_window is 5000", "[1, 4096]"}},
+      {[](auto& c) { c.rebalance_threshold = -1; }, {"rebalance_threshold is -1", "a number >= 1"}},
+      {[](auto& c) { c.rebalance_threshold = 0.9; }, {"rebalance_threshold is 0.9", "a number >= 1"}},
+      {[](auto& c) { c.rebalance_threshold = std::nan(""); }, {"rebalance_threshold is nan", "a number >= 1"}},
+      {[](auto& c) { c.rebalance_redundant_slots = -1; }, {"rebalance_redundant_slots is -1", "[0, "}},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     runtime::RunConfig c = valid();
@@ -68,7 +79,8 @@ TEST(RunConfig, YamlReadsEveryField) {
              "checkpoint: model\nplacement: round_robin\nbackend: cuda\ntransport: nccl\n"
              "dtype: f32\nmax_tokens_per_step: 100\nmax_seqs: 7\nmax_seq_len: 300\n"
              "gpu_memory_utilization: 0.5\nignore_eos: true\nsynthetic: true\nseed: 42\n"
-             "num_layers: 3\n");
+             "num_layers: 3\nrebalance: true\nrebalance_interval: 8\nrebalance_window: 16\n"
+             "rebalance_threshold: 1.5\nrebalance_redundant_slots: 2\n");
   const auto c = runtime::RunConfig::from_yaml_file(dir.file("run.yaml"));
   EXPECT_EQ(c.checkpoint, dir.str() + "/model");  // relative to the file's folder
   EXPECT_EQ(c.placement, "round_robin");
@@ -83,6 +95,11 @@ TEST(RunConfig, YamlReadsEveryField) {
   EXPECT_TRUE(c.synthetic);
   EXPECT_EQ(c.seed, 42u);
   EXPECT_EQ(c.num_layers, 3);
+  EXPECT_TRUE(c.rebalance);
+  EXPECT_EQ(c.rebalance_interval, 8);
+  EXPECT_EQ(c.rebalance_window, 16);
+  EXPECT_DOUBLE_EQ(c.rebalance_threshold, 1.5);
+  EXPECT_EQ(c.rebalance_redundant_slots, 2);
   EXPECT_NO_THROW(c.validate());
 }
 

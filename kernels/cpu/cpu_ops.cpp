@@ -64,6 +64,9 @@ class CpuOps final : public Ops {
   void download(void* host, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(host, src, bytes);
   }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
   Weight upload_weight(Buffer& storage, const float* host, int64_t rows, int64_t cols) override {
     const size_t n = size_t(rows * cols);
     if (!bf16()) {

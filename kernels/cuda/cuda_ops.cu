@@ -99,6 +99,10 @@ class CudaOps final : public Ops {
     CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
 
   Weight upload_weight(Buffer& storage, const float* host, int64_t rows, int64_t cols) override {
     MOE_CHECK(rows >= 0 && cols >= 0, "weight shape must be non-negative");

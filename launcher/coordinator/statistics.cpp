@@ -18,6 +18,11 @@ void Statistics::on_attach(const ModelInfo& m) {
   model_ = m;
   if (!since_) since_ = Clock::now();
   last_step_ = 0;
+  rebalance_done_.rebalances += rebalance_job_.rebalances;
+  rebalance_done_.weights += rebalance_job_.weights;
+  rebalance_done_.bytes += rebalance_job_.bytes;
+  rebalance_done_.seconds += rebalance_job_.seconds;
+  rebalance_job_ = {0, 0, 0, 0, rebalance_job_.last_seconds};
   const size_t E = size_t(m.layers) * m.experts, R = size_t(m.layers) * m.world;
   if (tokens_.size() != E) tokens_.assign(E, 0);
   if (rows_computed_.size() != R) rows_computed_.assign(R, 0);
@@ -49,6 +54,16 @@ void Statistics::on_step(const moe::v1::StepReport& st) {
   exchange_s_ += st.exchange_seconds();
   schedule_s_ += st.schedule_seconds();
   control_s_ += st.control_seconds();
+  rebalance_job_ = {st.rebalances(), st.rebalance_weights_moved(), st.rebalance_bytes_moved(),
+                    st.rebalance_seconds(),
+                    st.rebalances() > 0 ? st.last_rebalance_seconds() : rebalance_job_.last_seconds};
+  // The placement after a rebalance; a report of another shape or with a rank out of range is
+  // ignored rather than shown.
+  if (st.expert_rank_size() > 0 &&
+      size_t(st.expert_rank_size()) == size_t(model_.layers) * model_.experts &&
+      std::all_of(st.expert_rank().begin(), st.expert_rank().end(),
+                  [&](int r) { return r >= 0 && r < model_.world; }))
+    model_.expert_rank.assign(st.expert_rank().begin(), st.expert_rank().end());
 }
 
 bool Statistics::load_stats(bool recent, const LiveState& live,
@@ -113,6 +128,11 @@ bool Statistics::load_stats(bool recent, const LiveState& live,
   out->set_worker_restarts(std::max<int64_t>(0, worker_attaches.load() - 1));
   out->set_resubmitted(resubmitted.load());
   out->set_waiting_for_worker(live.waiting_for_worker);
+  out->set_rebalances(rebalance_done_.rebalances + rebalance_job_.rebalances);
+  out->set_rebalance_weights_moved(rebalance_done_.weights + rebalance_job_.weights);
+  out->set_rebalance_bytes_moved(rebalance_done_.bytes + rebalance_job_.bytes);
+  out->set_rebalance_seconds(rebalance_done_.seconds + rebalance_job_.seconds);
+  out->set_last_rebalance_seconds(rebalance_job_.last_seconds);
   return true;
 }
 
@@ -145,6 +165,18 @@ std::string Statistics::prometheus(const LiveState& live) const {
   metric("moe_step_control_seconds_total", "counter",
          "worker loop time around the steps: work broadcast, report gather (mean over ranks)",
          control_s_);
+  metric("moe_rebalances_total", "counter", "live expert rebalances (placements switched to)",
+         double(rebalance_done_.rebalances + rebalance_job_.rebalances));
+  metric("moe_rebalance_weights_moved_total", "counter",
+         "expert weights moved between ranks by live rebalancing",
+         double(rebalance_done_.weights + rebalance_job_.weights));
+  metric("moe_rebalance_bytes_moved_total", "counter",
+         "bytes of expert weights moved between ranks by live rebalancing",
+         double(rebalance_done_.bytes + rebalance_job_.bytes));
+  metric("moe_rebalance_seconds_total", "counter", "wall time of live rebalances (rank 0)",
+         rebalance_done_.seconds + rebalance_job_.seconds);
+  metric("moe_rebalance_last_seconds", "gauge", "wall time of the last live rebalance",
+         rebalance_job_.last_seconds);
   o += "# HELP moe_expert_tokens_total routed (token, top-k slot) choices per layer and expert\n"
        "# TYPE moe_expert_tokens_total counter\n";
   for (int l = 0; l < model_.layers; ++l)

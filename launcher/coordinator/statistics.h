@@ -69,6 +69,12 @@ class Statistics {
   int64_t last_step_ = 0;  // the attached job's step counter at its last report
   int64_t steps_ = 0;
   double step_s_ = 0, compute_s_ = 0, exchange_s_ = 0, schedule_s_ = 0, control_s_ = 0;
+  // Live rebalancing: the attached job reports its totals; jobs before it are summed in `done`.
+  struct Rebalancing {
+    int64_t rebalances = 0, weights = 0, bytes = 0;
+    double seconds = 0, last_seconds = 0;
+  };
+  Rebalancing rebalance_done_, rebalance_job_;
 };
 
 }  // namespace moe::coordinator

@@ -27,6 +27,7 @@ class CountingOps final : public kernels::Ops {
     ++downloads;
     in_.download(host, src, bytes);
   }
+  void copy(void* dst, const void* src, size_t bytes) override { in_.copy(dst, src, bytes); }
   kernels::Weight upload_weight(kernels::Buffer& s, const float* host, int64_t rows,
                                 int64_t cols) override {
     ++uploads;
