@@ -44,7 +44,7 @@ struct Options {
   std::string wire_dtype;
   bool mixtral = false;
   double expert_tflops = 400, intra_gbps = 150, inter_gbps = 50, latency_us = 10;
-  double dense_us_per_token = 0, permute_ns_per_row = 0, step_us = 0;
+  double dense_us_per_token = 0, permute_ns_per_row = 0, step_us = 0, weight_gbps = 0;
   std::string calibrate;
 };
 
@@ -66,6 +66,11 @@ class TraceSource {
   std::vector<int32_t> none_;
 };
 
+// One expert's FFN weights (w1, w3, w2), in the run's dtype: that of a returned row's values.
+int64_t expert_weight_bytes(const runtime::SimModel& m) {
+  return 3 * int64_t(m.hidden) * m.intermediate * (m.back_row_bytes / std::max(m.hidden, 1));
+}
+
 // The run a trace was recorded from: its dimensions, wire format and placement.
 runtime::SimModel recorded_model(const runtime::RoutingTrace& tr, const std::string& path) {
   runtime::SimModel m;
@@ -78,6 +83,7 @@ runtime::SimModel recorded_model(const runtime::RoutingTrace& tr, const std::str
   m.back_row_bytes = tr.header.value("back_row_bytes", int64_t(0));
   if (m.hidden < 1 || m.intermediate < 1 || m.row_bytes < 1)
     throw InputError(path + ": the header lacks hidden, intermediate or row_bytes");
+  m.weight_bytes = expert_weight_bytes(m);
   return m;
 }
 runtime::Placement recorded_placement(const runtime::RoutingTrace& tr, const std::string& path) {
@@ -118,6 +124,7 @@ int run(int argc, char** argv) {
   app.add_option("--inter-gbps", o.inter_gbps, "cost model: GB/s a rank moves across nodes (InfiniBand)");
   app.add_option("--latency-us", o.latency_us, "cost model: microseconds per all-to-all");
   app.add_option("--dense-us-per-token", o.dense_us_per_token, "cost model: microseconds per token per layer outside the MoE block (attention, norms, router)");
+  app.add_option("--weight-gbps", o.weight_gbps, "cost model: GB/s a rank reads expert weights at (each expert with rows reads its weights once a step; HBM or DRAM); 0: not modelled");
   app.add_option("--permute-ns-per-row", o.permute_ns_per_row, "cost model: nanoseconds per row packed or received per layer (layout, pack, group, combine; small on a GPU)");
   app.add_option("--step-us", o.step_us, "cost model: microseconds per step whatever its tokens (scheduling, control)");
   app.add_option("--calibrate", o.calibrate, "fit the cost model to the times a trace measured (moe-run --trace records them): expert FLOP/s, permute per row, dense per token, per step, and latency and bandwidth where it has more than one rank; cost flags given explicitly win (default: off)");
@@ -184,7 +191,9 @@ int run(int argc, char** argv) {
       throw InputError(input + (made ? ": a load distribution has no model dimensions"
                                      : ": the header lacks hidden, intermediate or row_bytes") +
                        "; give --hidden, --intermediate and --wire-dtype, or --mixtral-8x7b");
+    m.weight_bytes = expert_weight_bytes(m);
     runtime::CostModel cost;
+    cost.weight_bw = o.weight_gbps * 1e9;
     cost.expert_flops = o.expert_tflops * 1e12;
     cost.intra_bw = o.intra_gbps * 1e9;
     cost.inter_bw = o.inter_gbps * 1e9;
@@ -193,9 +202,10 @@ int run(int argc, char** argv) {
     cost.permute_s_per_row = o.permute_ns_per_row * 1e-9;
     cost.step_s = o.step_us * 1e-6;
     if (!(cost.expert_flops > 0 && cost.intra_bw > 0 && cost.inter_bw > 0 && cost.latency >= 0 &&
+          cost.weight_bw >= 0 &&
           cost.dense_s_per_token >= 0 && cost.permute_s_per_row >= 0 && cost.step_s >= 0))
-      throw InputError("cost model: TFLOP/s and GB/s must be > 0; latency, dense, permute and "
-                       "step times >= 0");
+      throw InputError("cost model: TFLOP/s and link GB/s must be > 0; weight GB/s, latency, "
+                       "dense, permute and step times >= 0");
     if (!o.calibrate.empty()) {
       const runtime::RoutingTrace ct = runtime::RoutingTrace::read(o.calibrate);
       if (ct.times.empty())
@@ -209,6 +219,7 @@ int run(int argc, char** argv) {
         if (app.count(flag) == 0) *into = fitted;
       };
       keep("--expert-tflops", fit.cost.expert_flops, &cost.expert_flops);
+      keep("--weight-gbps", fit.cost.weight_bw, &cost.weight_bw);
       keep("--permute-ns-per-row", fit.cost.permute_s_per_row, &cost.permute_s_per_row);
       keep("--dense-us-per-token", fit.cost.dense_s_per_token, &cost.dense_s_per_token);
       keep("--step-us", fit.cost.step_s, &cost.step_s);
@@ -217,8 +228,10 @@ int run(int argc, char** argv) {
         keep("--intra-gbps", fit.cost.intra_bw, &cost.intra_bw);
       }
       std::printf("calibrated on %s (%d ranks, %d rank-steps measured): experts %.3f TFLOP/s, "
-                  "permute %.1f ns per row, dense %.3f us per token per layer, %.1f us per step%s\n",
+                  "weights read at %.2f GB/s, permute %.1f ns per row, dense %.3f us per token "
+                  "per layer, %.1f us per step%s\n",
                   o.calibrate.c_str(), ct.ranks, fit.samples, fit.cost.expert_flops / 1e12,
+                  fit.cost.weight_bw / 1e9,
                   fit.cost.permute_s_per_row * 1e9, fit.cost.dense_s_per_token * 1e6,
                   fit.cost.step_s * 1e6,
                   fit.link_fitted ? (", exchange " + fmt("%.1f", fit.cost.latency * 1e6) +
@@ -242,13 +255,15 @@ int run(int argc, char** argv) {
 
     std::printf("moe-sim: %s: %d steps, %d layers x %d experts top-%d recorded on %d ranks; "
                 "simulated as %d layers, hidden %d, intermediate %d, rows of %lld bytes\n"
-                "cost model: experts %.4g TFLOP/s per rank, within node %.4g GB/s, across %.4g "
+                "cost model: experts %.4g TFLOP/s per rank and weights read at %.4g GB/s, within "
+                "node %.4g GB/s, across %.4g "
                 "GB/s, %.4g us per exchange, %.4g us per token per layer outside the MoE block, "
                 "%.4g ns per row permuted, %.4g us per step\n"
                 "efficiency: the time with every expert on every rank (no exchange, no "
                 "imbalance) over the predicted time\n\n",
                 input.c_str(), tr.steps, tr.layers, tr.experts, tr.top_k, tr.ranks, m.layers,
                 m.hidden, m.intermediate, (long long)m.row_bytes, cost.expert_flops / 1e12,
+                cost.weight_bw / 1e9,
                 cost.intra_bw / 1e9, cost.inter_bw / 1e9, cost.latency * 1e6,
                 cost.dense_s_per_token * 1e6, cost.permute_s_per_row * 1e9, cost.step_s * 1e6);
     if (made)

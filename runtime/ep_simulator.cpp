@@ -16,6 +16,7 @@ struct LayerCounts {
   std::vector<int> tokens;           // [src]
   std::vector<int64_t> rows;         // [src * N + dst]
   std::vector<int64_t> computed;     // [rank]
+  std::vector<int64_t> active;       // [rank] experts with rows on the rank
   std::vector<int64_t> per_expert;   // [expert * N + dst] choices of the expert sent to dst
 };
 
@@ -33,6 +34,7 @@ class Planner {
     c_.rows.assign(size_t(N) * N, 0);
     c_.computed.assign(size_t(N), 0);
     c_.per_expert.assign(size_t(E) * N, 0);
+    c_.active.assign(size_t(N), 0);
     for (int src = 0; src < N; ++src) {
       const std::vector<int32_t>& ex = source(step, l, src);
       const int T = int(ex.size()) / k;
@@ -66,6 +68,7 @@ class Planner {
           c_.computed[size_t(d)] += c;
         }
     }
+    for (size_t i = 0; i < c_.per_expert.size(); ++i) c_.active[i % N] += c_.per_expert[i] > 0;
     return c_;
   }
 
@@ -99,6 +102,13 @@ RankBytes rank_bytes(const LayerCounts& c, int N, int r, int64_t bytes_per_row, 
   return b;
 }
 
+// The expert FFNs of rank r: their FLOPs, and their weights read once each.
+double expert_seconds(const LayerCounts& c, const SimModel& m, int r, const CostModel& cost) {
+  const double flops = double(c.computed[size_t(r)]) * 6.0 * m.hidden * double(m.intermediate);
+  const double reads = cost.weight_bw > 0 ? double(c.active[size_t(r)]) * double(m.weight_bytes) / cost.weight_bw : 0;
+  return flops / cost.expert_flops + reads;
+}
+
 // Rows rank r packs (all it sends, its own included) and receives.
 int64_t rows_handled(const LayerCounts& c, int N, int r) {
   int64_t n = 0;
@@ -120,7 +130,6 @@ SimResult simulate(const SimSource& source, int steps, const SimModel& m,
   out.stats = LoadStats(L, E, N);
   out.stats.steps = steps;
   Planner plan(m, placement);
-  const double flop_per_row = 6.0 * m.hidden * double(m.intermediate);
 
   for (int step = 0; step < steps; ++step) {
     double step_s = cost.step_s;
@@ -142,7 +151,7 @@ SimResult simulate(const SimSource& source, int steps, const SimModel& m,
       double dense = 0, experts = 0, permute = 0;
       for (int r = 0; r < N; ++r) {
         dense = std::max(dense, c.tokens[size_t(r)] * cost.dense_s_per_token);
-        experts = std::max(experts, double(c.computed[size_t(r)]) * flop_per_row / cost.expert_flops);
+        experts = std::max(experts, expert_seconds(c, m, r, cost));
         permute = std::max(permute, double(rows_handled(c, N, r)) * cost.permute_s_per_row);
       }
       auto exchange = [&](int64_t bytes_per_row, bool back) {
@@ -199,12 +208,15 @@ Calibration calibrate(const SimSource& source, const SimModel& m, const Placemen
   Planner plan(m, recorded);
   const double flop_per_row = 6.0 * m.hidden * double(m.intermediate);
   double rows_computed = 0, expert_s = 0, rows_moved = 0, permute_s = 0;
+  // Expert time against FLOPs and weight bytes read: the sums of a two-term least squares.
+  double ff = 0, fw = 0, ww = 0, fy = 0, wy = 0;
   std::vector<double> link_x, link_y, tok_x, rest_y;
   int cached_step = -1;
   // Per rank, for the step in `cached_step`: tokens, rows computed and handled over the layers,
   // bytes to other ranks (the larger of sent and received, both exchanges).
   const size_t n_ranks = static_cast<size_t>(N);
-  std::vector<double> tokens(n_ranks), computed(n_ranks), handled(n_ranks), bytes(n_ranks);
+  std::vector<double> tokens(n_ranks), computed(n_ranks), handled(n_ranks), bytes(n_ranks),
+      active(n_ranks);
   for (const auto& w : samples) {
     if (w.src >= N) continue;
     if (w.step != cached_step) {
@@ -212,11 +224,13 @@ Calibration calibrate(const SimSource& source, const SimModel& m, const Placemen
       std::fill(computed.begin(), computed.end(), 0.0);
       std::fill(handled.begin(), handled.end(), 0.0);
       std::fill(bytes.begin(), bytes.end(), 0.0);
+      std::fill(active.begin(), active.end(), 0.0);
       for (int l = 0; l < L; ++l) {
         const LayerCounts& c = plan.layer(source, w.step, l);
         for (int r = 0; r < N; ++r) {
           if (l == 0) tokens[size_t(r)] = c.tokens[size_t(r)];
           computed[size_t(r)] += double(c.computed[size_t(r)]);
+          active[size_t(r)] += double(c.active[size_t(r)]);
           handled[size_t(r)] += double(rows_handled(c, N, r));
           for (bool back : {false, true}) {
             const RankBytes b = rank_bytes(c, N, r, back ? m.back_row_bytes : m.row_bytes, back, N);
@@ -230,6 +244,12 @@ Calibration calibrate(const SimSource& source, const SimModel& m, const Placemen
     ++out.samples;
     rows_computed += computed[r];
     expert_s += w.experts;
+    const double f = computed[r] * flop_per_row, wb = active[r] * double(m.weight_bytes);
+    ff += f * f;
+    fw += f * wb;
+    ww += wb * wb;
+    fy += f * w.experts;
+    wy += wb * w.experts;
     rows_moved += handled[r];
     permute_s += w.permute + w.combine;
     link_x.push_back(bytes[r]);
@@ -238,7 +258,18 @@ Calibration calibrate(const SimSource& source, const SimModel& m, const Placemen
     rest_y.push_back(std::max(0.0, w.total - w.permute - w.exchange - w.experts - w.combine));
   }
   if (out.samples == 0) throw InputError("calibration: the trace has no measured step (W lines)");
-  if (rows_computed > 0 && expert_s > 0) out.cost.expert_flops = rows_computed * flop_per_row / expert_s;
+  // expert time = f / flops + wb / weight_bw: solve the 2 x 2 normal equations; where either
+  // coefficient is not positive (or there are no weight bytes), FLOPs alone as a ratio of sums.
+  const double det = ff * ww - fw * fw;
+  const double u = det > 1e-12 * ff * ww ? (fy * ww - wy * fw) / det : 0;  // 1 / flops
+  const double v = det > 1e-12 * ff * ww ? (wy * ff - fy * fw) / det : 0;  // 1 / weight_bw
+  if (m.weight_bytes > 0 && u > 0 && v > 0) {
+    out.cost.expert_flops = 1.0 / u;
+    out.cost.weight_bw = 1.0 / v;
+  } else if (rows_computed > 0 && expert_s > 0) {
+    out.cost.expert_flops = rows_computed * flop_per_row / expert_s;
+    out.cost.weight_bw = 0;
+  }
   if (rows_moved > 0) out.cost.permute_s_per_row = permute_s / rows_moved;
   double a = 0, b = 0;
   if (N > 1) {

@@ -9,6 +9,8 @@
 //   an exchange on rank r: latency + max(bytes r sends or receives within its node / intra_bw,
 //                                        across nodes / inter_bw)   (its own rows stay local)
 //   experts on rank r: rows computed x 6 x hidden x intermediate FLOP / expert_flops
+//              + experts with rows on r x one expert's weight bytes / weight_bw (each expert
+//              computed reads its weights once a step: what bounds a decode step)
 //   permute on rank r: (rows r packs + rows r receives) x permute_s_per_row (the passes over
 //              the rows that lay out, pack, group and combine them; small on a GPU)
 //   per step: step_s (what does not grow with the tokens: scheduling, the step's control)
@@ -27,10 +29,12 @@ struct SimModel {
   int layers = 0, experts = 0, top_k = 0, hidden = 0, intermediate = 0;
   int64_t row_bytes = 0;       // a dispatched row on the wire (kernels::RowLayout::stride)
   int64_t back_row_bytes = 0;  // a returned row
+  int64_t weight_bytes = 0;    // one expert's FFN weights (3 x hidden x intermediate x dtype)
 };
 
 struct CostModel {
   double expert_flops = 400e12;    // FLOP/s of one rank's expert FFNs
+  double weight_bw = 0;            // bytes/s a rank reads expert weights at; 0: not modelled
   double intra_bw = 150e9;         // bytes/s a rank moves within its node (NVLink)
   double inter_bw = 50e9;          // bytes/s a rank moves across nodes (InfiniBand)
   double latency = 10e-6;          // seconds per exchange
@@ -57,7 +61,9 @@ SimResult simulate(const SimSource& source, int steps, const SimModel& model,
 
 // The cost model fitted to a run's measured times (RoutingTrace::times: one sample per rank and
 // step), the run replayed (`source`) on its own placement (`recorded`):
-//   expert_flops      = rows computed x FLOP per row / expert time, summed over the samples
+//   expert_flops,     = least squares of expert time = rows computed x FLOP per row / flops
+//   weight_bw           + experts computed x weight bytes / weight_bw (no weight term where
+//                       that fit is not positive: rows alone, as a ratio of sums)
 //   permute_s_per_row = (permute + combine time) / (rows packed + rows received)
 //   latency, intra_bw = least squares of exchange time = 2 x layers x latency + bytes / bw over
 //                       the samples (bytes: the larger of those sent and received to other

@@ -1,7 +1,8 @@
 // The simulator's cost model fitted to measured times (runtime/ep_simulator.h calibrate): step
 // times made exactly by a known cost model, on routings whose tokens and bytes vary from step to
 // step, give back that model's terms; at one rank the link is left as given; a trace without
-// measured times is refused. Also the permute and per-step terms of simulate().
+// measured times is refused; without weight bytes read the expert FLOP/s is a ratio of sums.
+// Also the permute and per-step terms of simulate().
 #include <cmath>
 #include <random>
 
@@ -62,8 +63,11 @@ std::vector<runtime::RoutingTrace::StepTime> times_of(const Routing& routing, co
     const auto res = runtime::simulate(one, 1, m, p, N, CostModel{});
     for (int r = 0; r < N; ++r) {
       double computed = 0, handled = 0, bytes = 0, tokens = double(routing(step, 0, r).size()) / 2;
+      double active = 0;  // experts with rows on r: each held once (contiguous, N <= E)
       for (int l = 0; l < L; ++l) {
         computed += double(res.stats.computed(l, r));
+        for (int e = 0; e < m.experts; ++e)
+          active += p.holds(l, e, r) && res.stats.token_count(l, e) > 0;
         double out_d = 0, in_d = 0;  // rows to and from other ranks
         for (int q = 0; q < N; ++q) {
           handled += double(res.stats.row_count(l, r, q) + res.stats.row_count(l, q, r));
@@ -76,7 +80,8 @@ std::vector<runtime::RoutingTrace::StepTime> times_of(const Routing& routing, co
       runtime::RoutingTrace::StepTime w;
       w.step = step;
       w.src = r;
-      w.experts = computed * flop_per_row / cost.expert_flops;
+      w.experts = computed * flop_per_row / cost.expert_flops +
+                  (cost.weight_bw > 0 ? active * double(m.weight_bytes) / cost.weight_bw : 0);
       w.permute = 0.75 * handled * cost.permute_s_per_row;
       w.combine = 0.25 * handled * cost.permute_s_per_row;
       w.exchange = N > 1 ? 2.0 * L * cost.latency + bytes / cost.intra_bw : 1e-6;
@@ -97,8 +102,10 @@ TEST(SimCalibration, RecoversTheCostModelThatMadeTheTimes) {
   m.intermediate = 128;
   m.row_bytes = 64 * 4 + 2 * 8;
   m.back_row_bytes = 64 * 4;
+  m.weight_bytes = 3 * 64 * 128 * 4;
   CostModel truth;
   truth.expert_flops = 3.5e10;
+  truth.weight_bw = 9e9;
   truth.permute_s_per_row = 420e-9;
   truth.latency = 35e-6;
   truth.intra_bw = 2.5e9;
@@ -114,6 +121,7 @@ TEST(SimCalibration, RecoversTheCostModelThatMadeTheTimes) {
     ASSERT_TRUE(fit.link_fitted) << N << " ranks";
     auto near = [](double got, double want) { return std::abs(got / want - 1) < 1e-6; };
     EXPECT_PRED2(near, fit.cost.expert_flops, truth.expert_flops) << N << " ranks";
+    EXPECT_PRED2(near, fit.cost.weight_bw, truth.weight_bw) << N << " ranks";
     EXPECT_PRED2(near, fit.cost.permute_s_per_row, truth.permute_s_per_row) << N << " ranks";
     EXPECT_PRED2(near, fit.cost.latency, truth.latency) << N << " ranks";
     EXPECT_PRED2(near, fit.cost.intra_bw, truth.intra_bw) << N << " ranks";
@@ -147,6 +155,7 @@ TEST(SimCalibration, OneRankLeavesTheLinkAsGiven) {
   EXPECT_EQ(fit.cost.latency, given.latency);
   EXPECT_EQ(fit.cost.intra_bw, given.intra_bw);
   EXPECT_NEAR(fit.cost.expert_flops / truth.expert_flops, 1.0, 1e-6);
+  EXPECT_EQ(fit.cost.weight_bw, 0) << "no weight bytes: FLOPs alone";
   // The measured exchange (a rank sending to itself) is left in neither fit term.
   EXPECT_NEAR(fit.cost.step_s / truth.step_s, 1.0, 1e-6);
   EXPECT_NEAR(fit.cost.dense_s_per_token / truth.dense_s_per_token, 1.0, 1e-6);
