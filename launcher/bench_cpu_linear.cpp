@@ -2,7 +2,7 @@
 // (linear_streamed) and OpenBLAS's sgemm (linear_blas), at each row count, on the shapes of a
 // Mixtral-style layer; each printed beside its bound: the weight's bytes over the measured copy
 // bandwidth (what a row count that small cannot beat) and the GEMM's FLOPs at the sgemm rate of
-// the largest row count. The crossover is where linear() switches (kLinearStreamMaxRows).
+// the largest row count. The crossover is where linear() switches (linear_stream_max_rows).
 //   build/bin/moe-bench-cpu-linear --n 7168 --k 1024 --threads 2
 #include <CLI/CLI.hpp>
 
@@ -89,7 +89,7 @@ int run(int argc, char** argv) {
     const double bound = std::max(bytes / bw, 2.0 * m * n * k / peak);
     std::printf("%6d %14.3f %14.3f %14.3f  %s (%s)\n", m, ts * 1e3, tb * 1e3, bound * 1e3,
                 ts < tb ? "streamed" : "sgemm",
-                m <= moe::kernels::cpu::kLinearStreamMaxRows ? "streamed" : "sgemm");
+                m <= moe::kernels::cpu::linear_stream_max_rows(p.w.dtype) ? "streamed" : "sgemm");
   }
   return 0;
 }

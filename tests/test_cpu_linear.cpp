@@ -87,17 +87,24 @@ TEST(CpuLinear, Bf16WeightsComputeAsTheirWidening) {
     bits[i] = f32_to_bf16(w[i]);
     w[i] = bf16_to_f32(bits[i]);
   }
-  // At 1 and 2 threads: the widening runs in an OpenMP region, whose workers must write the
-  // calling thread's buffer.
+  // Each path on its own (linear() switches from one to the other at a row count that depends
+  // on the dtype), at 1 and 2 threads: the GEMM's threads widen their own rows of W, each into
+  // its own buffer.
+  using Path = void (*)(const kernels::LinearParams&);
   for (int threads : {1, 2}) {
     kernels::cpu::set_threads(threads);
-    for (int M : {1, 5, 9, 33}) {
-      const auto x = random_floats(rng, size_t(M) * K);
-      std::vector<float> want(size_t(M) * N), got(size_t(M) * N);
-      kernels::cpu::linear({x.data(), {w.data(), DType::kF32, N, K}, want.data(), M});
-      kernels::cpu::linear({x.data(), {bits.data(), DType::kBF16, N, K}, got.data(), M});
-      EXPECT_EQ(got, want) << "M " << M << ", " << threads << " threads";
-    }
+    for (int M : {1, 5, 9, 33})
+      for (Path path : {Path(kernels::cpu::linear_streamed), Path(kernels::cpu::linear_blas)}) {
+        // The GEMM only past 8 rows, as linear() uses it: below, OpenBLAS may switch to kernels
+        // whose sums depend on the width of the call, which the bf16 path cuts into blocks.
+        if (path == Path(kernels::cpu::linear_blas) && M <= kernels::cpu::kLinearStreamMaxRows) continue;
+        const auto x = random_floats(rng, size_t(M) * K);
+        std::vector<float> want(size_t(M) * N), got(size_t(M) * N);
+        path({x.data(), {w.data(), DType::kF32, N, K}, want.data(), M});
+        path({x.data(), {bits.data(), DType::kBF16, N, K}, got.data(), M});
+        EXPECT_EQ(got, want) << "M " << M << ", " << threads << " threads, "
+                             << (path == Path(kernels::cpu::linear_blas) ? "GEMM" : "streamed");
+      }
   }
   kernels::cpu::set_threads(1);
   std::vector<float> e32(2 * K), e16(2 * K), n32(2 * K), n16(2 * K);

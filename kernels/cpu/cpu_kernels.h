@@ -10,10 +10,14 @@ void set_threads(int n);
 
 void embedding(const EmbeddingParams& p);
 void rmsnorm(const RmsNormParams& p);
-// linear_streamed below kLinearStreamMaxRows rows (moe-bench-cpu-linear measures where the two
-// cross), linear_blas from there.
+// linear_streamed up to linear_stream_max_rows rows (moe-bench-cpu-linear measures where the
+// two cross: later for bf16, whose GEMM first widens the weight), linear_blas past them.
 void linear(const LinearParams& p);
-constexpr int kLinearStreamMaxRows = 8;
+constexpr int kLinearStreamMaxRows = 8;       // f32 weights
+constexpr int kLinearStreamMaxRowsBf16 = 16;  // bf16 weights
+inline int linear_stream_max_rows(DType w) {
+  return w == DType::kBF16 ? kLinearStreamMaxRowsBf16 : kLinearStreamMaxRows;
+}
 constexpr int64_t kLinearStreamMinElems = int64_t(1) << 16;
 // W streamed once, each row of x dotted with each row of W in a fixed order: a row's result
 // does not depend on the number of rows, the threads or the instruction set.

@@ -101,43 +101,59 @@ void linear_streamed(const LinearParams& p) {
   stream_rows(p, static_cast<const float*>(p.w.data));
 }
 
+// OpenBLAS runs single-threaded: linear_blas splits the work over OpenMP's threads itself. Its
+// own pthreads would compete for the cores with OpenMP's, which spin for a while after each
+// parallel region: on 2 cores that made a 16-row GEMM 5x and a 512-row one 2x slower.
 void set_threads(int n) {
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  openblas_set_num_threads(1);
 }
 
-// out[M, N] = x[M, K] @ W[N, K]^T: W is row-major [N, K], so it enters transposed. A bf16 W is
-// widened into fp32 a block of rows at a time (the BLAS has no bf16 GEMM here), each block one
-// sgemm writing its columns of out: the scratch stays a few MB whatever the weight's size.
-void linear_blas(const LinearParams& p) {
-  check_weight(p.w);
+namespace {
+
+// out[:, n0:n0+n] (+)= x @ W[n0:n0+n, :]^T, one thread's share.
+void gemm_rows(const LinearParams& p, int n0, int n, float beta) {
   const int N = int(p.w.rows), K = int(p.w.cols);
-  const float beta = p.accumulate ? 1.0f : 0.0f;
   if (p.w.dtype == DType::kF32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, N, K, 1.0f, p.x, K,
-                static_cast<const float*>(p.w.data), K, beta, p.out, N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, n, K, 1.0f, p.x, K,
+                static_cast<const float*>(p.w.data) + int64_t(n0) * K, K, beta, p.out + n0, N);
     return;
   }
+  // A bf16 W is widened into fp32 a block of rows at a time (the BLAS has no bf16 GEMM here),
+  // each block one sgemm writing its columns of out: the scratch stays a few MB per thread
+  // whatever the weight's size.
   constexpr int64_t kBlockElems = 1 << 20;  // 4 MB of widened weight
   const int block_rows = int(std::max<int64_t>(64, kBlockElems / std::max(K, 1)));
-  thread_local std::vector<float> wide;
-  wide.resize(size_t(std::min(block_rows, N)) * K);
-  // NOTES: the OpenMP threads below must write the calling thread's buffer: inside the parallel
-  // region `wide` would name each worker's own (empty) thread_local vector.
-  float* const dst = wide.data();
+  thread_local std::vector<float> wide;  // this thread's own
+  wide.resize(size_t(std::min(block_rows, n)) * K);
   const auto* w = static_cast<const uint16_t*>(p.w.data);
-  for (int n0 = 0; n0 < N; n0 += block_rows) {
-    const int n = std::min(block_rows, N - n0);
-    const int64_t count = int64_t(n) * K;
-    const uint16_t* src = w + int64_t(n0) * K;
-#pragma omp parallel for schedule(static) if (count > (1 << 16))
-    for (int64_t i = 0; i < count; ++i) dst[i] = bf16_to_f32(src[i]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, n, K, 1.0f, p.x, K, dst, K, beta,
-                p.out + n0, N);
+  for (int b0 = n0; b0 < n0 + n; b0 += block_rows) {
+    const int rows = std::min(block_rows, n0 + n - b0);
+    const int64_t count = int64_t(rows) * K;
+    const uint16_t* src = w + int64_t(b0) * K;
+    for (int64_t i = 0; i < count; ++i) wide[size_t(i)] = bf16_to_f32(src[i]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, rows, K, 1.0f, p.x, K, wide.data(),
+                K, beta, p.out + b0, N);
   }
 }
 
-// Below kLinearStreamMaxRows rows a GEMM through the BLAS costs more in packing the weight
+}  // namespace
+
+// out[M, N] = x[M, K] @ W[N, K]^T: W is row-major [N, K], so it enters transposed. The threads
+// take contiguous ranges of W's rows (of out's columns), at least 64 rows each, one sgemm each.
+void linear_blas(const LinearParams& p) {
+  check_weight(p.w);
+  const int N = int(p.w.rows);
+  const float beta = p.accumulate ? 1.0f : 0.0f;
+  const int parts = std::max(1, std::min(omp_get_max_threads(), N / 64));
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+  for (int t = 0; t < parts; ++t) {
+    const int n0 = int(int64_t(N) * t / parts), n1 = int(int64_t(N) * (t + 1) / parts);
+    gemm_rows(p, n0, n1 - n0, beta);
+  }
+}
+
+// Up to linear_stream_max_rows rows a GEMM through the BLAS costs more in packing the weight
 // (OpenBLAS copies W into its panel layout on every call: 80% of a decode step's cycles) than in
 // the multiply, so the weight is streamed once instead, every row of x dotted with each row of W
 // while it is in cache. Decode (one row per sequence), the router and the expert FFNs of decode
@@ -146,7 +162,7 @@ void linear_blas(const LinearParams& p) {
 // GEMM's fixed costs are lower there.
 void linear(const LinearParams& p) {
   if (p.M == 0 || p.w.rows == 0) return;
-  if (p.M <= kLinearStreamMaxRows && p.w.rows * p.w.cols >= kLinearStreamMinElems)
+  if (p.M <= linear_stream_max_rows(p.w.dtype) && p.w.rows * p.w.cols >= kLinearStreamMinElems)
     return linear_streamed(p);
   linear_blas(p);
 }
