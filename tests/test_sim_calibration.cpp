@@ -50,6 +50,21 @@ Routing random_routing(int steps, int layers, int ranks, int experts, uint32_t s
   return r;
 }
 
+// An f32 top-2 model's shape: rows of `hidden` fp32 values (dispatched with 2 route slots of 8
+// bytes), and, with `weights`, an expert's three fp32 matrices.
+SimModel f32_model(int layers, int experts, int hidden, int intermediate, bool weights) {
+  SimModel m;
+  m.layers = layers;
+  m.experts = experts;
+  m.top_k = 2;
+  m.hidden = hidden;
+  m.intermediate = intermediate;
+  m.row_bytes = int64_t(hidden) * 4 + 2 * 8;
+  m.back_row_bytes = int64_t(hidden) * 4;
+  m.weight_bytes = weights ? 3 * int64_t(hidden) * intermediate * 4 : 0;
+  return m;
+}
+
 // One rank's measured step, made exactly by `cost` from what simulate() says of that step alone.
 std::vector<runtime::RoutingTrace::StepTime> times_of(const Routing& routing, const SimModel& m,
                                                       const Placement& p, const CostModel& cost) {
@@ -94,15 +109,7 @@ std::vector<runtime::RoutingTrace::StepTime> times_of(const Routing& routing, co
 }
 
 TEST(SimCalibration, RecoversTheCostModelThatMadeTheTimes) {
-  SimModel m;
-  m.layers = 3;
-  m.experts = 8;
-  m.top_k = 2;
-  m.hidden = 64;
-  m.intermediate = 128;
-  m.row_bytes = 64 * 4 + 2 * 8;
-  m.back_row_bytes = 64 * 4;
-  m.weight_bytes = 3 * 64 * 128 * 4;
+  const SimModel m = f32_model(3, 8, 64, 128, true);
   CostModel truth;
   truth.expert_flops = 3.5e10;
   truth.weight_bw = 9e9;
@@ -132,14 +139,7 @@ TEST(SimCalibration, RecoversTheCostModelThatMadeTheTimes) {
 }
 
 TEST(SimCalibration, OneRankLeavesTheLinkAsGiven) {
-  SimModel m;
-  m.layers = 2;
-  m.experts = 4;
-  m.top_k = 2;
-  m.hidden = 32;
-  m.intermediate = 64;
-  m.row_bytes = 32 * 4 + 16;
-  m.back_row_bytes = 32 * 4;
+  const SimModel m = f32_model(2, 4, 32, 64, false);
   CostModel truth;
   truth.expert_flops = 1e10;
   truth.permute_s_per_row = 1e-6;
@@ -162,28 +162,14 @@ TEST(SimCalibration, OneRankLeavesTheLinkAsGiven) {
 }
 
 TEST(SimCalibration, NoMeasuredTimesIsRefused) {
-  SimModel m;
-  m.layers = 1;
-  m.experts = 4;
-  m.top_k = 2;
-  m.hidden = 8;
-  m.intermediate = 8;
-  m.row_bytes = 48;
-  m.back_row_bytes = 32;
+  const SimModel m = f32_model(1, 4, 8, 8, false);
   const Routing routing = random_routing(1, 1, 1, 4, 1);
   const Placement p = Placement::make(Placement::Kind::kContiguous, 1, 4, 1);
   EXPECT_THROW(runtime::calibrate(std::cref(routing), m, p, {}, CostModel{}), InputError);
 }
 
 TEST(SimCalibration, PermuteAndPerStepTermsAddToThePrediction) {
-  SimModel m;
-  m.layers = 2;
-  m.experts = 4;
-  m.top_k = 2;
-  m.hidden = 16;
-  m.intermediate = 16;
-  m.row_bytes = 16 * 4 + 16;
-  m.back_row_bytes = 16 * 4;
+  const SimModel m = f32_model(2, 4, 16, 16, false);
   const Routing routing = random_routing(3, m.layers, 2, m.experts, 9);
   const Placement p = Placement::make(Placement::Kind::kContiguous, m.layers, m.experts, 2);
   CostModel base;
