@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "launcher/cli_parse.h"
+#include "launcher/signal_waiter.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/coordinator/openai_api.h"
@@ -109,13 +110,9 @@ int run(int argc, char** argv) {
                   tls_cert.empty() ? "--tls-key" : "--tls-cert");
     return 2;
   }
-  // Signals are taken by sigtimedwait in this thread only: block them before any thread
-  // starts (gRPC starts its own as soon as credentials are made).
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  // Signals are taken in this thread: before any thread starts (gRPC starts its own as soon as
+  // credentials are made); see launcher/signal_waiter.h.
+  const launcher::SignalWaiter sigs({SIGTERM, SIGINT});
   std::string worker_secret;
   std::vector<std::string> api_keys;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
@@ -227,9 +224,8 @@ int run(int argc, char** argv) {
   }
 
   // Watchdog and signals, in this thread.
-  timespec tick{0, 100 * 1000 * 1000};
   int sig = 0;
-  while ((sig = sigtimedwait(&sigs, nullptr, &tick)) < 0) {
+  while ((sig = sigs.wait(std::chrono::milliseconds(100))) == 0) {
     state.check_timeout();
     state.expire_batches();
   }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "launcher/cli_parse.h"
+#include "launcher/signal_waiter.h"
 #include "common/log.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "launcher/coordinator/auth.h"
@@ -168,17 +169,11 @@ Child spawn(const std::string& name, const std::vector<std::string>& args, bool 
   return c;
 }
 
-// Waits up to `timeout` for a signal in `sigs`; returns it, or 0 when none came.
-int wait_signal(const sigset_t& sigs, std::chrono::milliseconds timeout) {
-  timespec ts{time_t(timeout.count() / 1000), long(timeout.count() % 1000) * 1000000L};
-  const int s = sigtimedwait(&sigs, nullptr, &ts);
-  return s > 0 ? s : 0;
-}
 
 // Stops both children. `ordered`: the coordinator first, so it can drain and then stop the
 // worker job it has attached; before the job is ready there is no such order to keep, and both
 // get SIGTERM at once. A second SIGINT/SIGTERM skips the patience.
-void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, double drain_timeout_s,
+void stop_all(Child& coord, Child& mpi, const launcher::SignalWaiter& sigs, double drain_timeout_s,
               bool ordered = true) {
   const auto stop_timeout = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(drain_timeout_s + kStopMarginS));
@@ -204,7 +199,7 @@ void stop_all(Child& coord, Child& mpi, const sigset_t& sigs, double drain_timeo
       signal_group(mpi, SIGTERM);
       mpi_termed = true;
     }
-    const int s = wait_signal(sigs, std::chrono::milliseconds(100));
+    const int s = sigs.wait(std::chrono::milliseconds(100));
     if (s == SIGINT || s == SIGTERM) {
       spdlog::warn("second signal ({}): killing what is left now", strsignal(s));
       break;
@@ -310,13 +305,9 @@ int run(int argc, char** argv) {
   std::string worker_args;
   app.add_option("--worker-args", worker_args, "extra arguments for moe-worker, split on spaces, no quoting (default: none)");
   if (const auto code = launcher::parse_command_line(app, argc, argv)) return *code;
-  // Blocked before any thread starts (gRPC starts its own as soon as credentials are made),
-  // so that every thread inherits the mask and sigtimedwait below sees them all: a SIGTERM
-  // delivered to an unmasked gRPC thread would kill moe-launch (exit 143) without a drain.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&sigs, s);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  // Before any thread starts (gRPC starts its own as soon as credentials are made); see
+  // launcher/signal_waiter.h for why a handler is installed as well.
+  const launcher::SignalWaiter sigs({SIGINT, SIGTERM, SIGCHLD});
   auto logger = spdlog::stderr_color_mt("moe-launch");
   logger->set_pattern("[%H:%M:%S.%e] [launch] [%^%l%$] %v");
   spdlog::set_default_logger(logger);
@@ -469,7 +460,7 @@ int run(int argc, char** argv) {
       stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s, false);
       return kExitFailure;
     }
-    const int s = wait_signal(sigs, kPollInterval);
+    const int s = sigs.wait(kPollInterval);
     if (s == SIGINT || s == SIGTERM) {
       spdlog::info("{} during start-up: stopping", strsignal(s));
       stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s, false);
@@ -492,7 +483,7 @@ int run(int argc, char** argv) {
   const auto startup_limit = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(o.startup_timeout_s));
   for (;;) {
-    const int s = wait_signal(sigs, std::chrono::milliseconds(500));
+    const int s = sigs.wait(std::chrono::milliseconds(500));
     if (s == SIGINT || s == SIGTERM) {
       spdlog::info("{}: stopping the job", strsignal(s));
       stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
@@ -545,7 +536,7 @@ int run(int argc, char** argv) {
     const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                           std::chrono::duration<double>(backoff));
     while (Clock::now() < until) {
-      const int s2 = wait_signal(sigs, std::chrono::milliseconds(100));
+      const int s2 = sigs.wait(std::chrono::milliseconds(100));
       if (s2 == SIGINT || s2 == SIGTERM) {
         spdlog::info("{} while restarting: stopping", strsignal(s2));
         stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
