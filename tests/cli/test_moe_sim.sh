@@ -12,13 +12,6 @@ MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 source "$(dirname "$0")/serving_lib.sh"  # ok/bad, free_port, kill_launch
-expect() {
-  local code=$1 name=$2 re=$3; shift 4
-  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, expected $code; stderr: $(tail -3 "$TMP/err")"; return; fi
-  if [ -n "$re" ] && ! grep -Eq "$re" "$TMP/err"; then bad "$name: stderr lacks /$re/: $(tail -3 "$TMP/err")"; return; fi
-  ok "$name"
-}
 # same_counts MEASURED PREDICTED: every per-layer table equal.
 same_counts() {
   python3 - "$1" "$2" <<'PY'

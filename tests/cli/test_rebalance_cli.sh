@@ -22,13 +22,6 @@ ADDR=127.0.0.1:$PORT
 LAUNCH_PID=
 cleanup() { [ -n "$LAUNCH_PID" ] && kill_launch "$LAUNCH_PID" "$ADDR"; rm -rf "$TMP"; }
 trap cleanup EXIT
-expect() {
-  local code=$1 name=$2 re=$3; shift 4
-  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, expected $code; stderr: $(tail -3 "$TMP/err")"; return; fi
-  if [ -n "$re" ] && ! grep -Eq "$re" "$TMP/err"; then bad "$name: stderr lacks /$re/: $(tail -3 "$TMP/err")"; return; fi
-  ok "$name"
-}
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
 # The workload: 48 prompts of 8 to 24 random tokens (fixed seed), 12 new tokens each.
