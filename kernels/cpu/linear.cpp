@@ -35,11 +35,20 @@ void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* _
   // of additions (a lane's own chain is in a fixed order), so more of them hide the adds'
   // latency. Four while the accumulators fit in registers with x's rows, else two.
   constexpr int kW = kRows <= 2 ? 4 : 2;
-  for (int n0 = 0; n0 < N; n0 += kW) {
-    const int nw = std::min(kW, N - n0);
+  // The kW rows of a pass come from kW separate runs of W's rows, [i * S, (i + 1) * S): each
+  // run is read front to back, one long forward stream in pages of its own. Consecutive rows
+  // would put two or more streams in one 4 KB page whenever a row is under 4 KB (a bf16 row of
+  // 1024), and the hardware prefetcher follows one forward stream per page: those rows then
+  // came from memory at half the rate.
+  const int S = (N + kW - 1) / kW;
+  for (int r = 0; r < S; ++r) {
     // Past N's last row, the last row again (computed, not stored).
     const W* wn[kW];
-    for (int i = 0; i < kW; ++i) wn[i] = w + int64_t(n0 + std::min(i, nw - 1)) * K;
+    int row[kW];
+    for (int i = 0; i < kW; ++i) {
+      row[i] = i * S + r;
+      wn[i] = w + int64_t(std::min(row[i], N - 1)) * K;
+    }
     Lanes acc[kW][kRows] = {};
     for (int k = 0; k < k_main; k += kLanes) {
       Lanes wv[kW];
@@ -49,13 +58,15 @@ void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* _
         for (int i = 0; i < kW; ++i) acc[i][m] += xv * wv[i];
       }
     }
-    for (int i = 0; i < nw; ++i)
+    for (int i = 0; i < kW; ++i) {
+      if (row[i] >= N) continue;
       for (int m = 0; m < kRows; ++m) {
         float s = sum_lanes(acc[i][m]);
         for (int k = k_main; k < K; ++k) s += x[int64_t(m) * K + k] * widen(wn[i][k]);
-        float& o = out[int64_t(m) * ldo + n0 + i];
+        float& o = out[int64_t(m) * ldo + row[i]];
         o = accumulate ? o + s : s;
       }
+    }
   }
 }
 
