@@ -44,6 +44,41 @@ TEST(CpuLinear, BothPathsMatchADoubleSum) {
   }
 }
 
+// The streamed path's sum in its documented order, in scalar code: lane j takes k = j, j + 16,
+// ... with one fused multiply-add each, the 16 lanes are added pairwise (halves), then the tail
+// k >= K / 16 * 16 with fmaf. Every instruction-set clone must give exactly these bits (this
+// machine runs one of them; the order is what makes them agree).
+float documented_dot(const float* x, const float* w, int K) {
+  constexpr int L = 16;
+  float lane[L] = {};
+  const int k_main = K / L * L;
+  for (int k = 0; k < k_main; k += L)
+    for (int j = 0; j < L; ++j) lane[j] = std::fmaf(x[k + j], w[k + j], lane[j]);
+  for (int width = L / 2; width > 0; width /= 2)
+    for (int j = 0; j < width; ++j) lane[j] += lane[j + width];
+  float s = lane[0];
+  for (int k = k_main; k < K; ++k) s = std::fmaf(x[k], w[k], s);
+  return s;
+}
+
+TEST(CpuLinear, StreamedSumIsTheDocumentedOrderBitForBit) {
+  std::mt19937 rng(13);
+  for (int K : {16, 53, 1031}) {
+    const int N = 29;
+    const auto w = random_floats(rng, size_t(N) * K);
+    for (int M : {1, 2, 3, 4, 6}) {
+      const auto x = random_floats(rng, size_t(M) * K);
+      std::vector<float> out(size_t(M) * N);
+      kernels::cpu::linear_streamed({x.data(), {w.data(), DType::kF32, N, K}, out.data(), M});
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n)
+          ASSERT_EQ(out[size_t(m) * N + n],
+                    documented_dot(x.data() + size_t(m) * K, w.data() + size_t(n) * K, K))
+              << "K " << K << ", M " << M << ", row " << m << ", column " << n;
+    }
+  }
+}
+
 TEST(CpuLinear, StreamedRowsDoNotDependOnTheBatchOrThreads) {
   std::mt19937 rng(12);
   const int N = 301, K = 1000, M = 11;

@@ -1,8 +1,9 @@
 #pragma once
 // 16 fp32 lanes for the CPU kernels' inner loops: one AVX-512 register, two AVX2 ones, four SSE
 // ones. GCC's vector extension keeps the arithmetic lane-wise whatever the instruction set a
-// function is cloned for (target_clones), and kernels/ is built without FMA contraction, so a
-// lane's sum rounds the same on every machine.
+// function is cloned for (target_clones), and kernels/ is built without FMA contraction (a
+// fused multiply-add is asked for explicitly, fma_lanes), so a lane's sum rounds the same on
+// every machine.
 #include <cstdint>
 #include <cstring>
 
@@ -29,6 +30,15 @@ inline Lanes load_lanes(const uint16_t* p) {
   Lanes v;
   std::memcpy(&v, &bits, sizeof v);
   return v;
+}
+
+// a * b + c lane by lane, each rounded once (a fused multiply-add): one instruction where the
+// function's instruction set has FMA (x86-64-v3 and later, AVX-512F), a correctly rounded fmaf
+// call per lane elsewhere, the same bits either way.
+inline Lanes fma_lanes(Lanes a, Lanes b, Lanes c) {
+  Lanes r;
+  for (int j = 0; j < kLanes; ++j) r[j] = __builtin_fmaf(a[j], b[j], c[j]);
+  return r;
 }
 
 // The sum of a vector's lanes in a fixed tree: halves added pairwise.
