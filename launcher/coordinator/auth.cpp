@@ -92,7 +92,7 @@ grpc::Status ClientAuth::check(const std::string& header, std::string* owner) co
   return {grpc::StatusCode::UNAUTHENTICATED, "the API key is not one this server accepts"};
 }
 
-grpc::Status ClientAuth::check(const grpc::ServerContext& ctx, std::string* owner) const {
+grpc::Status ClientAuth::check(const grpc::ServerContextBase& ctx, std::string* owner) const {
   const auto& md = ctx.client_metadata();
   auto it = md.find(kAuthorizationHeader);
   return check(it == md.end() ? std::string() : std::string(it->second.data(), it->second.size()),

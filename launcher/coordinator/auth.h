@@ -33,7 +33,7 @@ class ClientAuth {
   bool on() const { return !keys_.empty(); }
   // OK with `*owner` set to the key's identity ("" when keys are off), or UNAUTHENTICATED.
   grpc::Status check(const std::string& authorization_header, std::string* owner) const;
-  grpc::Status check(const grpc::ServerContext& ctx, std::string* owner) const;
+  grpc::Status check(const grpc::ServerContextBase& ctx, std::string* owner) const;
 
  private:
   std::vector<std::string> keys_;

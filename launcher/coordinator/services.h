@@ -8,11 +8,14 @@
 
 namespace moe::coordinator {
 
-class InferenceService final : public moe::v1::Inference::Service {
+// Generate streams through gRPC's callback API (generate_stream.h); the other calls are
+// synchronous.
+class InferenceService final
+    : public moe::v1::Inference::WithCallbackMethod_Generate<moe::v1::Inference::Service> {
  public:
   InferenceService(State& s, const ClientAuth& auth) : s_(s), auth_(auth) {}
-  grpc::Status Generate(grpc::ServerContext* ctx, const moe::v1::GenerateRequest* req,
-                        grpc::ServerWriter<moe::v1::GenerateResponse>* out) override;
+  grpc::ServerWriteReactor<moe::v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const moe::v1::GenerateRequest* req) override;
   grpc::Status SubmitBatch(grpc::ServerContext* ctx, const moe::v1::SubmitBatchRequest* req,
                            moe::v1::SubmitBatchResponse* out) override;
   grpc::Status GetBatch(grpc::ServerContext* ctx, const moe::v1::GetBatchRequest* req,

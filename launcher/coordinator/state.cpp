@@ -40,7 +40,73 @@ uint64_t random_seed() {
 }
 }  // namespace
 
-State::State(Options o) : opt_(o), stats_(o.stats_window_s) {}
+State::State(Options o) : opt_(o), stats_(o.stats_window_s) {
+  dispatcher_ = std::thread([this] { dispatch_loop(); });
+}
+
+State::~State() {
+  {
+    std::lock_guard lk(mu_);
+    stop_dispatch_ = true;
+  }
+  dispatch_cv_.notify_all();
+  dispatcher_.join();
+}
+
+// ---- watchers ---------------------------------------------------------------------------------
+
+void State::touch_locked(int64_t id) {
+  if (!watchers_.count(id)) return;
+  touched_.push_back(id);
+  if (touched_.size() == 1) dispatch_cv_.notify_one();
+}
+
+void State::dispatch_loop() {
+  std::unique_lock lk(mu_);
+  std::vector<std::shared_ptr<SequenceWatcher>> tell;
+  for (;;) {
+    dispatch_cv_.wait(lk, [&] { return !touched_.empty() || stop_dispatch_; });
+    if (stop_dispatch_) return;
+    std::sort(touched_.begin(), touched_.end());
+    touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+    for (int64_t id : touched_)
+      if (auto it = watchers_.find(id); it != watchers_.end()) tell.push_back(it->second);
+    touched_.clear();
+    lk.unlock();
+    for (auto& w : tell) w->on_change();
+    tell.clear();  // a watcher dropped meanwhile is destroyed here, outside the lock
+    lk.lock();
+  }
+}
+
+void State::watch(int64_t id, std::shared_ptr<SequenceWatcher> w) {
+  std::lock_guard lk(mu_);
+  watchers_[id] = std::move(w);
+}
+
+void State::unwatch(int64_t id) {
+  std::shared_ptr<SequenceWatcher> gone;  // destroyed after the lock
+  std::lock_guard lk(mu_);
+  if (auto it = watchers_.find(id); it != watchers_.end()) {
+    gone = std::move(it->second);
+    watchers_.erase(it);
+  }
+}
+
+SequenceUpdate State::read(int64_t id, size_t seen) const {
+  std::lock_guard lk(mu_);
+  SequenceUpdate u;
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return u;
+  const Sequence& s = it->second;
+  u.found = true;
+  u.total = s.output.size();
+  if (seen < s.output.size()) u.tokens.assign(s.output.begin() + long(seen), s.output.end());
+  if (seen < s.logprobs.size()) u.logprobs.assign(s.logprobs.begin() + long(seen), s.logprobs.end());
+  u.finish = s.finish;
+  u.error = s.error;
+  return u;
+}
 
 // ---- the worker link -------------------------------------------------------------------------
 
@@ -140,6 +206,7 @@ bool State::send_work_locked(Sequence& s) {
 }
 
 void State::finished_locked(std::map<int64_t, Sequence>::iterator it) {
+  touch_locked(it->first);
   Sequence& s = it->second;
   --in_flight_;
   if (s.batch.empty()) return;  // a Generate handler reads it, then forgets it
@@ -179,6 +246,7 @@ void State::on_step(const moe::v1::StepReport& st) {
       continue;
     }
     s.output.push_back(t.token_id());
+    touch_locked(s.id);
     if (t.has_logprob()) {
       moe::v1::TokenLogprobs lp;
       lp.set_token_id(t.token_id());

@@ -25,6 +25,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "launcher/coordinator/admission.h"
@@ -80,9 +81,32 @@ struct Batch {
 // Queues a message for the attached worker job; false once its link is closed. Never blocks.
 using WorkerSink = std::function<bool(const moe::v1::CoordinatorMessage&)>;
 
+// What a sequence has made past the `seen` tokens a reader already has.
+struct SequenceUpdate {
+  bool found = false;  // false: no such sequence (forgotten)
+  std::vector<int32_t> tokens;                   // output[seen:]
+  std::vector<moe::v1::TokenLogprobs> logprobs;  // their logprobs, where asked
+  size_t total = 0;                              // output tokens in all
+  std::string finish;                            // "" while running
+  grpc::Status error;
+  bool done() const { return !finish.empty() || !error.ok(); }
+};
+
+// Told when its sequence changed (tokens made, finished, failed or cancelled), on State's
+// dispatch thread, outside State's lock: a streaming reply that writes without a thread of its
+// own waiting (services.h's Generate).
+class SequenceWatcher {
+ public:
+  virtual ~SequenceWatcher() = default;
+  virtual void on_change() = 0;
+};
+
 class State {
  public:
   explicit State(Options o);
+  ~State();
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
 
   // ---- the worker link ----
   // Refuses a second job (FAILED_PRECONDITION). `kick` ends the link's stream from this side
@@ -114,6 +138,12 @@ class State {
   // Waits until sequence `id` has more than `seen` tokens or is done, or `deadline` passes.
   // Returns a copy.
   Sequence wait(int64_t id, size_t seen, Clock::time_point deadline);
+  // What sequence `id` made past `seen` tokens, without waiting.
+  SequenceUpdate read(int64_t id, size_t seen) const;
+  // `w` is told of every change of sequence `id` from now until unwatch (one watcher a
+  // sequence). A change before watch() is not told: read() after it.
+  void watch(int64_t id, std::shared_ptr<SequenceWatcher> w);
+  void unwatch(int64_t id);
   // PERMISSION_DENIED for a batch of another owner. Results (when asked) once it has ended,
   // done or failed; returning them marks the batch fetched.
   grpc::Status batch_status(const std::string& id, const std::string& owner, bool with_results,
@@ -157,6 +187,9 @@ class State {
   grpc::Status prepare(std::vector<moe::v1::BatchItem>& items, const std::string& batch,
                        std::vector<bool>* is_text, uint64_t* job);
   void detach_locked(const std::string& why);
+  // Sequence `id` changed: its watcher, if any, is told (by dispatch_loop, after the lock).
+  void touch_locked(int64_t id);
+  void dispatch_loop();
 
   Options opt_;
   Statistics stats_;
@@ -180,6 +213,13 @@ class State {
   std::set<std::string> expired_;
   std::deque<std::string> expired_order_;
   std::vector<int64_t> outstanding_;  // per rank, as the worker last reported plus admissions
+  // Watched sequences, and those changed since the dispatch thread last told their watchers:
+  // one thread wakes per step however many streams there are.
+  std::map<int64_t, std::shared_ptr<SequenceWatcher>> watchers_;
+  std::vector<int64_t> touched_;
+  std::condition_variable dispatch_cv_;
+  bool stop_dispatch_ = false;
+  std::thread dispatcher_;  // last: started once the rest is built
 };
 
 }  // namespace moe::coordinator
