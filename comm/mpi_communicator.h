@@ -5,7 +5,11 @@
 
 namespace moe::comm {
 
-// Collectives over an MPI communicator, on host memory.
+// Collectives over an MPI communicator, on host memory. Each is started non-blocking and
+// waited for by polling MPI for a short while, then with short sleeps between polls
+// (wait_patiently): a rank that waits for another's compute, or for rank 0's next step while
+// the coordinator and clients share its cores, does not hold a core spinning (Open MPI's own
+// wait spins, yielding at most, which took a third of a 2-core machine's cycles while serving).
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm comm);
