@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
 ADDR=${MOE_DEMO_ADDR:-127.0.0.1:50051}
-export OMPI_MCA_mpi_yield_when_idle=1  # idle ranks yield the CPU to the others
 log=$(mktemp /tmp/moe-demo-launch.XXXXXX.log)
 out=$(mktemp /tmp/moe-demo-results.XXXXXX.jsonl)
 build/bin/moe-launch --np 2 --config configs/tiny_a.yaml --listen "$ADDR" --metrics-port 0 \

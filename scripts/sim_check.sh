@@ -23,7 +23,6 @@ for b in moe-run moe-sim; do
 done
 MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
-export OMPI_MCA_mpi_yield_when_idle=1
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 mkdir "$TMP/model"
 python3 - "$TMP" <<'PY'

@@ -53,7 +53,7 @@ run_and_replay "tiny_skew_planned_np4" 4 "$DATA/tiny_skew/checkpoint" --placemen
 # A served run traced by moe-worker (--trace through moe-launch's --worker-args): the replay
 # equals the statistics the coordinator measured (moe-cli stats --json) over the same steps.
 ADDR=127.0.0.1:$(free_port)
-OMPI_MCA_mpi_yield_when_idle=1 "$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
+"$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
   --metrics-port 0 --worker-args "--trace $TMP/served.trace" >"$TMP/launch.out" 2>"$TMP/launch.err" &
 LAUNCH_PID=$!
 for _ in $(seq 1 600); do grep -q "^ready: " "$TMP/launch.out" && break; sleep 0.1; done

@@ -170,7 +170,7 @@ RECOVERY=${MOE_MN_RECOVERY:-$HAS_RESTARTS}
 start_launch() {
   # Its own process group (setsid), so cleanup can stop it whole; in host 0's namespace and UTS
   # name, like the orted daemons of the other hosts.
-  OMPI_MCA_mpi_yield_when_idle=1 setsid ip netns exec "$(host_ns 0)" unshare --uts \
+  setsid ip netns exec "$(host_ns 0)" unshare --uts \
     "$BASH" -c 'hostname mnhost0 && exec "$0" "$@"' "$BIN/moe-launch" "${LAUNCH_ARGS[@]}" \
     >"$TMP/launch.out" 2>"$TMP/launch.err" &
   LAUNCH_PID=$!

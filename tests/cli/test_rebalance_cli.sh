@@ -16,7 +16,6 @@ TMP=$(mktemp -d)
 source "$(dirname "$0")/serving_lib.sh"
 MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
-export OMPI_MCA_mpi_yield_when_idle=1
 PORT=$(free_port)
 ADDR=127.0.0.1:$PORT
 LAUNCH_PID=

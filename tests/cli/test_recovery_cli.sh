@@ -16,7 +16,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-export OMPI_MCA_mpi_yield_when_idle=1
 
 # The pid of MPI rank $1 of the job serving $ADDR (mpirun's own command line names moe-worker
 # too: the rank is told apart by its environment).

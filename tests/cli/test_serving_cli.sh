@@ -33,7 +33,7 @@ done
 [ "$rc" -eq 3 ] && grep -q NOT_SERVING "$TMP/h0" && ok "health before start: NOT_SERVING, exit 3" || bad "health before start: exit $rc"
 
 MPORT=$(free_port)
-OMPI_MCA_mpi_yield_when_idle=1 "$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
+"$BIN/moe-launch" --np 2 --config "$CONFIGS/tiny_a.yaml" --listen "$ADDR" \
   --metrics-port "$MPORT" --stats-window-s 30 --max-tokens-per-step 128 >"$TMP/launch.out" 2>"$TMP/launch.err" &
 LAUNCH_PID=$!
 for _ in $(seq 1 600); do grep -q "^ready: " "$TMP/launch.out" && break; sleep 0.1; done

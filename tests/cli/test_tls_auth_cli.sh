@@ -12,7 +12,6 @@ ADDR=127.0.0.1:$PORT
 LAUNCH_PID=
 cleanup() { [ -n "$LAUNCH_PID" ] && kill_launch "$LAUNCH_PID" "$ADDR"; rm -rf "$TMP"; }
 trap cleanup EXIT
-export OMPI_MCA_mpi_yield_when_idle=1
 
 # A self-signed certificate for the loopback address, made for this test only.
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=localhost" \
