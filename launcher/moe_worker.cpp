@@ -14,6 +14,7 @@
 #include "comm/mpi_context.h"
 #include "common/error.h"
 #include "launcher/sampling_proto.h"
+#include "launcher/step_merge.h"
 #include "common/log.h"
 #include "launcher/cli_parse.h"
 #include "launcher/coordinator/auth.h"
@@ -193,6 +194,11 @@ class GrpcController final : public runtime::Controller {
       if (out_.empty()) return;
       moe::v1::WorkerMessage m = std::move(out_.front());
       out_.pop_front();
+      // Reports that queued while the last write went out leave as one (step_merge.h).
+      while (m.has_step() && !out_.empty() && out_.front().has_step()) {
+        launcher::merge_step(m.mutable_step(), std::move(*out_.front().mutable_step()));
+        out_.pop_front();
+      }
       writing_ = true;
       lk.unlock();
       const bool ok = stream_->Write(m);

@@ -112,11 +112,14 @@ void Engine::finish(size_t i, FinishReason why) {
   running_[i].slot = -1;
 }
 
-bool Engine::step() {
+bool Engine::step(std::optional<bool> agreed_work) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   int64_t work = idle() ? 0 : 1;
-  comm_.all_reduce(&work, 1, comm::Communicator::Op::kMax);
+  if (agreed_work)
+    work = *agreed_work;
+  else
+    comm_.all_reduce(&work, 1, comm::Communicator::Op::kMax);
   if (!work) return false;
 
   schedule();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -54,8 +55,10 @@ class Engine {
   void add(Request r);
 
   // One lockstep step for every rank. Returns false, on every rank together, once no rank has
-  // anything left to do.
-  bool step();
+  // anything left to do. `agreed_work`: the caller has already agreed with every rank whether
+  // some rank has work (the serving loop learns it from its one exchange per step), so the
+  // step skips its own all_reduce; a rank with nothing to do still takes part.
+  bool step(std::optional<bool> agreed_work = std::nullopt);
   // step() until every rank is done. on_finish is called for each finished sequence.
   void run(const std::function<void(Result&&)>& on_finish);
 

@@ -19,27 +19,49 @@ using Clock = std::chrono::steady_clock;
 // How long an idle rank 0 waits in poll() for work before the ranks check in again.
 constexpr int kIdleWaitMs = 20;
 
+// The exchange's bytes a rank: at first, and at most (see all_gather_bytes).
+constexpr size_t kFirstChunk = 2048;
+constexpr size_t kMaxChunk = size_t(1) << 16;
+
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Rank 0's bytes to every rank. The first kInline bytes travel in one fixed-size broadcast
-// that also carries the length, so a step's control (usually a few bytes: nothing new) costs
-// one collective; a larger one sends its remainder in a second.
-constexpr size_t kInline = 1024;
-std::string broadcast_bytes(comm::Communicator& comm, std::string s) {
-  char head[kInline];
-  const uint64_t n = s.size();
-  std::memcpy(head, &n, sizeof n);
-  std::memcpy(head + sizeof n, s.data(), std::min<size_t>(s.size(), kInline - sizeof n));
-  comm.broadcast(head, kInline, 0);
-  uint64_t len = 0;
-  std::memcpy(&len, head, sizeof len);
-  s.resize(size_t(len));
-  const size_t first = std::min<size_t>(len, kInline - sizeof len);
-  std::memcpy(s.data(), head + sizeof len, first);
-  if (len > first) comm.broadcast(s.data() + first, size_t(len - first), 0);
-  return s;
+// Every rank's bytes to every rank, in one all_gather of `*chunk` bytes a rank (the length
+// first) while they fit; a longer one sends its remainder in a second all_gather, after which
+// every rank, having seen the same lengths, raises *chunk alike to fit the longest next time.
+std::vector<std::string> all_gather_bytes(comm::Communicator& comm, const std::string& mine,
+                                          size_t* chunk) {
+  const size_t N = size_t(comm.size()), C = *chunk, room = C - sizeof(uint64_t);
+  std::string head(C, '\0');
+  const uint64_t n = mine.size();
+  std::memcpy(head.data(), &n, sizeof n);
+  std::memcpy(head.data() + sizeof n, mine.data(), std::min<size_t>(mine.size(), room));
+  std::string heads(N * C, '\0');
+  comm.all_gather(head.data(), heads.data(), C);
+  std::vector<std::string> all(N);
+  size_t longest = 0;
+  for (size_t r = 0; r < N; ++r) {
+    uint64_t len = 0;
+    std::memcpy(&len, heads.data() + r * C, sizeof len);
+    all[r].assign(heads.data() + r * C + sizeof len, std::min<size_t>(size_t(len), room));
+    all[r].resize(size_t(len));
+    longest = std::max(longest, size_t(len));
+  }
+  if (longest <= room) return all;
+  const size_t rest = longest - room;
+  std::string tail(rest, '\0');
+  if (mine.size() > room) std::memcpy(tail.data(), mine.data() + room, mine.size() - room);
+  std::string tails(N * rest, '\0');
+  comm.all_gather(tail.data(), tails.data(), rest);
+  for (size_t r = 0; r < N; ++r)
+    if (all[r].size() > room)
+      std::memcpy(all[r].data() + room, tails.data() + r * rest, all[r].size() - room);
+  // A quarter more than the longest, in whole KB, up to a bound: large prompt lists (a big
+  // batch admitted at once) keep taking two rounds rather than growing every step's exchange.
+  *chunk = std::min<size_t>(kMaxChunk, (longest + longest / 4 + sizeof(uint64_t) + 1023) / 1024 * 1024);
+  *chunk = std::max(*chunk, C);
+  return all;
 }
 
 void put_sampling(ByteWriter& w, const SamplingParams& p) {
@@ -75,8 +97,7 @@ SamplingParams get_sampling(ByteReader& r) {
   return p;
 }
 
-std::string encode_control(const Control& c) {
-  ByteWriter w;
+void put_control(ByteWriter& w, const Control& c) {
   w.put(uint8_t(c.shutdown));
   w.put(c.waited_s);
   w.put(c.cancels);
@@ -90,11 +111,9 @@ std::string encode_control(const Control& c) {
     w.put(uint8_t(a.request.ignore_eos));
     put_sampling(w, a.request.sampling);
   }
-  return std::move(w.bytes());
 }
 
-Control decode_control(const std::string& s) {
-  ByteReader r(s);
+Control get_control(ByteReader& r) {
   Control c;
   c.shutdown = r.get<uint8_t>();
   c.waited_s = r.get<double>();
@@ -117,30 +136,22 @@ Control decode_control(const std::string& s) {
 }  // namespace
 
 WorkerLoop::WorkerLoop(RankRuntime& rt, comm::Communicator& comm, Controller* controller)
-    : rt_(rt), comm_(comm), controller_(controller), reported_(rt.stats()) {
+    : rt_(rt), comm_(comm), controller_(controller), reported_(rt.stats()), chunk_(kFirstChunk) {
   MOE_CHECK(comm.rank() != 0 || controller != nullptr, "rank 0 needs a controller");
 }
 
-Control WorkerLoop::exchange_control(bool idle) {
-  std::string text;
-  if (comm_.rank() == 0) {
-    const auto t0 = Clock::now();
-    Control c = controller_->poll(idle ? kIdleWaitMs : 0);
-    // Only an idle poll waits; the other ranks wait as long in the broadcast below.
-    c.waited_s = idle ? seconds_since(t0) : 0;
-    text = encode_control(c);
-  }
-  return decode_control(broadcast_bytes(comm_, text));
-}
-
-StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, double control_s) {
-  const int N = comm_.size();
-  // Everything rank 0 reports, from every rank, in one gather: timings, tokens still owed, the
-  // load-statistics delta since the last report and the tokens made.
-  // The engine keeps its last step's timing: a report without a step must not repeat it.
+std::string WorkerLoop::encode(std::vector<TokenEvent>& mine, bool ran, double control_s,
+                               const Control* control) {
+  ByteWriter w;
+  // First what every rank reads of every rank: whether it has work, and rank 0's control.
+  w.put(uint8_t(!rt_.engine().idle()));
+  w.put(uint8_t(control != nullptr));
+  if (control) put_control(w, *control);
+  // Then what rank 0 reports: timings, tokens still owed, the load-statistics delta since the
+  // last report and the tokens made. The engine keeps its last step's timing: a report without
+  // a step must not repeat it.
   const StepTiming t = ran ? rt_.engine().last_timing() : StepTiming{};
   LoadStats& now = rt_.stats();
-  ByteWriter w;
   w.put(t.compute());
   w.put(t.exchange);
   w.put(t.schedule);
@@ -175,12 +186,27 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, do
     }
   }
   mine.clear();
-  std::vector<std::string> all;
-  comm_.gather_bytes(w.bytes(), &all, 0);
+  return std::move(w.bytes());
+}
 
+void WorkerLoop::read_heads(const std::vector<std::string>& all, Control* control,
+                            bool* any_work) const {
+  *any_work = false;
+  for (size_t r = 0; r < all.size(); ++r) {
+    ByteReader in(all[r]);
+    const bool has_work = in.get<uint8_t>() != 0;
+    *any_work = *any_work || has_work;
+    const bool has_control = in.get<uint8_t>() != 0;
+    MOE_CHECK(has_control == (r == 0), "rank " + std::to_string(r) + "'s exchange " +
+                                           (has_control ? "carries" : "lacks") + " a control");
+    if (has_control) *control = get_control(in);
+  }
+}
+
+StepReport WorkerLoop::read_reports(const std::vector<std::string>& all) {
+  const int N = comm_.size();
   StepReport rep;
   rep.step = rt_.engine().steps();
-  if (comm_.rank() != 0) return rep;
   // Every rank moved its experts together: rank 0's view is the job's.
   if (const ExpertRebalancer* rb = rt_.rebalancer()) {
     rep.rebalance = rb->totals();
@@ -191,10 +217,13 @@ StepReport WorkerLoop::gather_report(std::vector<TokenEvent>& mine, bool ran, do
         for (int e = 0; e < p.n_experts(); ++e) rep.expert_rank.push_back(p.ranks_of(l, e).front());
     }
   }
+  const LoadStats& now = rt_.stats();
   rep.delta = LoadStats(now.n_layers, now.n_experts, now.world);
   rep.outstanding.assign(size_t(N), 0);
   for (int r = 0; r < N; ++r) {
     ByteReader in(all[size_t(r)]);
+    in.get<uint8_t>();  // the heads (read_heads)
+    if (in.get<uint8_t>()) get_control(in);
     rep.compute_s += in.get<double>() / N;
     rep.exchange_s += in.get<double>() / N;
     rep.schedule_s += in.get<double>() / N;
@@ -241,11 +270,30 @@ void WorkerLoop::run() {
         made.push_back({id, tok, fin ? std::optional<FinishReason>(*fin) : std::nullopt, "",
                         lp ? std::optional<TokenLogprob>(*lp) : std::nullopt});
       });
-  bool idle = true;
-  double control = 0;  // this rank's loop time towards the next step, waiting for work excluded
+  const bool root = comm_.rank() == 0;
+  bool ran = false;         // a step ran since the last exchange
+  bool wait = true;         // no rank has anything to do or to report: rank 0 may wait for work
+  bool report_due = false;  // cancellations were applied: the tokens owed per rank changed
+  double control = 0;       // this rank's loop time before the step that ran, waiting excluded
   for (;;) {
     const auto t0 = Clock::now();
-    const Control c = exchange_control(idle);
+    Control c;
+    if (root) {
+      c = controller_->poll(wait ? kIdleWaitMs : 0);
+      // Only a waiting poll waits; the other ranks wait as long in the exchange below.
+      c.waited_s = wait ? seconds_since(t0) : 0;
+    }
+    // The one exchange of the iteration: every rank's report of the step before and whether it
+    // has work left, and rank 0's control for the next step.
+    const std::vector<std::string> all =
+        all_gather_bytes(comm_, encode(made, ran, ran ? control : 0, root ? &c : nullptr), &chunk_);
+    bool any_work = false;
+    read_heads(all, &c, &any_work);
+    if (root) {
+      StepReport rep = read_reports(all);
+      // A report without a step: refused sequences, or the tokens owed after cancellations.
+      if (ran || !rep.tokens.empty() || report_due) controller_->publish(rep);
+    }
     // Work before cancellations (see Control).
     for (const auto& a : c.work) {
       if (a.rank != comm_.rank()) continue;
@@ -259,25 +307,13 @@ void WorkerLoop::run() {
     }
     for (int64_t id : c.cancels) rt_.engine().cancel(id);
     if (c.shutdown) break;
-    control += seconds_since(t0) - c.waited_s;
-    const bool ran = rt_.engine().step();
-    idle = !ran;
-    if (!ran) {
-      // The report is a collective: all ranks agree whether one is due. A refused sequence on
-      // some rank still has to reach the coordinator, and after cancellations the outstanding
-      // tokens per rank it places new sequences by have changed (every rank saw c.cancels).
-      int64_t pending = made.empty() && c.cancels.empty() ? 0 : 1;
-      comm_.all_reduce(&pending, 1, comm::Communicator::Op::kMax);
-      if (!pending) {
-        control = 0;  // the ranks are idle: no step to charge it to
-        continue;
-      }
-    }
-    const auto t1 = Clock::now();
-    StepReport rep = gather_report(made, ran, ran ? control : 0);
-    if (comm_.rank() == 0) controller_->publish(rep);
-    // The gather and publication are charged to the next step (this report is out already).
-    control = (ran ? 0 : control) + seconds_since(t1);
+    report_due = !c.cancels.empty();
+    // New work anywhere (refused or not, so a refusal is reported at once) means a step; a
+    // step that finds every rank's work cancelled does nothing.
+    any_work = any_work || !c.work.empty();
+    wait = !any_work && !report_due;
+    control = seconds_since(t0) - c.waited_s;
+    ran = any_work && rt_.engine().step(true);
   }
   spdlog::info("worker loop: shutdown after {} steps", rt_.engine().steps());
 }

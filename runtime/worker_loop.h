@@ -1,9 +1,10 @@
 #pragma once
 // The serving worker's loop on every rank. Rank 0 talks to the coordinator through a
-// Controller (the gRPC link lives in launcher/, this file knows nothing of it); every step it
-// broadcasts what arrived (new sequences with their rank, cancellations, shutdown) to all
-// ranks, all ranks take one lockstep engine step, and the tokens made on every rank are
-// gathered back to rank 0 with the step's timings and load-statistics delta.
+// Controller (the gRPC link lives in launcher/, this file knows nothing of it). Each iteration
+// has one exchange, an all_gather: rank 0's control (new sequences with their rank,
+// cancellations, shutdown) to every rank, and from every rank the tokens it made in the step
+// before, the step's timings and load-statistics delta, and whether it has work left (so the
+// engine's step needs no agreement of its own). Then all ranks take one lockstep engine step.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -77,16 +78,22 @@ class WorkerLoop {
   void run();
 
  private:
-  Control exchange_control(bool idle);
-  // `ran`: a step ran since the last report (else the timings are zero); `control_s`: this
-  // rank's loop time for it.
-  StepReport gather_report(std::vector<TokenEvent>& mine, bool ran, double control_s);
+  // This rank's part of the iteration's exchange: whether it has work, rank 0's control, and
+  // the report of the step before (`ran`: one ran since the last exchange, else the timings are
+  // zero; `control_s`: this rank's loop time before it). Takes the events out of `mine`.
+  std::string encode(std::vector<TokenEvent>& mine, bool ran, double control_s,
+                     const Control* control);
+  // Every rank: the control, and whether any rank has work.
+  void read_heads(const std::vector<std::string>& all, Control* control, bool* any_work) const;
+  // Rank 0: the job's report from every rank's.
+  StepReport read_reports(const std::vector<std::string>& all);
 
   RankRuntime& rt_;
   comm::Communicator& comm_;
   Controller* controller_;
   LoadStats reported_;  // this rank's counts already reported
   int64_t reported_placement_ = 0;  // the rebalancer's placement version last reported
+  size_t chunk_;  // bytes a rank in the exchange's first all_gather (grows to fit)
 };
 
 }  // namespace moe::runtime
