@@ -1,6 +1,7 @@
 // moe-bench-serving: requests/s through a running coordinator (start one with moe-launch), and
 // each step's time split into compute, exchange and scheduling (the engine step) and control
-// (the worker loop around it: work broadcast before, report gather after) over the same run.
+// (the worker loop before it: new work and the step reports exchanged, the reports published)
+// over the same run.
 //   build/bin/moe-launch --np 2 --config configs/tiny_a.yaml &
 //   build/bin/moe-bench-serving --server 127.0.0.1:50051 --requests 256 --concurrency 32
 // Each client thread sends Generate requests back to back; the figure is completed requests
@@ -136,17 +137,17 @@ int main(int argc, char** argv) {
                 comp / steps * 1e3, 100 * comp / phases);
     std::printf("%-40s %10.3f ms (%4.1f%%)\n", "  exchange per step", exch / steps * 1e3,
                 100 * exch / phases);
-    std::printf("%-40s %10.3f ms (%4.1f%%)\n", "  scheduling + step agreement per step",
+    std::printf("%-40s %10.3f ms (%4.1f%%)\n", "  scheduling per step",
                 sched / steps * 1e3, 100 * sched / phases);
-    std::printf("%-40s %10.3f ms (%4.1f%%)\n", "  control (work broadcast, report gather)",
+    std::printf("%-40s %10.3f ms (%4.1f%%)\n", "  control (work and reports exchanged)",
                 ctrl / steps * 1e3, 100 * ctrl / phases);
     std::printf("%-40s %10.3f ms\n", "  sum of the four per step", phases / steps * 1e3);
     std::printf("%-40s %10.1f %%\n", "bound: engine busy / wall (steps x step time)",
                 100 * step_wall / secs);
     // The four phases are means over the ranks and add up to the loop's time per step; the
-    // slowest rank's step time above also holds its wait in the step agreement for the others'
-    // control phase, so it is not added to them. What the four leave of the wall time is the
-    // ranks waiting for work.
+    // slowest rank's step time above also holds its waits in the step's exchanges for the
+    // others, so it is not added to them. What the four leave of the wall time is the ranks
+    // waiting for work.
     std::printf("%-40s %10.1f %%\n", "bound: loop busy / wall (steps x the four)",
                 100 * phases / secs);
   }

@@ -42,9 +42,9 @@ struct TokenEvent {
 
 // One step's report over all ranks: counts summed; the step's wall time is the slowest rank's,
 // and its split into phases is the mean over ranks (the phases of different ranks overlap).
-// control_s is the loop's own time around the step (the broadcast of the Control before it,
-// the gather and publication of the previous report), waiting for work excluded: step_s +
-// control_s is what one step costs the loop. A report sent without a step (a refused sequence,
+// control_s is the loop's own time before the step (rank 0's poll, the exchange of the Control
+// and the reports of the step before, their publication, applying the work), waiting for work
+// excluded: step_s + control_s is what one step costs the loop. A report sent without a step (a refused sequence,
 // applied cancellations) has zero timings and repeats the step count.
 struct StepReport {
   int64_t step = 0;                              // engine steps so far
