@@ -4,17 +4,18 @@
 // over the same run.
 //   build/bin/moe-launch --np 2 --config configs/tiny_a.yaml &
 //   build/bin/moe-bench-serving --server 127.0.0.1:50051 --requests 256 --concurrency 32
-// Each client thread sends Generate requests back to back; the figure is completed requests
+// Each client sends Generate requests back to back; the figure is completed requests
 // per second of wall time after a warm-up, printed beside the engine's own step rate.
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
-#include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <random>
-#include <thread>
+#include <vector>
 
 #include "launcher/cli_parse.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -23,34 +24,96 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Totals {
-  std::atomic<int64_t> done{0}, failed{0}, tokens{0};
-};
+// The load: `concurrency` clients, each sending its share of the requests back to back. Every
+// Generate stream is read through gRPC's callback API, so no client thread waits per stream:
+// the load generator shares the machine with the server, and a thread per stream, woken for
+// every token, took half a core from it on 2 cores.
+class Load {
+ public:
+  Load(moe::v1::Inference::Stub* stub, int prompt_len, int max_new, int vocab)
+      : stub_(stub), prompt_len_(prompt_len), max_new_(max_new), vocab_(vocab) {}
 
-void client(moe::v1::Inference::Stub* stub, int n, int prompt_len, int max_new, int vocab,
-            unsigned seed, Totals* t, std::vector<double>* latencies) {
-  std::mt19937 rng(seed);
-  for (int i = 0; i < n; ++i) {
-    moe::v1::GenerateRequest req;
-    for (int j = 0; j < prompt_len; ++j) req.add_prompt_ids(3 + int(rng() % (vocab - 3)));
-    req.set_max_new_tokens(max_new);
-    req.set_ignore_eos(true);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
-    const auto t0 = Clock::now();
-    auto reader = stub->Generate(&ctx, req);
-    moe::v1::GenerateResponse r;
-    int64_t got = 0;
-    while (reader->Read(&r)) ++got;
-    if (reader->Finish().ok()) {
-      ++t->done;
-      t->tokens += got;
-      latencies->push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-    } else {
-      ++t->failed;
-    }
+  struct Result {
+    int64_t done = 0, failed = 0, tokens = 0;
+    std::vector<double> latencies;  // seconds, of the requests that succeeded
+  };
+
+  Result run(int total, int concurrency) {
+    result_ = {};
+    active_ = concurrency;
+    std::vector<int> share(static_cast<size_t>(concurrency));
+    for (int c = 0; c < concurrency; ++c) share[size_t(c)] = total / concurrency + (c < total % concurrency);
+    for (int c = 0; c < concurrency; ++c) next(1000u + unsigned(c), share[size_t(c)]);
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return active_ == 0; });
+    return std::move(result_);
   }
-}
+
+ private:
+  // One request of a client; when it ends, the client's next one starts.
+  class Stream final : public grpc::ClientReadReactor<moe::v1::GenerateResponse> {
+   public:
+    Stream(Load* load, std::mt19937 rng, int left) : load_(load), rng_(rng), left_(left) {
+      for (int j = 0; j < load->prompt_len_; ++j)
+        req_.add_prompt_ids(3 + int(rng_() % unsigned(load->vocab_ - 3)));
+      req_.set_max_new_tokens(load->max_new_);
+      req_.set_ignore_eos(true);
+      ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
+      t0_ = Clock::now();
+      load->stub_->async()->Generate(&ctx_, &req_, this);
+      StartRead(&resp_);
+      StartCall();
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) return;  // the stream ended: OnDone follows
+      ++got_;
+      StartRead(&resp_);
+    }
+    void OnDone(const grpc::Status& st) override {
+      load_->finished(st.ok(), got_, std::chrono::duration<double>(Clock::now() - t0_).count());
+      load_->next(rng_, left_ - 1);
+      delete this;
+    }
+
+   private:
+    Load* load_;
+    std::mt19937 rng_;
+    int left_;  // this client's requests, this one included
+    moe::v1::GenerateRequest req_;
+    moe::v1::GenerateResponse resp_;
+    grpc::ClientContext ctx_;
+    Clock::time_point t0_;
+    int64_t got_ = 0;
+  };
+
+  void next(std::mt19937 rng, int left) {
+    if (left > 0) {
+      new Stream(this, rng, left);
+      return;
+    }
+    std::lock_guard lk(mu_);
+    if (--active_ == 0) cv_.notify_all();
+  }
+  void next(unsigned seed, int left) { next(std::mt19937(seed), left); }
+
+  void finished(bool ok, int64_t tokens, double seconds) {
+    std::lock_guard lk(mu_);
+    if (!ok) {
+      ++result_.failed;
+      return;
+    }
+    ++result_.done;
+    result_.tokens += tokens;
+    result_.latencies.push_back(seconds);
+  }
+
+  moe::v1::Inference::Stub* stub_;
+  const int prompt_len_, max_new_, vocab_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int active_ = 0;  // clients with requests left
+  Result result_;
+};
 
 moe::v1::LoadStatsResponse stats(moe::v1::Inference::Stub* stub) {
   grpc::ClientContext ctx;
@@ -78,7 +141,7 @@ int main(int argc, char** argv) {
   app.add_option("--server", server, "coordinator address");
   app.add_option("--requests", requests, "timed requests");
   app.add_option("--warmup", warmup, "untimed requests first");
-  app.add_option("--concurrency", concurrency, "client threads sending back to back");
+  app.add_option("--concurrency", concurrency, "clients sending back to back");
   app.add_option("--prompt-len", prompt_len, "prompt tokens per request");
   app.add_option("--max-new-tokens", max_new, "new tokens per request (eos ignored)");
   app.add_option("--vocab", vocab, "token ids are drawn from [3, vocab)");
@@ -95,25 +158,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "moe-bench-serving: %s (is moe-launch running?)\n", e.what());
     return 3;
   }
-  auto run = [&](int total, std::vector<double>* lat) {
-    Totals t;
-    std::vector<std::thread> th;
-    std::vector<std::vector<double>> lats(concurrency);
-    for (int c = 0; c < concurrency; ++c)
-      th.emplace_back(client, stub.get(), total / concurrency + (c < total % concurrency),
-                      prompt_len, max_new, vocab, 1000u + c, &t, &lats[c]);
-    for (auto& x : th) x.join();
-    for (auto& l : lats) lat->insert(lat->end(), l.begin(), l.end());
-    return std::make_tuple(t.done.load(), t.failed.load(), t.tokens.load());
-  };
-  std::vector<double> ignore;
-  run(std::max(warmup, concurrency), &ignore);
+  Load load(stub.get(), prompt_len, max_new, vocab);
+  load.run(std::max(warmup, concurrency), concurrency);
 
   const auto s0 = stats(stub.get());
-  std::vector<double> lat;
   const auto t0 = Clock::now();
-  const auto [done, failed, tokens] = run(requests, &lat);
+  Load::Result res = load.run(requests, concurrency);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const int64_t done = res.done, failed = res.failed, tokens = res.tokens;
+  const std::vector<double>& lat = res.latencies;
   const auto s1 = stats(stub.get());
 
   const int64_t steps = s1.steps() - s0.steps();
