@@ -190,9 +190,15 @@ bool State::attached() const {
   return bool(sink_);
 }
 
+void State::owe_locked(Sequence& s, int64_t tokens) {
+  if (size_t(s.rank) < outstanding_.size()) outstanding_[size_t(s.rank)] += tokens - s.owed;
+  s.owed = tokens;
+}
+
 bool State::send_work_locked(Sequence& s) {
+  s.owed = 0;  // owed to no job until now
   s.rank = pick_rank();
-  outstanding_[s.rank] += int64_t(s.prompt.size()) + s.max_new - int64_t(s.output.size());
+  owe_locked(s, int64_t(s.prompt.size()) + s.max_new - int64_t(s.output.size()));
   moe::v1::CoordinatorMessage m;
   auto* w = m.mutable_work();
   w->set_seq_id(s.id);
@@ -208,6 +214,7 @@ bool State::send_work_locked(Sequence& s) {
 void State::finished_locked(std::map<int64_t, Sequence>::iterator it) {
   touch_locked(it->first);
   Sequence& s = it->second;
+  owe_locked(s, 0);
   --in_flight_;
   if (s.batch.empty()) return;  // a Generate handler reads it, then forgets it
   if (auto b = batches_.find(s.batch); b != batches_.end()) {
@@ -247,6 +254,7 @@ void State::on_step(const moe::v1::StepReport& st) {
     }
     s.output.push_back(t.token_id());
     touch_locked(s.id);
+    owe_locked(s, std::max<int64_t>(0, s.max_new - int64_t(s.output.size())));
     if (t.has_logprob()) {
       moe::v1::TokenLogprobs lp;
       lp.set_token_id(t.token_id());
@@ -262,8 +270,6 @@ void State::on_step(const moe::v1::StepReport& st) {
       finished_locked(it);
     }
   }
-  for (int r = 0; r < st.outstanding_per_rank_size() && r < int(outstanding_.size()); ++r)
-    outstanding_[r] = st.outstanding_per_rank(r);
   cv_.notify_all();
 }
 
@@ -298,6 +304,8 @@ void State::detach_locked(const std::string& why) {
                   "(--recovery-wait-s) for a new worker job, which goes on from the tokens they "
                   "have", why, in_flight_, opt_.recovery_wait_s);
     lost_at_ = Clock::now();
+    // The kept sequences owe nothing until sent to the next job.
+    for (auto& [id, s] : seqs_) s.owed = 0;
     std::fill(outstanding_.begin(), outstanding_.end(), 0);
   }
   cv_.notify_all();

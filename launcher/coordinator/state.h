@@ -61,6 +61,7 @@ struct Sequence {
   std::string batch;        // "" for Generate
   int64_t batch_index = -1; // its item's position in the batch (input order)
   bool text = false;        // the prompt came as text: outputs are decoded too
+  int64_t owed = 0;         // what it adds to outstanding_[rank]: tokens its job still owes it
   bool done() const { return !finish.empty() || !error.ok(); }
 };
 
@@ -180,6 +181,8 @@ class State {
   void expire_batches_locked(Clock::time_point now);
   // Assigns a rank and queues the work (with the tokens it already has) for the job.
   bool send_work_locked(Sequence& s);
+  // Sets what `s` adds to its rank's outstanding tokens.
+  void owe_locked(Sequence& s, int64_t tokens);
   grpc::Status admit_locked(const std::vector<moe::v1::BatchItem>& items,
                             const std::vector<bool>& is_text, uint64_t job,
                             const std::string& batch, bool ignore_eos, std::vector<int64_t>* ids);
@@ -212,7 +215,11 @@ class State {
   // Ids of expired batches, for a better NOT_FOUND (bounded: the oldest are forgotten).
   std::set<std::string> expired_;
   std::deque<std::string> expired_order_;
-  std::vector<int64_t> outstanding_;  // per rank, as the worker last reported plus admissions
+  // Per rank: the tokens (prompt to prefill, new ones to make) of the sequences sent to it and
+  // not done, counted here as work is sent and tokens come back. The ranks' own count (in their
+  // step reports) lags: it misses the sequences still on their way to them, so a burst of new
+  // work would all go to the rank that looked least loaded.
+  std::vector<int64_t> outstanding_;
   // Watched sequences, and those changed since the dispatch thread last told their watchers:
   // one thread wakes per step however many streams there are.
   std::map<int64_t, std::shared_ptr<SequenceWatcher>> watchers_;
