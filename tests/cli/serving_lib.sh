@@ -1,4 +1,4 @@
-# Shared by the serving test scripts (sourced): result counting, expect, a free loopback port, and
+# Shared by the CLI test scripts (sourced): result counting, expect, a free loopback port, and
 # stopping a moe-launch job whole.
 pass=0; fail=0
 ok() { echo "ok   - $1"; pass=$((pass + 1)); }

@@ -7,18 +7,7 @@ CKPT=$DATA/tiny_a/checkpoint
 MPIRUN=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok() { echo "ok   - $1"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $1"; fail=$((fail + 1)); }
-
-# expect CODE NAME REGEX -- command...: exit status CODE and stderr matching REGEX.
-expect() {
-  local code=$1 name=$2 re=$3; shift 4
-  "$@" >"$TMP/out" 2>"$TMP/err"; local rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, expected $code; stderr: $(tail -3 "$TMP/err")"; return; fi
-  if [ -n "$re" ] && ! grep -Eq "$re" "$TMP/err"; then bad "$name: stderr lacks /$re/: $(tail -3 "$TMP/err")"; return; fi
-  ok "$name"
-}
+source "$(dirname "$0")/serving_lib.sh"  # ok, bad, expect
 
 # one_line NAME: the last command's stderr is exactly one line.
 one_line() {
