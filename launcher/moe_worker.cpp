@@ -142,7 +142,6 @@ class GrpcController final : public runtime::Controller {
     *s->mutable_tokens_per_expert() = {r.delta.tokens.begin(), r.delta.tokens.end()};
     *s->mutable_rows_computed() = {r.delta.rows_computed.begin(), r.delta.rows_computed.end()};
     *s->mutable_rows_sent() = {r.delta.rows.begin(), r.delta.rows.end()};
-    *s->mutable_outstanding_per_rank() = {r.outstanding.begin(), r.outstanding.end()};
     s->set_rebalances(r.rebalance.rebalances);
     s->set_rebalance_weights_moved(r.rebalance.weights_moved);
     s->set_rebalance_bytes_moved(r.rebalance.bytes_moved);

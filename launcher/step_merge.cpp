@@ -27,7 +27,6 @@ void merge_step(moe::v1::StepReport* into, moe::v1::StepReport&& next) {
   add_counts(into->mutable_tokens_per_expert(), next.tokens_per_expert(), "tokens_per_expert");
   add_counts(into->mutable_rows_computed(), next.rows_computed(), "rows_computed");
   add_counts(into->mutable_rows_sent(), next.rows_sent(), "rows_sent");
-  *into->mutable_outstanding_per_rank() = next.outstanding_per_rank();
   for (auto& t : *next.mutable_tokens()) *into->add_tokens() = std::move(t);
   into->set_rebalances(next.rebalances());
   into->set_rebalance_weights_moved(next.rebalance_weights_moved());

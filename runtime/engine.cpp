@@ -207,16 +207,6 @@ void Engine::cancel(int64_t id) {
     }
 }
 
-int64_t Engine::outstanding_tokens() const {
-  int64_t n = 0;
-  for (const auto& r : waiting_)
-    n += int64_t(r.prompt.size()) + r.max_new_tokens;  // resumed tokens: prefilled, not made
-  for (const auto& s : running_)
-    n += int64_t(s.req.prompt.size()) - std::min<int64_t>(s.cached, s.req.prompt.size()) +
-         s.req.max_new_tokens - int64_t(s.generated.size());
-  return n;
-}
-
 void Engine::run(const std::function<void(Result&&)>& on_finish) {
   on_finish_ = on_finish;
   while (step()) {

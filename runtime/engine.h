@@ -75,8 +75,6 @@ class Engine {
   // Every step's timing summed since the engine was made.
   const StepTiming& total_timing() const { return total_timing_; }
   const PhaseTotals& phase_totals() const { return phases_; }
-  // Outstanding work on this rank: prompt tokens not yet prefilled plus tokens still to make.
-  int64_t outstanding_tokens() const;
 
   bool idle() const { return waiting_.empty() && running_.empty(); }
   int64_t steps() const { return steps_; }

@@ -157,7 +157,6 @@ std::string WorkerLoop::encode(std::vector<TokenEvent>& mine, bool ran, double c
   w.put(t.schedule);
   w.put(control_s);
   w.put(t.total);
-  w.put(rt_.engine().outstanding_tokens());
   for (auto [cur, old] : {std::pair{&now.tokens, &reported_.tokens}, std::pair{&now.rows, &reported_.rows},
                           std::pair{&now.rows_computed, &reported_.rows_computed}}) {
     std::vector<int64_t> d(*cur);
@@ -219,7 +218,6 @@ StepReport WorkerLoop::read_reports(const std::vector<std::string>& all) {
   }
   const LoadStats& now = rt_.stats();
   rep.delta = LoadStats(now.n_layers, now.n_experts, now.world);
-  rep.outstanding.assign(size_t(N), 0);
   for (int r = 0; r < N; ++r) {
     ByteReader in(all[size_t(r)]);
     in.get<uint8_t>();  // the heads (read_heads)
@@ -229,7 +227,6 @@ StepReport WorkerLoop::read_reports(const std::vector<std::string>& all) {
     rep.schedule_s += in.get<double>() / N;
     rep.control_s += in.get<double>() / N;
     rep.step_s = std::max(rep.step_s, in.get<double>());
-    rep.outstanding[size_t(r)] = in.get<int64_t>();
     for (auto* sum : {&rep.delta.tokens, &rep.delta.rows, &rep.delta.rows_computed}) {
       const auto d = in.get_vector<int64_t>();
       MOE_CHECK(d.size() == sum->size(), "rank " + std::to_string(r) + "'s report has " +
@@ -272,9 +269,8 @@ void WorkerLoop::run() {
       });
   const bool root = comm_.rank() == 0;
   bool ran = false;         // a step ran since the last exchange
-  bool wait = true;         // no rank has anything to do or to report: rank 0 may wait for work
-  bool report_due = false;  // cancellations were applied: the tokens owed per rank changed
-  double control = 0;       // this rank's loop time before the step that ran, waiting excluded
+  bool wait = true;    // no rank has anything to do: rank 0 may wait for work
+  double control = 0;  // this rank's loop time before the step that ran, waiting excluded
   for (;;) {
     const auto t0 = Clock::now();
     Control c;
@@ -291,8 +287,8 @@ void WorkerLoop::run() {
     read_heads(all, &c, &any_work);
     if (root) {
       StepReport rep = read_reports(all);
-      // A report without a step: refused sequences, or the tokens owed after cancellations.
-      if (ran || !rep.tokens.empty() || report_due) controller_->publish(rep);
+      // A report without a step: refused sequences.
+      if (ran || !rep.tokens.empty()) controller_->publish(rep);
     }
     // Work before cancellations (see Control).
     for (const auto& a : c.work) {
@@ -307,11 +303,10 @@ void WorkerLoop::run() {
     }
     for (int64_t id : c.cancels) rt_.engine().cancel(id);
     if (c.shutdown) break;
-    report_due = !c.cancels.empty();
     // New work anywhere (refused or not, so a refusal is reported at once) means a step; a
     // step that finds every rank's work cancelled does nothing.
     any_work = any_work || !c.work.empty();
-    wait = !any_work && !report_due;
+    wait = !any_work;
     control = seconds_since(t0) - c.waited_s;
     ran = any_work && rt_.engine().step(true);
   }

@@ -44,15 +44,14 @@ struct TokenEvent {
 // and its split into phases is the mean over ranks (the phases of different ranks overlap).
 // control_s is the loop's own time before the step (rank 0's poll, the exchange of the Control
 // and the reports of the step before, their publication, applying the work), waiting for work
-// excluded: step_s + control_s is what one step costs the loop. A report sent without a step (a refused sequence,
-// applied cancellations) has zero timings and repeats the step count.
+// excluded: step_s + control_s is what one step costs the loop. A report sent without a step
+// (refused sequences) has zero timings and repeats the step count.
 struct StepReport {
   int64_t step = 0;                              // engine steps so far
   double step_s = 0;                             // slowest rank
   double compute_s = 0, exchange_s = 0, schedule_s = 0;  // mean over ranks
   double control_s = 0;                                  // mean over ranks
   LoadStats delta;                      // counts made in this step, all ranks
-  std::vector<int64_t> outstanding;     // [ranks] tokens still owed per rank
   std::vector<TokenEvent> tokens;       // from every rank
   RebalanceTotals rebalance;            // live rebalancing so far (zeros when off)
   // [layers * experts] the first rank holding each expert, where the placement changed since

@@ -58,11 +58,9 @@ TEST(CoordinatorState, ABurstSpreadsOverTheRanksAndTokensPayTheCountDown) {
   EXPECT_EQ(on_rank0, 4);
   EXPECT_EQ(owed(s), (std::vector<int64_t>{40, 40}));  // 4 x (4 prompt + 6 new) each
 
-  // A report whose own count of owed tokens is stale (zeros) does not reset the coordinator's.
+  // The first tokens come back: the prompts are prefilled.
   moe::v1::StepReport st;
   st.set_step(1);
-  st.add_outstanding_per_rank(0);
-  st.add_outstanding_per_rank(0);
   for (int64_t id : ids) {
     auto* t = st.add_tokens();
     t->set_seq_id(id);

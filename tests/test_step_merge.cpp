@@ -9,7 +9,7 @@ namespace moe::test {
 namespace {
 
 moe::v1::StepReport report(int64_t step, double secs, std::vector<int64_t> per_expert,
-                           std::vector<int64_t> owed, std::vector<int64_t> seqs) {
+                           std::vector<int64_t> seqs) {
   moe::v1::StepReport r;
   r.set_step(step);
   r.set_step_seconds(secs);
@@ -20,7 +20,6 @@ moe::v1::StepReport report(int64_t step, double secs, std::vector<int64_t> per_e
   for (auto v : per_expert) r.add_tokens_per_expert(v);
   for (auto v : per_expert) r.add_rows_computed(2 * v);
   for (auto v : per_expert) r.add_rows_sent(3 * v);
-  for (auto v : owed) r.add_outstanding_per_rank(v);
   for (auto id : seqs) {
     auto* t = r.add_tokens();
     t->set_seq_id(id);
@@ -32,10 +31,10 @@ moe::v1::StepReport report(int64_t step, double secs, std::vector<int64_t> per_e
 }
 
 TEST(StepMerge, CountsAndSecondsAddTokensFollowTheLatestWins) {
-  auto a = report(7, 0.010, {1, 2, 3}, {40, 41}, {1, 2});
+  auto a = report(7, 0.010, {1, 2, 3}, {1, 2});
   a.add_expert_rank(0);
-  auto b = report(8, 0.020, {4, 0, 1}, {30, 35}, {2});
-  auto c = report(9, 0.040, {0, 5, 0}, {20, 22}, {1, 3});
+  auto b = report(8, 0.020, {4, 0, 1}, {2});
+  auto c = report(9, 0.040, {0, 5, 0}, {1, 3});
   c.add_expert_rank(1);
   launcher::merge_step(&a, std::move(b));
   launcher::merge_step(&a, std::move(c));
@@ -51,8 +50,6 @@ TEST(StepMerge, CountsAndSecondsAddTokensFollowTheLatestWins) {
             (std::vector<int64_t>{10, 14, 8}));
   EXPECT_EQ(std::vector<int64_t>(a.rows_sent().begin(), a.rows_sent().end()),
             (std::vector<int64_t>{15, 21, 12}));
-  EXPECT_EQ(std::vector<int64_t>(a.outstanding_per_rank().begin(), a.outstanding_per_rank().end()),
-            (std::vector<int64_t>{20, 22}));
   // Every token, in the order the steps made them.
   std::vector<std::pair<int64_t, int32_t>> toks;
   for (const auto& t : a.tokens()) toks.emplace_back(t.seq_id(), t.token_id());
@@ -65,21 +62,19 @@ TEST(StepMerge, CountsAndSecondsAddTokensFollowTheLatestWins) {
 }
 
 TEST(StepMerge, AnEmptyReportKeepsThePlacementAndCounts) {
-  auto a = report(3, 0.01, {1, 1}, {5}, {4});
+  auto a = report(3, 0.01, {1, 1}, {4});
   a.add_expert_rank(1);
   moe::v1::StepReport none;  // a report without a step or counts
   none.set_step(3);
-  none.add_outstanding_per_rank(4);
   launcher::merge_step(&a, std::move(none));
   EXPECT_EQ(a.expert_rank_size(), 1);
   EXPECT_EQ(a.tokens_per_expert_size(), 2);
-  EXPECT_EQ(a.outstanding_per_rank(0), 4);
   EXPECT_EQ(a.tokens_size(), 1);
 }
 
 TEST(StepMerge, ReportsOfDifferentShapesAreRefused) {
-  auto a = report(1, 0.01, {1, 2}, {0}, {});
-  EXPECT_THROW(launcher::merge_step(&a, report(2, 0.01, {1, 2, 3}, {0}, {})), Error);
+  auto a = report(1, 0.01, {1, 2}, {});
+  EXPECT_THROW(launcher::merge_step(&a, report(2, 0.01, {1, 2, 3}, {})), Error);
 }
 
 }  // namespace

@@ -216,9 +216,9 @@ class State {
   std::set<std::string> expired_;
   std::deque<std::string> expired_order_;
   // Per rank: the tokens (prompt to prefill, new ones to make) of the sequences sent to it and
-  // not done, counted here as work is sent and tokens come back. The ranks' own count (in their
-  // step reports) lags: it misses the sequences still on their way to them, so a burst of new
-  // work would all go to the rank that looked least loaded.
+  // not done, counted here as work is sent and tokens come back. A count from the ranks would
+  // lag: it misses the sequences still on their way to them, so a burst of new work would all
+  // go to the rank that looked least loaded.
   std::vector<int64_t> outstanding_;
   // Watched sequences, and those changed since the dispatch thread last told their watchers:
   // one thread wakes per step however many streams there are.

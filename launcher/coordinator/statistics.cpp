@@ -44,7 +44,7 @@ void Statistics::on_step(const moe::v1::StepReport& st) {
   }
   const auto horizon = Clock::now() - seconds(window_s_);
   while (!window_.empty() && window_.front().at < horizon) window_.pop_front();
-  // A report without a step (a refused sequence, applied cancellations) repeats the count.
+  // A report without a step (refused sequences) repeats the count.
   if (st.step() > last_step_) {
     steps_ += st.step() - last_step_;
     last_step_ = st.step();
