@@ -42,7 +42,8 @@ class Load {
     result_ = {};
     active_ = concurrency;
     std::vector<int> share(static_cast<size_t>(concurrency));
-    for (int c = 0; c < concurrency; ++c) share[size_t(c)] = total / concurrency + (c < total % concurrency);
+    for (int c = 0; c < concurrency; ++c)
+      share[size_t(c)] = total / concurrency + (c < total % concurrency);
     for (int c = 0; c < concurrency; ++c) next(1000u + unsigned(c), share[size_t(c)]);
     std::unique_lock lk(mu_);
     cv_.wait(lk, [&] { return active_ == 0; });

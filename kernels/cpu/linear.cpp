@@ -68,7 +68,8 @@ void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* _
       if (row[i] >= N) continue;
       for (int m = 0; m < kRows; ++m) {
         float s = sum_lanes(acc[i][m]);
-        for (int k = k_main; k < K; ++k) s = __builtin_fmaf(x[int64_t(m) * K + k], widen(wn[i][k]), s);
+        for (int k = k_main; k < K; ++k)
+          s = __builtin_fmaf(x[int64_t(m) * K + k], widen(wn[i][k]), s);
         float& o = out[int64_t(m) * ldo + row[i]];
         o = accumulate ? o + s : s;
       }

@@ -102,7 +102,8 @@ SequenceUpdate State::read(int64_t id, size_t seen) const {
   u.found = true;
   u.total = s.output.size();
   if (seen < s.output.size()) u.tokens.assign(s.output.begin() + long(seen), s.output.end());
-  if (seen < s.logprobs.size()) u.logprobs.assign(s.logprobs.begin() + long(seen), s.logprobs.end());
+  if (seen < s.logprobs.size())
+    u.logprobs.assign(s.logprobs.begin() + long(seen), s.logprobs.end());
   u.finish = s.finish;
   u.error = s.error;
   return u;
