@@ -20,6 +20,7 @@
 #include "launcher/coordinator/auth.h"
 #include "launcher/rank_main.h"
 #include "launcher/run_options.h"
+#include "launcher/sched_policy.h"
 #include "moe/v1/worker.grpc.pb.h"
 #include "runtime/routing_trace.h"
 #include "runtime/worker_loop.h"
@@ -253,7 +254,9 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   app.add_option("--worker-secret-file", secret_file, "file whose first line is the coordinator's worker secret (default: the MOE_WORKER_SECRET environment variable)");
   app.add_option("--tls-ca", tls_ca, "PEM root certificates: reach the coordinator over TLS (default: plain text)");
   launcher::add_run_options(app, ro);
-  std::string trace_path;
+  std::string trace_path, cpu_sched = "auto";
+  app.add_option("--cpu-sched", cpu_sched, "scheduling policy of the rank's threads: batch (they take the cores' spare time but do not preempt the coordinator's and clients' threads when they wake: faster serving where they share a host), normal, or auto (batch on the cpu backend, normal on cuda)")
+      ->check(CLI::IsMember({"auto", "batch", "normal"}));
   app.add_option("--trace", trace_path, "write the routing trace here when the job ends (runtime/routing_trace.h; held in memory until then) (default: not written)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -267,6 +270,11 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   runtime::RunConfig run;
   try {
     run = launcher::resolve_run_config(app, ro);
+    // Before the runtime and the link start their threads, which inherit it.
+    const launcher::SchedPolicy policy = launcher::parse_sched_policy(cpu_sched, run.backend);
+    launcher::set_process_sched_policy(policy);
+    if (rank == 0 && cpu_sched == "auto" && policy == launcher::SchedPolicy::kBatch)
+      spdlog::info("ranks run as SCHED_BATCH (--cpu-sched auto on the cpu backend)");
     rt = std::make_unique<runtime::RankRuntime>(
         run, *comm, runtime::LocalRank{mpi.local_rank(), mpi.local_size()});
   } catch (const std::exception& e) {
