@@ -82,6 +82,13 @@ void GenerateStream::end_locked(grpc::Status st) {
 void GenerateStream::pump_locked() {
   if (finished_ || writing_) return;
   if (pending_.empty() && !end_) take_updates_locked();
+  if (pending_.size() == 1 && end_) {
+    // The last message and the status leave together: one write, and no OnWriteDone round
+    // before the client sees the call end. pending_ keeps the message until OnDone.
+    finished_ = true;
+    StartWriteAndFinish(&pending_.front(), grpc::WriteOptions(), *end_);
+    return;
+  }
   if (!pending_.empty()) {
     writing_ = true;
     StartWrite(&pending_.front());
