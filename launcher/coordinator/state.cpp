@@ -58,7 +58,15 @@ State::~State() {
 void State::touch_locked(int64_t id) {
   if (!watchers_.count(id)) return;
   touched_.push_back(id);
-  if (touched_.size() == 1) dispatch_cv_.notify_one();
+  if (touched_.size() == 1 && !telling_inline_) dispatch_cv_.notify_one();
+}
+
+void State::take_touched_locked(std::vector<std::shared_ptr<SequenceWatcher>>* tell) {
+  std::sort(touched_.begin(), touched_.end());
+  touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+  for (int64_t id : touched_)
+    if (auto it = watchers_.find(id); it != watchers_.end()) tell->push_back(it->second);
+  touched_.clear();
 }
 
 void State::dispatch_loop() {
@@ -67,11 +75,7 @@ void State::dispatch_loop() {
   for (;;) {
     dispatch_cv_.wait(lk, [&] { return !touched_.empty() || stop_dispatch_; });
     if (stop_dispatch_) return;
-    std::sort(touched_.begin(), touched_.end());
-    touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
-    for (int64_t id : touched_)
-      if (auto it = watchers_.find(id); it != watchers_.end()) tell.push_back(it->second);
-    touched_.clear();
+    take_touched_locked(&tell);
     lk.unlock();
     for (auto& w : tell) w->on_change();
     tell.clear();  // a watcher dropped meanwhile is destroyed here, outside the lock
@@ -241,7 +245,21 @@ void State::finished_locked(std::map<int64_t, Sequence>::iterator it) {
 
 void State::on_step(const moe::v1::StepReport& st) {
   stats_.on_step(st);
-  std::lock_guard lk(mu_);
+  std::vector<std::shared_ptr<SequenceWatcher>> tell;
+  {
+    std::lock_guard lk(mu_);
+    telling_inline_ = true;
+    apply_step_locked(st);
+    telling_inline_ = false;
+    take_touched_locked(&tell);
+  }
+  cv_.notify_all();
+  // This thread tells the streams itself, after the lock: the step's tokens reach the clients
+  // without waking the dispatch thread.
+  for (auto& w : tell) w->on_change();
+}
+
+void State::apply_step_locked(const moe::v1::StepReport& st) {
   last_report_ = Clock::now();
   for (const auto& t : st.tokens()) {
     auto it = seqs_.find(t.seq_id());
@@ -271,7 +289,6 @@ void State::on_step(const moe::v1::StepReport& st) {
       finished_locked(it);
     }
   }
-  cv_.notify_all();
 }
 
 void State::fail_locked(const std::string& why) {

@@ -115,6 +115,8 @@ class State {
   // `accepted` runs under the lock once the job is taken, before any work is sent to it.
   grpc::Status attach(const moe::v1::WorkerHello& hello, WorkerSink sink,
                       std::function<void()> kick, const std::function<void()>& accepted = {});
+  // A step report: tokens, finishes and errors. The calling thread then tells the changed
+  // sequences' watchers itself (it must hold no watcher's lock).
   void on_step(const moe::v1::StepReport& step);
   // The job is gone (stream closed, error, timeout): unfinished sequences wait for a new job
   // (up to --recovery-wait-s), or fail with UNAVAILABLE and `why` when draining or when
@@ -190,8 +192,12 @@ class State {
   grpc::Status prepare(std::vector<moe::v1::BatchItem>& items, const std::string& batch,
                        std::vector<bool>* is_text, uint64_t* job);
   void detach_locked(const std::string& why);
-  // Sequence `id` changed: its watcher, if any, is told (by dispatch_loop, after the lock).
+  // Sequence `id` changed: its watcher, if any, is told after the lock, by dispatch_loop or (in
+  // on_step) by the reporting thread.
   void touch_locked(int64_t id);
+  // The watchers of the touched sequences, each once; touched_ is emptied.
+  void take_touched_locked(std::vector<std::shared_ptr<SequenceWatcher>>* tell);
+  void apply_step_locked(const moe::v1::StepReport& st);
   void dispatch_loop();
 
   Options opt_;
@@ -226,6 +232,7 @@ class State {
   std::vector<int64_t> touched_;
   std::condition_variable dispatch_cv_;
   bool stop_dispatch_ = false;
+  bool telling_inline_ = false;  // on_step tells its touches itself: no dispatch wake-up
   std::thread dispatcher_;  // last: started once the rest is built
 };
 
