@@ -1,9 +1,7 @@
 #include "launcher/coordinator/worker_link.h"
 
-#include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <thread>
 
 #include "common/log.h"
 #include "launcher/coordinator/auth.h"
@@ -12,103 +10,112 @@ namespace moe::coordinator {
 
 namespace {
 
-// The outgoing side of one attached stream: push() queues and returns at once; the writer
-// thread writes in order, and on a failed write closes the queue and cancels the call (the
-// reader then sees the stream end, and the job is detached).
-class Outbox {
+using Reactor = grpc::ServerBidiReactor<moe::v1::WorkerMessage, moe::v1::CoordinatorMessage>;
+
+class Refusal final : public Reactor {
  public:
-  Outbox(grpc::ServerReaderWriter<moe::v1::CoordinatorMessage, moe::v1::WorkerMessage>* stream,
-         grpc::ServerContext* ctx)
-      : stream_(stream), ctx_(ctx), writer_([this] { run(); }) {}
-  ~Outbox() {
-    close();
-    writer_.join();
+  explicit Refusal(const grpc::Status& st) { Finish(st); }
+  void OnDone() override { delete this; }
+};
+
+// One attached job's stream. First the hello (State::attach), then step reports until the
+// stream ends. The State sends through push() (under its lock, while attached); detach() comes
+// before Finish, so no push can reach a finished link.
+class Link final : public Reactor {
+ public:
+  Link(grpc::CallbackServerContext* ctx, State& s, std::function<void(bool)> on_change)
+      : ctx_(ctx), s_(s), on_change_(std::move(on_change)) {
+    StartRead(&in_);
   }
+
+  void OnReadDone(bool ok) override {
+    if (!attached_) return on_hello(ok);
+    if (!ok) return end(ctx_->IsCancelled() ? "the worker job's link was cut"
+                                            : "the worker job closed its link");
+    if (in_.kind_case() == moe::v1::WorkerMessage::kError)
+      return end("the worker job failed: " + in_.error());
+    if (in_.kind_case() == moe::v1::WorkerMessage::kStep) s_.on_step(in_.step());
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lk(mu_);
+    out_.pop_front();
+    if (closed_) return out_.clear();  // ended (Finish called): nothing more is written
+    if (!ok) {  // the job's side is gone: the read fails next, which detaches
+      closed_ = true;
+      out_.clear();
+      ctx_->TryCancel();
+      return;
+    }
+    if (!out_.empty()) StartWrite(&out_.front());
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void on_hello(bool ok) {
+    if (!ok || in_.kind_case() != moe::v1::WorkerMessage::kHello)
+      return Finish({grpc::StatusCode::INVALID_ARGUMENT, "expected a hello as the first message"});
+    moe::v1::CoordinatorMessage accepted;
+    accepted.set_attached(true);
+    // Queued under the state's lock, before any work the attach re-submits.
+    const grpc::Status st = s_.attach(
+        in_.hello(), [this](const moe::v1::CoordinatorMessage& m) { return push(m); },
+        [ctx = ctx_] { ctx->TryCancel(); }, [&] { push(accepted); });
+    if (!st.ok()) {
+      spdlog::warn("refused a worker job from {}: {}", ctx_->peer(), st.error_message());
+      return Finish(st);
+    }
+    attached_ = true;
+    on_change_(true);
+    StartRead(&in_);
+  }
+
   bool push(const moe::v1::CoordinatorMessage& m) {
     std::lock_guard lk(mu_);
     if (closed_) return false;
-    queue_.push_back(m);
-    cv_.notify_all();
+    out_.push_back(m);
+    if (out_.size() == 1) StartWrite(&out_.front());  // else OnWriteDone starts it
     return true;
   }
-  void close() {
-    std::lock_guard lk(mu_);
-    closed_ = true;
-    cv_.notify_all();
+
+  void end(const std::string& why) {
+    {
+      std::lock_guard lk(mu_);
+      closed_ = true;  // a write in flight completes (OnWriteDone) and is the last
+    }
+    s_.detach(why);  // no push can reach this link after it
+    on_change_(false);
+    Finish(grpc::Status::OK);
   }
 
- private:
-  void run() {
-    std::unique_lock lk(mu_);
-    for (;;) {
-      cv_.wait(lk, [&] { return closed_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // closed, and everything queued is written
-      moe::v1::CoordinatorMessage m = std::move(queue_.front());
-      queue_.pop_front();
-      lk.unlock();
-      const bool ok = stream_->Write(m);
-      lk.lock();
-      if (!ok) {
-        closed_ = true;
-        queue_.clear();
-        ctx_->TryCancel();
-        return;
-      }
-    }
-  }
-  grpc::ServerReaderWriter<moe::v1::CoordinatorMessage, moe::v1::WorkerMessage>* stream_;
-  grpc::ServerContext* ctx_;
+  grpc::CallbackServerContext* ctx_;
+  State& s_;
+  std::function<void(bool)> on_change_;
+  moe::v1::WorkerMessage in_;
+  bool attached_ = false;  // the hello was taken (only the reading reactions touch it)
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<moe::v1::CoordinatorMessage> queue_;
+  std::deque<moe::v1::CoordinatorMessage> out_;  // front: being written
   bool closed_ = false;
-  std::thread writer_;  // last: starts once the rest is built
 };
 
 }  // namespace
 
-grpc::Status WorkerLinkService::Attach(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<moe::v1::CoordinatorMessage, moe::v1::WorkerMessage>* stream) {
+grpc::ServerBidiReactor<moe::v1::WorkerMessage, moe::v1::CoordinatorMessage>*
+WorkerLinkService::Attach(grpc::CallbackServerContext* ctx) {
   const auto& md = ctx->client_metadata();
   auto it = md.find(kWorkerSecretHeader);
   if (it == md.end() ||
       !same_secret(std::string(it->second.data(), it->second.size()), secret_)) {
     spdlog::warn("refused a worker attach from {}: {}", ctx->peer(),
                  it == md.end() ? "no worker secret" : "wrong worker secret");
-    return {grpc::StatusCode::UNAUTHENTICATED,
-            "the worker secret is missing or wrong: moe-worker must be given the coordinator's "
-            "(MOE_WORKER_SECRET or --worker-secret-file; moe-launch does this itself)"};
+    return new Refusal(
+        {grpc::StatusCode::UNAUTHENTICATED,
+         "the worker secret is missing or wrong: moe-worker must be given the coordinator's "
+         "(MOE_WORKER_SECRET or --worker-secret-file; moe-launch does this itself)"});
   }
-  moe::v1::WorkerMessage msg;
-  if (!stream->Read(&msg) || msg.kind_case() != moe::v1::WorkerMessage::kHello)
-    return {grpc::StatusCode::INVALID_ARGUMENT, "expected a hello as the first message"};
-  Outbox out(stream, ctx);
-  moe::v1::CoordinatorMessage accepted;
-  accepted.set_attached(true);
-  // Queued under the state's lock, before any work the attach re-submits.
-  if (auto st = s_.attach(
-          msg.hello(), [&out](const moe::v1::CoordinatorMessage& m) { return out.push(m); },
-          [ctx] { ctx->TryCancel(); }, [&] { out.push(accepted); });
-      !st.ok()) {
-    spdlog::warn("refused a worker job from {}: {}", ctx->peer(), st.error_message());
-    return st;
-  }
-  on_change_(true);
-  std::string why = "the worker job closed its link";
-  while (stream->Read(&msg)) {
-    if (msg.kind_case() == moe::v1::WorkerMessage::kStep) {
-      s_.on_step(msg.step());
-    } else if (msg.kind_case() == moe::v1::WorkerMessage::kError) {
-      why = "the worker job failed: " + msg.error();
-      break;
-    }
-  }
-  if (ctx->IsCancelled() && why == "the worker job closed its link")
-    why = "the worker job's link was cut";
-  s_.detach(why);  // no sink call can reach `out` after this
-  on_change_(false);
-  return grpc::Status::OK;
+  return new Link(ctx, s_, on_change_);
 }
 
 }  // namespace moe::coordinator
