@@ -39,16 +39,25 @@ class Link final : public Reactor {
   }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard lk(mu_);
-    out_.pop_front();
-    if (closed_) return out_.clear();  // ended (Finish called): nothing more is written
-    if (!ok) {  // the job's side is gone: the read fails next, which detaches
-      closed_ = true;
-      out_.clear();
-      ctx_->TryCancel();
-      return;
+    const moe::v1::CoordinatorMessage* next = nullptr;
+    bool finish = false;
+    {
+      std::lock_guard lk(mu_);
+      out_.pop_front();
+      if (!ok && !closed_) {  // the job's side is gone: the read fails next, which ends the call
+        closed_ = true;
+        ctx_->TryCancel();
+      }
+      if (closed_) {
+        out_.clear();
+        finish = ended_;  // end() left the Finish to this, the last write's completion
+      } else if (!out_.empty()) {
+        next = &out_.front();
+      }
     }
-    if (!out_.empty()) StartWrite(&out_.front());
+    // Started outside the lock: a reaction may run inline in the thread that starts an operation.
+    if (next) StartWrite(next);
+    if (finish) Finish(grpc::Status::OK);
   }
 
   void OnDone() override { delete this; }
@@ -72,22 +81,30 @@ class Link final : public Reactor {
     StartRead(&in_);
   }
 
+  // Called under the State's lock while attached, which end() waits for before finishing.
   bool push(const moe::v1::CoordinatorMessage& m) {
-    std::lock_guard lk(mu_);
-    if (closed_) return false;
-    out_.push_back(m);
-    if (out_.size() == 1) StartWrite(&out_.front());  // else OnWriteDone starts it
+    const moe::v1::CoordinatorMessage* start = nullptr;
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) return false;
+      out_.push_back(m);
+      if (out_.size() == 1) start = &out_.front();  // else the write in flight's completion does
+    }
+    if (start) StartWrite(start);
     return true;
   }
 
+  // From the reading reaction: the stream ended or the job failed.
   void end(const std::string& why) {
+    bool idle = false;
     {
       std::lock_guard lk(mu_);
-      closed_ = true;  // a write in flight completes (OnWriteDone) and is the last
+      closed_ = ended_ = true;
+      idle = out_.empty();  // else the write in flight finishes the call when it completes
     }
     s_.detach(why);  // no push can reach this link after it
     on_change_(false);
-    Finish(grpc::Status::OK);
+    if (idle) Finish(grpc::Status::OK);
   }
 
   grpc::CallbackServerContext* ctx_;
@@ -97,7 +114,8 @@ class Link final : public Reactor {
   bool attached_ = false;  // the hello was taken (only the reading reactions touch it)
   std::mutex mu_;
   std::deque<moe::v1::CoordinatorMessage> out_;  // front: being written
-  bool closed_ = false;
+  bool closed_ = false;  // nothing more is queued (the call ends, or a write failed)
+  bool ended_ = false;   // end() ran: the call is finished once no write is in flight
 };
 
 }  // namespace
