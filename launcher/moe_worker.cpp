@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "comm/mpi_context.h"
@@ -29,10 +30,6 @@ namespace {
 
 using namespace moe;
 
-// Rank 0's side of the link: a reader thread queues what the coordinator sends; the worker
-// loop drains the queue once per step and publishes each step's tokens and statistics through a
-// writer thread, so a slow network write never holds up the ranks' next step (a gRPC stream
-// takes one write at a time: every write goes through that thread, in order).
 moe::v1::Finish finish_to_proto(runtime::FinishReason f) {
   switch (f) {
     case runtime::FinishReason::kLength: return moe::v1::FINISH_LENGTH;
@@ -44,6 +41,48 @@ moe::v1::Finish finish_to_proto(runtime::FinishReason f) {
   return moe::v1::FINISH_NONE;
 }
 
+// A step report as the link carries it.
+moe::v1::WorkerMessage step_message(const runtime::StepReport& r) {
+  moe::v1::WorkerMessage m;
+  auto* s = m.mutable_step();
+  s->set_step(r.step);
+  s->set_step_seconds(r.step_s);
+  s->set_compute_seconds(r.compute_s);
+  s->set_exchange_seconds(r.exchange_s);
+  s->set_schedule_seconds(r.schedule_s);
+  s->set_control_seconds(r.control_s);
+  *s->mutable_tokens_per_expert() = {r.delta.tokens.begin(), r.delta.tokens.end()};
+  *s->mutable_rows_computed() = {r.delta.rows_computed.begin(), r.delta.rows_computed.end()};
+  *s->mutable_rows_sent() = {r.delta.rows.begin(), r.delta.rows.end()};
+  s->set_rebalances(r.rebalance.rebalances);
+  s->set_rebalance_weights_moved(r.rebalance.weights_moved);
+  s->set_rebalance_bytes_moved(r.rebalance.bytes_moved);
+  s->set_rebalance_seconds(r.rebalance.seconds);
+  s->set_last_rebalance_seconds(r.rebalance.last_seconds);
+  *s->mutable_expert_rank() = {r.expert_rank.begin(), r.expert_rank.end()};
+  for (const auto& t : r.tokens) {
+    auto* e = s->add_tokens();
+    e->set_seq_id(t.id);
+    e->set_token_id(t.token);
+    if (!t.error.empty()) {
+      e->set_finish(moe::v1::FINISH_ERROR);
+      e->set_error(t.error);
+    } else if (t.finish) {
+      e->set_finish(finish_to_proto(*t.finish));
+    }
+    if (t.logprob) {
+      e->set_logprob(t.logprob->logprob);
+      launcher::top_logprobs_to_proto(t.logprob->top, e->mutable_top_logprobs());
+    }
+  }
+  return m;
+}
+
+// Rank 0's side of the link: a reader thread queues what the coordinator sends; the worker
+// loop drains the queue once per step and hands each step's report to a writer thread, which
+// makes the message and writes it, so neither the message's making nor a slow network write
+// holds up the ranks' next step (a gRPC stream takes one write at a time: every write goes
+// through that thread, in order).
 class GrpcController final : public runtime::Controller {
  public:
   GrpcController(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> creds,
@@ -131,40 +170,11 @@ class GrpcController final : public runtime::Controller {
     return c;
   }
 
-  void publish(const runtime::StepReport& r) override {
-    moe::v1::WorkerMessage m;
-    auto* s = m.mutable_step();
-    s->set_step(r.step);
-    s->set_step_seconds(r.step_s);
-    s->set_compute_seconds(r.compute_s);
-    s->set_exchange_seconds(r.exchange_s);
-    s->set_schedule_seconds(r.schedule_s);
-    s->set_control_seconds(r.control_s);
-    *s->mutable_tokens_per_expert() = {r.delta.tokens.begin(), r.delta.tokens.end()};
-    *s->mutable_rows_computed() = {r.delta.rows_computed.begin(), r.delta.rows_computed.end()};
-    *s->mutable_rows_sent() = {r.delta.rows.begin(), r.delta.rows.end()};
-    s->set_rebalances(r.rebalance.rebalances);
-    s->set_rebalance_weights_moved(r.rebalance.weights_moved);
-    s->set_rebalance_bytes_moved(r.rebalance.bytes_moved);
-    s->set_rebalance_seconds(r.rebalance.seconds);
-    s->set_last_rebalance_seconds(r.rebalance.last_seconds);
-    *s->mutable_expert_rank() = {r.expert_rank.begin(), r.expert_rank.end()};
-    for (const auto& t : r.tokens) {
-      auto* e = s->add_tokens();
-      e->set_seq_id(t.id);
-      e->set_token_id(t.token);
-      if (!t.error.empty()) {
-        e->set_finish(moe::v1::FINISH_ERROR);
-        e->set_error(t.error);
-      } else if (t.finish) {
-        e->set_finish(finish_to_proto(*t.finish));
-      }
-      if (t.logprob) {
-        e->set_logprob(t.logprob->logprob);
-        launcher::top_logprobs_to_proto(t.logprob->top, e->mutable_top_logprobs());
-      }
-    }
-    send(std::move(m));
+  // Queued as it is: the writer thread makes the message, off the step loop's path.
+  void publish(runtime::StepReport&& r) override {
+    std::lock_guard lk(out_mu_);
+    out_.push_back({std::move(r), {}});
+    out_cv_.notify_all();
   }
 
   // Waits (up to `limit`) until the writer has sent it: the job is about to end.
@@ -178,7 +188,7 @@ class GrpcController final : public runtime::Controller {
  private:
   void send(moe::v1::WorkerMessage m) {
     std::lock_guard lk(out_mu_);
-    out_.push_back(std::move(m));
+    out_.push_back({std::nullopt, std::move(m)});
     out_cv_.notify_all();
   }
 
@@ -192,15 +202,22 @@ class GrpcController final : public runtime::Controller {
     for (;;) {
       out_cv_.wait(lk, [&] { return !out_.empty() || stop_writer_; });
       if (out_.empty()) return;
-      moe::v1::WorkerMessage m = std::move(out_.front());
-      out_.pop_front();
       // Reports that queued while the last write went out leave as one (step_merge.h).
-      while (m.has_step() && !out_.empty() && out_.front().has_step()) {
-        launcher::merge_step(m.mutable_step(), std::move(*out_.front().mutable_step()));
+      std::vector<Outgoing> next;
+      do {
+        next.push_back(std::move(out_.front()));
         out_.pop_front();
-      }
+      } while (next.front().report && !out_.empty() && out_.front().report);
       writing_ = true;
       lk.unlock();
+      moe::v1::WorkerMessage m;
+      if (next.front().report) {
+        m = step_message(*next.front().report);
+        for (size_t i = 1; i < next.size(); ++i)
+          launcher::merge_step(m.mutable_step(), std::move(*step_message(*next[i].report).mutable_step()));
+      } else {
+        m = std::move(next.front().message);
+      }
       const bool ok = stream_->Write(m);
       lk.lock();
       writing_ = false;
@@ -236,7 +253,11 @@ class GrpcController final : public runtime::Controller {
   std::thread writer_;
   std::mutex out_mu_;
   std::condition_variable out_cv_;
-  std::deque<moe::v1::WorkerMessage> out_;
+  struct Outgoing {
+    std::optional<runtime::StepReport> report;  // a step report, made a message by the writer
+    moe::v1::WorkerMessage message;             // or any other message
+  };
+  std::deque<Outgoing> out_;
   bool writing_ = false, stop_writer_ = false;
 };
 

@@ -288,7 +288,7 @@ void WorkerLoop::run() {
     if (root) {
       StepReport rep = read_reports(all);
       // A report without a step: refused sequences.
-      if (ran || !rep.tokens.empty()) controller_->publish(rep);
+      if (ran || !rep.tokens.empty()) controller_->publish(std::move(rep));
     }
     // Work before cancellations (see Control).
     for (const auto& a : c.work) {

@@ -66,7 +66,7 @@ class Controller {
   // there is no work anywhere (so an idle job does not spin).
   virtual Control poll(int wait_ms) = 0;
   // Rank 0 only: after every step that ran.
-  virtual void publish(const StepReport& report) = 0;
+  virtual void publish(StepReport&& report) = 0;
 };
 
 class WorkerLoop {
