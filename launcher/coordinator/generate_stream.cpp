@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "launcher/coordinator/stop_strings.h"
 
 namespace moe::coordinator {
 
@@ -117,20 +118,12 @@ void GenerateStream::take_updates_locked() {
       text_ += tok_->decode_stream(output_, &text_emitted_, last);
       size_t upto = text_.size();
       if (!stop_.empty()) {
-        size_t hit = std::string::npos;
-        for (const auto& x : stop_) hit = std::min(hit, text_.find(x));
-        if (hit != std::string::npos) {  // cut before it, as OpenAI's API does, and stop
-          upto = hit;
+        if (const auto hit = find_stop(text_, stop_)) {  // cut before it, as OpenAI's API does
+          upto = *hit;
           last = stopped = true;
           finish = "stop";
         } else if (!last) {
-          // With stop strings, text that may be the start of one is held back until it is not.
-          for (const auto& x : stop_)  // the longest end of the text that begins a stop string
-            for (size_t k = std::min(x.size() - 1, text_.size()); k > 0; --k)
-              if (text_.compare(text_.size() - k, k, x, 0, k) == 0) {
-                upto = std::min(upto, text_.size() - k);
-                break;
-              }
+          upto = stop_safe_length(text_, stop_);  // the start of a stop string waits
         }
       }
       if (upto > released_) r.set_token_text(text_.substr(released_, upto - released_));

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "launcher/coordinator/stop_strings.h"
 
 namespace moe::coordinator {
 
@@ -197,26 +198,6 @@ struct Choice {
   bool done = false;
 };
 
-// Looks for the first stop string in `text`; returns its position.
-std::optional<size_t> find_stop(const std::string& text, const std::vector<std::string>& stop) {
-  std::optional<size_t> at;
-  for (const auto& s : stop)
-    if (const size_t p = text.find(s); p != std::string::npos && (!at || p < *at)) at = p;
-  return at;
-}
-
-// Text that may still turn out to be the start of a stop string is held back while streaming.
-size_t safe_length(const std::string& text, const std::vector<std::string>& stop) {
-  size_t hold = 0;
-  for (const auto& s : stop)
-    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
-      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
-        hold = k;
-        break;
-      }
-  return text.size() - hold;
-}
-
 // Advances `c` with what sequence `s` has made; true when the choice is done.
 void advance(State& state, const Sequence& s, const Completion& req, Choice& c) {
   auto tok = state.tokenizer();
@@ -360,7 +341,7 @@ void completions(State& state, const OpenAiOptions& opt, const httplib::Request&
                                 {"code", http_status(s.error.error_code())}}}});
               break;
             }
-            const size_t upto = c.done ? c.text.size() : safe_length(c.text, req.stop);
+            const size_t upto = c.done ? c.text.size() : stop_safe_length(c.text, req.stop);
             if (upto > c.released || c.done || c.tokens_seen > before) {
               json ch = {{"index", i}, {"text", c.text.substr(c.released, upto - c.released)},
                          {"logprobs", nullptr},
