@@ -71,8 +71,9 @@ void GenerateStream::OnDone() {
     std::lock_guard lk(mu_);
     me = std::move(self_);
   }
-  // `me` may be the last reference (this is destroyed here), or the dispatch thread may still
-  // hold one while it tells this stream of a change (which finds it finished and returns).
+  // `me` may be the last reference (this is destroyed here), or a thread telling this stream of
+  // a change (State's dispatch thread, or a step report's) may still hold one: that call finds
+  // it finished and returns.
 }
 
 void GenerateStream::end_locked(grpc::Status st) {

@@ -1,8 +1,9 @@
 #pragma once
 // One Generate call's streamed reply, through gRPC's callback API: no thread waits for its
-// tokens. State's dispatch thread tells it when its sequence changed (SequenceWatcher); it then
-// writes the new tokens one message each, the next write started from the last one's
-// completion. With a thread per stream (the synchronous API), every token woke a handler thread
+// tokens. State tells it when its sequence changed (SequenceWatcher: from the thread that
+// applied a step report, or from its dispatch thread); it then writes the new tokens one
+// message each, the next write started from the last one's completion, the last one together
+// with the call's status. With a thread per stream (the synchronous API), every token woke a handler thread
 // and blocked it in its write: at 32 streams the coordinator spent most of a core in futex
 // wake-ups (`moe-bench-serving`).
 #include <grpcpp/grpcpp.h>

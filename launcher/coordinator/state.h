@@ -93,8 +93,8 @@ struct SequenceUpdate {
   bool done() const { return !finish.empty() || !error.ok(); }
 };
 
-// Told when its sequence changed (tokens made, finished, failed or cancelled), on State's
-// dispatch thread, outside State's lock: a streaming reply that writes without a thread of its
+// Told when its sequence changed (tokens made, finished, failed or cancelled), outside State's
+// lock, by the thread that applied the step report or by State's dispatch thread: a streaming reply that writes without a thread of its
 // own waiting (services.h's Generate).
 class SequenceWatcher {
  public:
@@ -226,8 +226,8 @@ class State {
   // lag: it misses the sequences still on their way to them, so a burst of new work would all
   // go to the rank that looked least loaded.
   std::vector<int64_t> outstanding_;
-  // Watched sequences, and those changed since the dispatch thread last told their watchers:
-  // one thread wakes per step however many streams there are.
+  // Watched sequences, and those changed since their watchers were last told: a step report's
+  // thread tells them itself; other changes wake the dispatch thread, once however many.
   std::map<int64_t, std::shared_ptr<SequenceWatcher>> watchers_;
   std::vector<int64_t> touched_;
   std::condition_variable dispatch_cv_;
