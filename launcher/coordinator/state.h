@@ -94,8 +94,8 @@ struct SequenceUpdate {
 };
 
 // Told when its sequence changed (tokens made, finished, failed or cancelled), outside State's
-// lock, by the thread that applied the step report or by State's dispatch thread: a streaming reply that writes without a thread of its
-// own waiting (services.h's Generate).
+// lock, by the thread that applied the step report or by State's dispatch thread: a streaming
+// reply that writes without a thread of its own waiting (services.h's Generate).
 class SequenceWatcher {
  public:
   virtual ~SequenceWatcher() = default;
