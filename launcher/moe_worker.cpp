@@ -214,7 +214,8 @@ class GrpcController final : public runtime::Controller {
       if (next.front().report) {
         m = step_message(*next.front().report);
         for (size_t i = 1; i < next.size(); ++i)
-          launcher::merge_step(m.mutable_step(), std::move(*step_message(*next[i].report).mutable_step()));
+          launcher::merge_step(m.mutable_step(),
+                               std::move(*step_message(*next[i].report).mutable_step()));
       } else {
         m = std::move(next.front().message);
       }

@@ -3,9 +3,9 @@
 // tokens. State tells it when its sequence changed (SequenceWatcher: from the thread that
 // applied a step report, or from its dispatch thread); it then writes the new tokens one
 // message each, the next write started from the last one's completion, the last one together
-// with the call's status. With a thread per stream (the synchronous API), every token woke a handler thread
-// and blocked it in its write: at 32 streams the coordinator spent most of a core in futex
-// wake-ups (`moe-bench-serving`).
+// with the call's status. With a thread per stream (the synchronous API), every token woke a
+// handler thread and blocked it in its write: at 32 streams the coordinator spent most of a
+// core in futex wake-ups (`moe-bench-serving`).
 #include <grpcpp/grpcpp.h>
 
 #include <deque>
