@@ -16,7 +16,7 @@ namespace {
 // values. The score is a dot product summed in 16 lanes then a fixed tree (the same result on
 // every instruction set: kernels/ is built without FMA contraction); the output accumulates
 // element-wise over positions in order, as a scalar loop would.
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "avx512f", "arch=x86-64-v3", "default")))
 void attend_head(const float* __restrict__ q, const float* __restrict__ kbase,
                  const float* __restrict__ vbase, int64_t stride, int n, int head_dim,
                  float scale, float* __restrict__ score, float* __restrict__ o) {
@@ -31,11 +31,19 @@ void attend_head(const float* __restrict__ q, const float* __restrict__ kbase,
     score[j] = s * scale;
     mx = std::max(mx, score[j]);
   }
-  float sum = 0.0f;
-  for (int j = 0; j < n; ++j) {
-    score[j] = std::exp(score[j] - mx);
-    sum += score[j];
+  // e^(s - max) 16 scores at a time (exp_lanes; a tail padded), then summed in order.
+  const Lanes mxv = Lanes{} + mx;
+  int j0 = 0;
+  for (; j0 + kLanes <= n; j0 += kLanes)
+    store_lanes(score + j0, exp_lanes(load_lanes(score + j0) - mxv));
+  if (j0 < n) {
+    float tail[kLanes] = {};
+    std::copy(score + j0, score + n, tail);
+    store_lanes(tail, exp_lanes(load_lanes(tail) - mxv));
+    std::copy(tail, tail + (n - j0), score + j0);
   }
+  float sum = 0.0f;
+  for (int j = 0; j < n; ++j) sum += score[j];
   const float inv = 1.0f / sum;
   std::fill(o, o + head_dim, 0.0f);
   for (int j = 0; j < n; ++j) {
