@@ -114,9 +114,9 @@ runtime::Request parse_plain(const json& j, const std::string& where, int defaul
 runtime::Request parse_openai(const json& j, const std::string& where, json* user_id) {
   if (!j["custom_id"].is_string()) throw InputError(where + "\"custom_id\" must be a string");
   *user_id = j["custom_id"];
-  if (j.value("method", "POST") != "POST")
-    throw InputError(where + "\"method\" must be POST");
-  if (j.value("url", "/v1/completions") != "/v1/completions")
+  if (j.contains("method") && j["method"] != "POST")
+    throw InputError(where + "\"method\" is " + j["method"].dump() + ", expected \"POST\"");
+  if (j.contains("url") && j["url"] != "/v1/completions")
     throw InputError(where + "\"url\" is " + j["url"].dump() +
                      ", expected \"/v1/completions\" (the endpoint batch files run here)");
   if (!j.contains("body") || !j["body"].is_object())

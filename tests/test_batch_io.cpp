@@ -46,4 +46,23 @@ TEST(BatchIo, NumberPastADoublesRange) {
       {"out.jsonl:1: ", "1e999", "out of range", "expected"}));
 }
 
+// An OpenAI batch line's "method" or "url" of another type than a string: the JSON library's
+// typed read threw its own exception, which escaped (found by fuzz_batch_requests).
+TEST(BatchIo, OpenAiMethodAndUrlOfAnotherType) {
+  EXPECT_TRUE(mentions(input_error([] {
+                         parse_request_file(
+                             "{\"custom_id\": \"r\", \"method\": [1, 2], \"body\": "
+                             "{\"prompt\": [4]}}\n",
+                             "b.jsonl", 16);
+                       }),
+                       {"b.jsonl:1: ", "\"method\" is [1,2]", "expected \"POST\""}));
+  EXPECT_TRUE(mentions(input_error([] {
+                         parse_request_file(
+                             "{\"custom_id\": \"r\", \"url\": 7, \"body\": "
+                             "{\"prompt\": [4]}}\n",
+                             "b.jsonl", 16);
+                       }),
+                       {"b.jsonl:1: ", "\"url\" is 7", "/v1/completions"}));
+}
+
 }  // namespace

@@ -92,6 +92,18 @@ int64_t integer(const json& j, const char* key, int64_t def) {
   return j[key].get<int64_t>();
 }
 
+bool boolean(const json& j, const char* key, bool def) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  if (!j[key].is_boolean()) throw BadField{key, std::string(key) + " must be true or false"};
+  return j[key].get<bool>();
+}
+
+std::string text(const json& j, const char* key, const std::string& def) {
+  if (!j.contains(key) || j[key].is_null()) return def;
+  if (!j[key].is_string()) throw BadField{key, std::string(key) + " must be a string"};
+  return j[key].get<std::string>();
+}
+
 Completion parse_completion(const std::string& body, const std::string& model) {
   json j;
   try {
@@ -101,7 +113,7 @@ Completion parse_completion(const std::string& body, const std::string& model) {
   }
   if (!j.is_object()) throw BadField{"", "the body must be a JSON object"};
   Completion c;
-  c.model = j.value("model", model);
+  c.model = text(j, "model", model);
   if (!j.contains("prompt")) throw BadField{"prompt", "prompt is required"};
   // prompt: "text" | ["text", ...] | [id, ...] | [[id, ...], ...]
   std::vector<json> prompts;
@@ -117,7 +129,7 @@ Completion parse_completion(const std::string& body, const std::string& model) {
                              "a list of such lists, and not empty"};
   }
   if (integer(j, "n", 1) != 1) throw BadField{"n", "only n = 1 is supported"};
-  if (j.value("echo", false)) throw BadField{"echo", "echo is not supported"};
+  if (boolean(j, "echo", false)) throw BadField{"echo", "echo is not supported"};
   if (j.contains("best_of") && integer(j, "best_of", 1) != 1)
     throw BadField{"best_of", "only best_of = 1 is supported"};
   const int64_t max_tokens = integer(j, "max_tokens", 16);
@@ -158,10 +170,10 @@ Completion parse_completion(const std::string& body, const std::string& model) {
     for (const auto& e : c.stop)
       if (e.empty()) throw BadField{"stop", "a stop sequence must not be empty"};
   }
-  c.stream = j.value("stream", false);
-  c.ignore_eos = j.value("ignore_eos", false);
+  c.stream = boolean(j, "stream", false);
+  c.ignore_eos = boolean(j, "ignore_eos", false);
   if (j.contains("stream_options") && j["stream_options"].is_object())
-    c.include_usage = j["stream_options"].value("include_usage", false);
+    c.include_usage = boolean(j["stream_options"], "include_usage", false);
   for (size_t i = 0; i < prompts.size(); ++i) {
     moe::v1::BatchItem it;
     it.set_id(int64_t(i));

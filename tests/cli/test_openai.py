@@ -129,6 +129,7 @@ try:
             ("negative temperature -> 400", dict(temperature=-1), openai.BadRequestError),
             ("n = 2 -> 400", dict(n=2), openai.BadRequestError),
             ("token id outside the vocabulary -> 400", dict(prompt=[1, 10**6]), openai.BadRequestError),
+            ("a field of the wrong type -> 400", dict(extra_body={"ignore_eos": "yes"}), openai.BadRequestError),
             ("past the queue bound -> 429", dict(prompt=["a b", "c d", "e f", "g h"]), openai.RateLimitError)]:
         kw = dict(model="tiny-a", prompt="hello", max_tokens=4)
         kw.update(args)
