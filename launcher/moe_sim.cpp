@@ -17,6 +17,7 @@
 #include <numeric>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 
 #include "common/dtype.h"
 #include "common/error.h"
@@ -71,16 +72,28 @@ int64_t expert_weight_bytes(const runtime::SimModel& m) {
   return 3 * int64_t(m.hidden) * m.intermediate * (m.back_row_bytes / std::max(m.hidden, 1));
 }
 
+// A trace header's field, of the type the recording wrote; another type is the file's fault.
+template <class T>
+T header_field(const nlohmann::json& h, const char* key, T def, const std::string& path) {
+  if (!h.contains(key)) return def;
+  try {
+    return h[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw InputError(path + ": the header's \"" + key + "\" is " + h[key].dump() + ", expected " +
+                     (std::is_same_v<T, std::string> ? "a string" : "a number"));
+  }
+}
+
 // The run a trace was recorded from: its dimensions, wire format and placement.
 runtime::SimModel recorded_model(const runtime::RoutingTrace& tr, const std::string& path) {
   runtime::SimModel m;
   m.layers = tr.layers;
   m.experts = tr.experts;
   m.top_k = tr.top_k;
-  m.hidden = tr.header.value("hidden", 0);
-  m.intermediate = tr.header.value("intermediate", 0);
-  m.row_bytes = tr.header.value("row_bytes", int64_t(0));
-  m.back_row_bytes = tr.header.value("back_row_bytes", int64_t(0));
+  m.hidden = header_field(tr.header, "hidden", 0, path);
+  m.intermediate = header_field(tr.header, "intermediate", 0, path);
+  m.row_bytes = header_field(tr.header, "row_bytes", int64_t(0), path);
+  m.back_row_bytes = header_field(tr.header, "back_row_bytes", int64_t(0), path);
   if (m.hidden < 1 || m.intermediate < 1 || m.row_bytes < 1)
     throw InputError(path + ": the header lacks hidden, intermediate or row_bytes");
   m.weight_bytes = expert_weight_bytes(m);
@@ -173,16 +186,16 @@ int run(int argc, char** argv) {
     m.experts = tr.experts;
     m.top_k = tr.top_k;
     m.layers = o.layers > 0 ? o.layers : o.mixtral ? 32 : tr.layers;
-    m.hidden = o.hidden > 0 ? o.hidden : o.mixtral ? 4096 : h.value("hidden", 0);
-    m.intermediate = o.intermediate > 0 ? o.intermediate : o.mixtral ? 14336 : h.value("intermediate", 0);
+    m.hidden = o.hidden > 0 ? o.hidden : o.mixtral ? 4096 : header_field(h, "hidden", 0, input);
+    m.intermediate = o.intermediate > 0 ? o.intermediate : o.mixtral ? 14336 : header_field(h, "intermediate", 0, input);
     const std::string wire = !o.wire_dtype.empty() ? o.wire_dtype : o.mixtral ? "bf16" : "";
     if (wire.empty() && o.hidden == 0 && !o.mixtral) {
-      m.row_bytes = h.value("row_bytes", int64_t(0));
-      m.back_row_bytes = h.value("back_row_bytes", int64_t(0));
+      m.row_bytes = header_field(h, "row_bytes", int64_t(0), input);
+      m.back_row_bytes = header_field(h, "back_row_bytes", int64_t(0), input);
     } else {
       if (!wire.empty() && wire != "f32" && wire != "bf16")
         throw InputError("--wire-dtype is '" + wire + "', expected f32 or bf16");
-      const std::string name = wire.empty() ? h.value("wire_dtype", std::string("F32")) : wire;
+      const std::string name = wire.empty() ? header_field(h, "wire_dtype", std::string("F32"), input) : wire;
       const DType dt = (name == "bf16" || name == "BF16") ? DType::kBF16 : DType::kF32;
       m.row_bytes = int64_t(kernels::RowLayout{m.hidden, m.top_k, dt}.stride());
       m.back_row_bytes = int64_t(m.hidden) * int64_t(dtype_size(dt));

@@ -121,6 +121,8 @@ head -2 "$TMP/tiny_a_np2.trace" > "$TMP/bad2"; echo "S 0 0 0 2 1 2" >> "$TMP/bad
 expect 2 "too few expert ids" "bad2:3: expected 4 expert ids" -- "$BIN/moe-sim" --trace "$TMP/bad2"
 head -2 "$TMP/tiny_a_np2.trace" > "$TMP/bad3"; echo "S 0 0 0 1 1 8" >> "$TMP/bad3"
 expect 2 "expert out of range" "bad3:3: expert 8 outside \\[0, 8\\)" -- "$BIN/moe-sim" --trace "$TMP/bad3"
+sed -E '2s/"hidden": ?[0-9]+/"hidden":"x"/' "$TMP/tiny_a_np2.trace" > "$TMP/bad4"
+expect 2 "a header field of another type" "bad4: the header's .hidden. is .x., expected a number" -- "$BIN/moe-sim" --trace "$TMP/bad4"
 expect 2 "ranks not whole nodes" "not a whole number of nodes" -- "$BIN/moe-sim" --trace "$TMP/tiny_a_np2.trace" --ranks 12
 
 echo "$pass passed, $fail failed"
