@@ -12,16 +12,22 @@ namespace moe::kernels::cpu {
 typedef float Lanes __attribute__((vector_size(64)));
 constexpr int kLanes = 16;
 
-inline Lanes load_lanes(const float* p) {
+// Every helper here is inlined always, also in unoptimized and sanitized builds: an out-of-line
+// copy is compiled for the file's baseline instruction set, while a target_clones caller built
+// for AVX-512 passes a Lanes in a zmm register, so the two would disagree on where the vector
+// is (the ABI change -Wpsabi warns of) and compute garbage.
+#define MOE_LANES_INLINE inline __attribute__((always_inline))
+
+MOE_LANES_INLINE Lanes load_lanes(const float* p) {
   Lanes v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-inline void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
+MOE_LANES_INLINE void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
 
 // bf16 widened exactly: its bits are the high half of the fp32 value.
-inline Lanes load_lanes(const uint16_t* p) {
+MOE_LANES_INLINE Lanes load_lanes(const uint16_t* p) {
   typedef uint16_t Bf16Lanes __attribute__((vector_size(32)));
   typedef uint32_t BitLanes __attribute__((vector_size(64)));
   Bf16Lanes h;
@@ -35,7 +41,7 @@ inline Lanes load_lanes(const uint16_t* p) {
 // a * b + c lane by lane, each rounded once (a fused multiply-add): one instruction where the
 // function's instruction set has FMA (x86-64-v3 and later, AVX-512F), a correctly rounded fmaf
 // call per lane elsewhere, the same bits either way.
-inline Lanes fma_lanes(Lanes a, Lanes b, Lanes c) {
+MOE_LANES_INLINE Lanes fma_lanes(Lanes a, Lanes b, Lanes c) {
   Lanes r;
   for (int j = 0; j < kLanes; ++j) r[j] = __builtin_fmaf(a[j], b[j], c[j]);
   return r;
@@ -48,7 +54,7 @@ inline Lanes fma_lanes(Lanes a, Lanes b, Lanes c) {
 // by its Taylor series to r^7 (the next term is under 6e-9 of the result), times 2^n made
 // straight in the exponent bits. The same operations in every clone, each multiply-add fused
 // explicitly (fma_lanes): every machine gets the same bits.
-inline Lanes exp_lanes(Lanes x) {
+MOE_LANES_INLINE Lanes exp_lanes(Lanes x) {
   typedef int32_t IntLanes __attribute__((vector_size(64)));
   const Lanes lo = Lanes{} - 87.33654f, hi = Lanes{} + 88.37626f;  // 2^-126 and 2^127.5
   const Lanes c = x < lo ? lo : (x > hi ? hi : x);
@@ -74,7 +80,7 @@ inline Lanes exp_lanes(Lanes x) {
 }
 
 // The sum of a vector's lanes in a fixed tree: halves added pairwise.
-inline float sum_lanes(Lanes v) {
+MOE_LANES_INLINE float sum_lanes(Lanes v) {
   float a[kLanes];
   std::memcpy(a, &v, sizeof a);
   for (int width = kLanes / 2; width > 0; width /= 2)
