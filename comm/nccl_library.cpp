@@ -1,11 +1,10 @@
 #include "comm/nccl_library.h"
 
-#include <dlfcn.h>
-
 #include <memory>
 #include <mutex>
 
 #include "common/error.h"
+#include "common/shared_library.h"
 
 namespace moe::comm {
 
@@ -14,46 +13,35 @@ namespace {
 constexpr const char* kSoname = "libnccl.so.2";
 
 template <class Fn>
-void bind(void* handle, Fn& fn, const char* name) {
-  void* sym = dlsym(handle, name);
-  if (!sym)
-    MOE_THROW(std::string(kSoname) + " has no " + name +
-              " (NCCL older than 2.19?): " + (dlerror() ? dlerror() : "not found"));
-  fn = reinterpret_cast<Fn>(sym);
-}
-
-NcclLibrary load() {
-  // RTLD_LOCAL: NCCL's symbols stay out of the global scope, so nothing else binds to them.
-  void* handle = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL);
-  if (!handle) {
-    const char* why = dlerror();
-    MOE_THROW(std::string("cannot load NCCL (") + kSoname + "): " + (why ? why : "not found") +
-              "; put the folder that holds it on LD_LIBRARY_PATH, or use transport: mpi");
-  }
-  NcclLibrary lib{};
-  bind(handle, lib.get_unique_id, "ncclGetUniqueId");
-  bind(handle, lib.comm_init_rank_config, "ncclCommInitRankConfig");
-  bind(handle, lib.comm_get_async_error, "ncclCommGetAsyncError");
-  bind(handle, lib.comm_cu_device, "ncclCommCuDevice");
-  bind(handle, lib.comm_finalize, "ncclCommFinalize");
-  bind(handle, lib.comm_destroy, "ncclCommDestroy");
-  bind(handle, lib.comm_abort, "ncclCommAbort");
-  bind(handle, lib.group_start, "ncclGroupStart");
-  bind(handle, lib.group_end, "ncclGroupEnd");
-  bind(handle, lib.send, "ncclSend");
-  bind(handle, lib.recv, "ncclRecv");
-  bind(handle, lib.get_error_string, "ncclGetErrorString");
-  bind(handle, lib.get_last_error, "ncclGetLastError");
-  bind(handle, lib.get_version, "ncclGetVersion");
-  Dl_info info{};
-  lib.path = dladdr(reinterpret_cast<void*>(lib.get_version), &info) && info.dli_fname
-                 ? info.dli_fname
-                 : kSoname;
-  // Never dlclose'd: communicators may be torn down during exit.
-  return lib;
+void bind(void* handle, Fn& fn, const char* name, const std::string& soname) {
+  fn = reinterpret_cast<Fn>(dl_symbol(handle, name, soname + " (NCCL older than 2.19?)"));
 }
 
 }  // namespace
+
+NcclLibrary load_nccl(const std::string& soname) {
+  // RTLD_LOCAL: NCCL's symbols stay out of the global scope, so nothing else binds to them.
+  void* handle = dl_open(soname, {}, "NCCL",
+                         "put the folder that holds it on LD_LIBRARY_PATH, or use transport: mpi");
+  NcclLibrary lib{};
+  bind(handle, lib.get_unique_id, "ncclGetUniqueId", soname);
+  bind(handle, lib.comm_init_rank_config, "ncclCommInitRankConfig", soname);
+  bind(handle, lib.comm_get_async_error, "ncclCommGetAsyncError", soname);
+  bind(handle, lib.comm_cu_device, "ncclCommCuDevice", soname);
+  bind(handle, lib.comm_finalize, "ncclCommFinalize", soname);
+  bind(handle, lib.comm_destroy, "ncclCommDestroy", soname);
+  bind(handle, lib.comm_abort, "ncclCommAbort", soname);
+  bind(handle, lib.group_start, "ncclGroupStart", soname);
+  bind(handle, lib.group_end, "ncclGroupEnd", soname);
+  bind(handle, lib.send, "ncclSend", soname);
+  bind(handle, lib.recv, "ncclRecv", soname);
+  bind(handle, lib.get_error_string, "ncclGetErrorString", soname);
+  bind(handle, lib.get_last_error, "ncclGetLastError", soname);
+  bind(handle, lib.get_version, "ncclGetVersion", soname);
+  lib.path = dl_path_of(reinterpret_cast<const void*>(lib.get_version), soname);
+  // Never dlclose'd: communicators may be torn down during exit.
+  return lib;
+}
 
 std::string NcclLibrary::describe(const char* call, ncclResult_t r, ncclComm_t comm) const {
   const char* last = get_last_error(comm);
@@ -66,7 +54,7 @@ const NcclLibrary& nccl_library() {
   static std::mutex mu;
   static std::unique_ptr<NcclLibrary> lib;
   std::lock_guard<std::mutex> lock(mu);
-  if (!lib) lib = std::make_unique<NcclLibrary>(load());
+  if (!lib) lib = std::make_unique<NcclLibrary>(load_nccl(kSoname));
   return *lib;
 }
 

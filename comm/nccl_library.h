@@ -35,4 +35,7 @@ struct NcclLibrary {
 // folder that holds it goes on LD_LIBRARY_PATH (scripts/device_run.sh searches the usual ones).
 const NcclLibrary& nccl_library();
 
+// What nccl_library() does, for any library: loads it and binds every entry point. Not cached.
+NcclLibrary load_nccl(const std::string& soname);
+
 }  // namespace moe::comm

@@ -1,55 +1,52 @@
 #include "kernels/cuda/cublas_library.h"
 
-#include <dlfcn.h>
-
 #include <memory>
 #include <mutex>
 
 #include "common/error.h"
+#include "common/shared_library.h"
 
 namespace moe::kernels {
 
 namespace {
 
-constexpr const char* kSoname = "libcublas.so.13";
+// The emulation build loads its own cuBLAS, under a name the real one cannot shadow.
+#ifndef MOE_CUBLAS_SONAME
+#define MOE_CUBLAS_SONAME "libcublas.so.13"
+#endif
+constexpr const char* kSoname = MOE_CUBLAS_SONAME;
 
 template <class Fn>
-void bind(void* handle, Fn& fn, const char* name) {
-  void* sym = dlsym(handle, name);
-  if (!sym) MOE_THROW(std::string(kSoname) + " has no " + name + ": " + (dlerror() ? dlerror() : "not found"));
-  fn = reinterpret_cast<Fn>(sym);
+void bind(void* handle, Fn& fn, const char* name, const std::string& soname) {
+  fn = reinterpret_cast<Fn>(dl_symbol(handle, name, soname));
 }
 
-CublasLibrary load() {
-  // RTLD_LOCAL: cuBLAS's symbols stay out of the global scope.
-  void* handle = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL);
-  std::string why = handle ? "" : (dlerror() ? dlerror() : "not found");
+std::vector<std::string> fallback_dirs() {
 #ifdef MOE_CUBLAS_DIR
-  if (!handle) {  // the toolkit the binaries were built with
-    handle = dlopen((std::string(MOE_CUBLAS_DIR) + "/" + kSoname).c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!handle) why += std::string("; ") + (dlerror() ? dlerror() : "not found");
-  }
+  return {MOE_CUBLAS_DIR};  // the toolkit the binaries were built with
+#else
+  return {};
 #endif
-  if (!handle)
-    MOE_THROW(std::string("cannot load cuBLAS (") + kSoname + "): " + why +
-              "; put the folder that holds it on LD_LIBRARY_PATH");
-  CublasLibrary lib{};
-  bind(handle, lib.create, "cublasCreate_v2");
-  bind(handle, lib.destroy, "cublasDestroy_v2");
-  bind(handle, lib.set_stream, "cublasSetStream_v2");
-  bind(handle, lib.set_math_mode, "cublasSetMathMode");
-  bind(handle, lib.gemm_ex, "cublasGemmEx");
-  bind(handle, lib.status_name, "cublasGetStatusName");
-  bind(handle, lib.status_string, "cublasGetStatusString");
-  Dl_info info{};
-  lib.path = dladdr(reinterpret_cast<void*>(lib.gemm_ex), &info) && info.dli_fname
-                 ? info.dli_fname
-                 : kSoname;
-  // Never dlclose'd: handles may be destroyed during exit.
-  return lib;
 }
 
 }  // namespace
+
+const char* cublas_soname() { return kSoname; }
+
+CublasLibrary load_cublas(const std::string& soname, const std::vector<std::string>& dirs) {
+  void* handle = dl_open(soname, dirs, "cuBLAS", "put the folder that holds it on LD_LIBRARY_PATH");
+  CublasLibrary lib{};
+  bind(handle, lib.create, "cublasCreate_v2", soname);
+  bind(handle, lib.destroy, "cublasDestroy_v2", soname);
+  bind(handle, lib.set_stream, "cublasSetStream_v2", soname);
+  bind(handle, lib.set_math_mode, "cublasSetMathMode", soname);
+  bind(handle, lib.gemm_ex, "cublasGemmEx", soname);
+  bind(handle, lib.status_name, "cublasGetStatusName", soname);
+  bind(handle, lib.status_string, "cublasGetStatusString", soname);
+  lib.path = dl_path_of(reinterpret_cast<const void*>(lib.gemm_ex), soname);
+  // Never dlclose'd: handles may be destroyed during exit.
+  return lib;
+}
 
 void CublasLibrary::check(cublasStatus_t st, const char* call) const {
   if (st == CUBLAS_STATUS_SUCCESS) return;
@@ -61,7 +58,7 @@ const CublasLibrary& cublas_library() {
   static std::mutex mu;
   static std::unique_ptr<CublasLibrary> lib;
   std::lock_guard<std::mutex> lock(mu);
-  if (!lib) lib = std::make_unique<CublasLibrary>(load());
+  if (!lib) lib = std::make_unique<CublasLibrary>(load_cublas(kSoname, fallback_dirs()));
   return *lib;
 }
 

@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 
 #include <string>
+#include <vector>
 
 namespace moe::kernels {
 
@@ -34,5 +35,13 @@ struct CublasLibrary {
 // moe::Error naming the library and dlerror() where it cannot be loaded, or the first symbol
 // it lacks.
 const CublasLibrary& cublas_library();
+
+// The library cublas_library() loads: libcublas.so.13 (libcublas_emu.so.13 in the emulation
+// build).
+const char* cublas_soname();
+
+// What cublas_library() does, for any library and folders: loads `soname` from the loader's path,
+// else from each of `fallback_dirs`, and binds every entry point. Not cached.
+CublasLibrary load_cublas(const std::string& soname, const std::vector<std::string>& fallback_dirs);
 
 }  // namespace moe::kernels

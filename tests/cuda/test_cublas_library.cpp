@@ -21,8 +21,8 @@ bool mapped(const std::string& name) {
 TEST(CublasLibrary, LoadedOnFirstUseWithEveryEntryPoint) {
   EXPECT_FALSE(mapped("libcublas")) << "cuBLAS mapped before any CUDA backend was made";
   const auto& lib = kernels::cublas_library();
-  EXPECT_TRUE(mapped("libcublas.so.13"));
-  EXPECT_NE(lib.path.find("libcublas.so.13"), std::string::npos) << lib.path;
+  EXPECT_TRUE(mapped(kernels::cublas_soname()));
+  EXPECT_NE(lib.path.find(kernels::cublas_soname()), std::string::npos) << lib.path;
   for (const void* fn : {(const void*)lib.create, (const void*)lib.destroy, (const void*)lib.set_stream,
                          (const void*)lib.set_math_mode, (const void*)lib.gemm_ex,
                          (const void*)lib.status_name, (const void*)lib.status_string})
@@ -40,6 +40,31 @@ TEST(CublasLibrary, AFailedCallNamesTheCallAndTheStatus) {
   } catch (const Error& e) {
     const std::string what = e.what();
     EXPECT_NE(what.find("cublasCreate failed: CUBLAS_STATUS_NOT_INITIALIZED: "), std::string::npos) << what;
+  }
+}
+
+// A library without cuBLAS's entry points is refused naming the first one it lacks (libm is on
+// every machine); before, the second dlerror() of the message was null and the process died.
+TEST(CublasLibrary, ALibraryWithoutTheEntryPointsIsRefusedNamingOne) {
+  try {
+    kernels::load_cublas("libm.so.6", {});
+    FAIL() << "libm taken for cuBLAS";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("libm.so.6 has no cublasCreate_v2"), std::string::npos) << what;
+  }
+}
+
+TEST(CublasLibrary, AMissingLibraryNamesEveryPlaceTried) {
+  try {
+    kernels::load_cublas("libcublas-not-here.so.13", {"/nonexistent-toolkit/lib"});
+    FAIL() << "a library that does not exist was loaded";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("cannot load cuBLAS (libcublas-not-here.so.13)"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("/nonexistent-toolkit/lib/libcublas-not-here.so.13"), std::string::npos)
+        << what;
   }
 }
 
