@@ -7,13 +7,24 @@
 // dtype bf16 (what serves): bf16 weights, GEMM inputs and KV cache. Its reference is the CPU
 //   backend at dtype bf16, which rounds the same values (kernels/cpu/cpu_ops.cpp): the two then
 //   differ only in the order of fp32 sums and in an activation landing on the other side of a
-//   bf16 rounding boundary (one bf16 ulp, 2^-9 relative, of a single input): 2e-3 + 2e-3 |ref|
-//   on logits of standard deviation 1.5. Greedy tokens are compared only where the CPU's choice
-//   is decisive, as the reference's recorded margins are thin (top-1/top-2 logit gap 0.0094 on
-//   tiny_c, within what the logit tolerance lets two logits move):
+//   bf16 rounding boundary (one bf16 ulp, 2^-8 relative, of a single input). Such a crossing is
+//   rare, but where it happens its effect carries on through the layers and the KV cache, and
+//   it is larger than the order of sums alone: measured on the CPU backend itself (emulated
+//   build, 2026-12-07), moving every GEMM input by one fp32 ulp before its bf16 rounding moved
+//   the CPU's own bf16 logits by up to 0.018 (tiny_c) and 0.012 (tiny_skew), and the CUDA
+//   backend (emulated) differed from the CPU by up to 0.0167 (tiny_c), 0.0054 (tiny_skew) and,
+//   at 2 ranks, 0.0040 (tiny_a), on logits of standard deviation 1.5. So two bars:
+//     - every logit within one crossing: kTolCrossing + kTolCrossing |ref|;
+//     - at most kMaxFractionLoose of them (over all ranks) outside the tight bar
+//       kTolTight + kTolTight |ref|: crossings touched at most 4% of a run's logits (11.9% of
+//       one rank's), while an error in every element moves most of them: a K cache off by 0.1%
+//       put 37-56% outside, a bf16 cast that truncates 67-80%.
+//   Greedy tokens are compared only where the CPU's choice is decisive, as the reference's
+//   recorded margins are thin (top-1/top-2 logit gap 0.0094 on tiny_c, within what a crossing
+//   lets two logits move):
 //     RULE: a token is compared where the CPU's top-1 logit beats its top-2 by more than
-//     noise(top1) + noise(top2), noise(l) = kTolBf16 + kTolBf16 |l|, the most each of the two
-//     may differ between the backends under the asserted logit tolerance. There the GPU must
+//     noise(top1) + noise(top2), noise(l) = kTolCrossing + kTolCrossing |l|, the most each of
+//     the two may differ between the backends under the asserted logit bar. There the GPU must
 //     choose the same token; where the margin is smaller either choice is right. A generated
 //     sequence is compared up to its first indecisive token (after a different choice the
 //     contexts differ), and the counts of compared and skipped tokens are printed.
@@ -38,7 +49,9 @@ namespace moe::test {
 namespace {
 
 constexpr float kAtolHf = 1e-4f, kRtolHf = 1e-4f;
-constexpr float kTolBf16 = 2e-3f;
+
+constexpr float kTolCrossing = 3e-2f, kTolTight = 2e-3f;
+constexpr double kMaxFractionLoose = 0.15;
 
 // The RULE above: whether `row`'s ([vocab]) top-1 beats its top-2 by more than the bf16 noise.
 bool decisive(const float* row, int vocab) {
@@ -51,7 +64,7 @@ bool decisive(const float* row, int vocab) {
       top2 = row[v];
     }
   }
-  auto noise = [](float l) { return kTolBf16 + kTolBf16 * std::fabs(l); };
+  auto noise = [](float l) { return kTolCrossing + kTolCrossing * std::fabs(l); };
   return top1 - top2 > noise(top1) + noise(top2);
 }
 
@@ -142,15 +155,22 @@ TEST_P(CudaReference, Bf16MatchesCpuAtBf16) {
   const auto want = run_reference_steps(ref, cpu, world());
   const int V = gpu.model_config().vocab_size;
   double vs_cpu = 0, vs_hf = 0;
-  int64_t tokens_compared = 0, tokens_skipped = 0;
+  int64_t tokens_compared = 0, tokens_skipped = 0, logits = 0, loose = 0;
+  auto count_loose = [&](const std::vector<float>& a, const std::vector<float>& b) {
+    for (size_t j = 0; j < a.size(); ++j)
+      loose += std::fabs(a[j] - b[j]) > kTolTight + kTolTight * std::fabs(b[j]);
+    logits += int64_t(a.size());
+  };
   for (const auto& [i, pl] : got) {
     const PromptLogits& w = want.at(i);
     const std::string what = GetParam() + " prompt" + std::to_string(i) + " (" +
                              gpu_rc.transport + ")";
-    EXPECT_TRUE(all_close(pl.prefill.data(), w.prefill.data(), pl.prefill.size(), kTolBf16,
-                          kTolBf16, what + " prefill vs cpu bf16"));
-    EXPECT_TRUE(all_close(pl.decode.data(), w.decode.data(), pl.decode.size(), kTolBf16,
-                          kTolBf16, what + " decode vs cpu bf16"));
+    EXPECT_TRUE(all_close(pl.prefill.data(), w.prefill.data(), pl.prefill.size(), kTolCrossing,
+                          kTolCrossing, what + " prefill vs cpu bf16"));
+    EXPECT_TRUE(all_close(pl.decode.data(), w.decode.data(), pl.decode.size(), kTolCrossing,
+                          kTolCrossing, what + " decode vs cpu bf16"));
+    count_loose(pl.prefill, w.prefill);
+    count_loose(pl.decode, w.decode);
     // Teacher-forced: every step's choice is independent of the others, so each decisive one is
     // compared.
     const size_t steps = ref.prompts[i].decode_ids.size();
@@ -170,7 +190,13 @@ TEST_P(CudaReference, Bf16MatchesCpuAtBf16) {
                                                 ref.prompts[i].prefill_logits.data(),
                                                 pl.prefill.size())));
   }
+  world().all_reduce(&logits, 1, comm::Communicator::Op::kSum);
+  world().all_reduce(&loose, 1, comm::Communicator::Op::kSum);
+  EXPECT_LE(double(loose), kMaxFractionLoose * double(logits))
+      << GetParam() << ": " << loose << " of " << logits << " logits differ from the CPU's by more "
+      << "than the tight bar: an error in every element, not rounding-boundary crossings";
   print_figure("cuda bf16 max |logit - cpu bf16|", vs_cpu);
+  print_figure("cuda bf16 share of logits outside the tight bar", double(loose) / double(logits));
   print_figure("cuda bf16 max |prefill logit - transformers f32| (not asserted)", vs_hf);
 
   const auto gpu_tokens = generate_greedy(ref, gpu, world());
