@@ -33,6 +33,19 @@ namespace moe::emu {
 
 namespace detail {
 const ThreadIds* g_ids = nullptr;
+
+namespace {
+// Every __shared__ variable a kernel has declared so far: [address, bytes].
+std::vector<std::pair<void*, size_t>>& shared_regions() {
+  static auto* r = new std::vector<std::pair<void*, size_t>>();
+  return *r;
+}
+}  // namespace
+
+SharedRegion::SharedRegion(void* p, size_t bytes) {
+  shared_regions().emplace_back(p, bytes);
+  std::memset(p, kFill, bytes);
+}
 }  // namespace detail
 
 namespace {
@@ -67,6 +80,8 @@ struct EmuThread {
   uint64_t result = 0;
   bool faulted = false;
   const void* fault_addr = nullptr;
+  bool trapped = false;
+  std::source_location trap_site;
 };
 
 struct Runner {
@@ -144,11 +159,12 @@ __attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf* tl_fault_env
 __attribute__((tls_model("initial-exec"))) thread_local const void* tl_fault_addr = nullptr;
 
 struct sigaction old_segv, old_bus;
+constexpr int kJumpFault = 1, kJumpTrap = 2;  // why a thread's body was left by siglongjmp
 
 void on_fault(int sig, siginfo_t* info, void* uctx) {
   if (tl_fault_env) {
     tl_fault_addr = info->si_addr;
-    siglongjmp(*tl_fault_env, 1);
+    siglongjmp(*tl_fault_env, kJumpFault);
   }
   // Not inside a kernel: the handler that was there before ours.
   const struct sigaction& old = sig == SIGSEGV ? old_segv : old_bus;
@@ -372,6 +388,9 @@ struct Block {
   void on_exit(EmuThread& th) {
     th.state = State::kExited;
     ++exited;
+    if (th.trapped)
+      return fail(Finding::kTrap, cudaErrorLaunchFailure,
+                  thread_name(th) + " called __trap() at " + where(th.trap_site));
     if (th.faulted) {
       const Device& d = Device::get();
       return fail(Finding::kFault, cudaErrorIllegalAddress,
@@ -441,9 +460,12 @@ void runner_main(void* arg) {
     }
     tsan::acquire(&launch_token);
     if (b.recover_faults) {
-      if (sigsetjmp(r.env, 0) == 0) {
+      const int jumped = sigsetjmp(r.env, 0);
+      if (jumped == 0) {
         tl_fault_env = &r.env;
         b.req->run();
+      } else if (jumped == kJumpTrap) {
+        th->trapped = true;
       } else {
         th->faulted = true;
         th->fault_addr = tl_fault_addr;
@@ -563,6 +585,15 @@ uint64_t warp_op(Op op, unsigned mask, uint64_t value, int arg, int width,
   return wait_here(th, op == Op::kSyncWarp ? &b.warp_tokens[size_t(th.warp)] : nullptr);
 }
 
+void trap(const std::source_location& site) {
+  EmuThread& th = current_thread("__trap");
+  th.trap_site = site;
+  if (th.runner->block->recover_faults) siglongjmp(th.runner->env, kJumpTrap);
+  std::fprintf(stderr, "cuda-emu: trap: thread (%u,%u,%u) called __trap() at %s\n",
+               th.ids.thread_idx.x, th.ids.thread_idx.y, th.ids.thread_idx.z, where(site).c_str());
+  std::abort();  // under ThreadSanitizer a thread's body cannot be left halfway
+}
+
 unsigned active_mask() noexcept {
   EmuThread& th = current_thread("__activemask");
   Block& b = *th.runner->block;
@@ -620,8 +651,12 @@ cudaError_t run_grid(const KernelInfo& kernel, const LaunchRequest& r, uint64_t 
         for (EmuThread& th : threads) {
           th.state = State::kUnstarted;
           th.faulted = false;
+          th.trapped = false;
           th.runner = nullptr;
         }
+        // Shared memory holds nothing from an earlier block or kernel.
+        for (const auto& [p_shared, bytes] : detail::shared_regions())
+          std::memset(p_shared, kFill, bytes);
         size_t runners_used = 0;
         tsan::release(&launch_token);
         while (!b.failure) {

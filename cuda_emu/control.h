@@ -13,8 +13,8 @@
 namespace moe::emu {
 
 enum class Schedule { kInOrder, kShuffled };
-// Takes effect at the next launch; a shuffled schedule is seeded with `seed` and the launch's
-// ordinal, so a run is repeatable.
+// Takes effect at the next launch; a shuffled schedule is seeded with `seed` and the count of
+// launches since this call, so a run is repeatable.
 void set_schedule(Schedule schedule, uint64_t seed = 0);
 Schedule schedule();
 

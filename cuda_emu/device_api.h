@@ -51,6 +51,14 @@ int block_barrier(Op op, int pred, const std::source_location& site);
 uint64_t warp_op(Op op, unsigned mask, uint64_t value, int arg, int width,
                  const std::source_location& site);
 unsigned active_mask() noexcept;
+// The calling thread stops the kernel (the launch fails, as on a GPU).
+[[noreturn]] void trap(const std::source_location& site);
+
+// A __shared__ variable (rewrite.cpp registers each one the first time a thread passes its
+// declaration): refilled with the device-memory pattern at every block's start.
+struct SharedRegion {
+  SharedRegion(void* p, size_t bytes);
+};
 
 template <class T>
 T shuffle(Op op, unsigned mask, T var, int arg, int width, const std::source_location& site) {
@@ -67,12 +75,15 @@ T shuffle(Op op, unsigned mask, T var, int arg, int width, const std::source_loc
 
 }  // namespace moe::emu
 
+#define MOE_EMU_SHARED(name) \
+  static ::moe::emu::detail::SharedRegion moe_emu_shared_##name(&(name), sizeof(name));
+
 // ---- the built-in variables ----------------------------------------------------------------
 #define threadIdx (::moe::emu::detail::thread_idx())
 #define blockIdx (::moe::emu::detail::block_idx())
 #define blockDim (::moe::emu::detail::block_dim())
 #define gridDim (::moe::emu::detail::grid_dim())
-#define warpSize 32
+inline constexpr int warpSize = 32;
 
 // ---- block barriers --------------------------------------------------------------------------
 inline void __syncthreads(std::source_location s = std::source_location::current()) {
@@ -131,6 +142,11 @@ T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
                    std::source_location s = std::source_location::current()) {
   return ::moe::emu::detail::shuffle(::moe::emu::detail::Op::kShflDown, mask, var, int(delta),
                                      width, s);
+}
+
+// ---- stopping a kernel ----------------------------------------------------------------------
+[[noreturn]] inline void __trap(std::source_location s = std::source_location::current()) {
+  ::moe::emu::detail::trap(s);
 }
 
 // ---- memory fences and atomics ---------------------------------------------------------------

@@ -52,11 +52,11 @@ const Allocation* DeviceMemory::find(const void* p, size_t bytes) const {
 std::string DeviceMemory::describe(const void* p) const {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   auto it = table_.upper_bound(a);
-  if (it == table_.begin()) return "below every allocation";
+  if (it == table_.begin()) return "below every allocation the device has";
   const Allocation& al = std::prev(it)->second;
   const uintptr_t off = a - al.base;
-  return std::to_string(off) + " bytes from the start of a " + std::to_string(al.bytes) +
-         "-byte " + (al.device ? "device" : "pinned host") + " allocation";
+  return "offset " + std::to_string(off) + " of a " + std::to_string(al.bytes) + "-byte " +
+         (al.device ? "device" : "pinned host") + " allocation";
 }
 
 }  // namespace moe::emu

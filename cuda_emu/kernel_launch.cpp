@@ -19,6 +19,8 @@ namespace moe::emu {
 namespace {
 
 thread_local KernelInfo* tl_probe = nullptr;
+// Launches since the schedule was last set: with its seed, what a shuffled schedule starts from.
+uint64_t launch_ordinal = 0;
 
 struct ScheduleSetting {
   Schedule schedule = Schedule::kInOrder;
@@ -97,6 +99,7 @@ void set_schedule(Schedule s, uint64_t seed) {
   std::lock_guard<std::recursive_mutex> lock(Device::get().mu);
   schedule_setting().schedule = s;
   schedule_setting().seed = seed;
+  launch_ordinal = 0;
 }
 Schedule schedule() { return schedule_setting().schedule; }
 uint64_t schedule_seed() { return schedule_setting().seed; }
@@ -147,8 +150,7 @@ void launch(LaunchRequest&& r) {
     });
     return;
   }
-  static uint64_t ordinal = 0;
-  const uint64_t mine = ordinal++;
+  const uint64_t mine = launch_ordinal++;
   auto req = std::make_shared<LaunchRequest>(std::move(r));
   d.queue.enqueue(req->stream, [&d, k, req, mine] {
     if (d.sticky != cudaSuccess) return;  // a broken context runs nothing more

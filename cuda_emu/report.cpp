@@ -24,6 +24,7 @@ const char* finding_name(Finding f) {
     case Finding::kBarrier: return "barrier";
     case Finding::kWarpMask: return "warp mask";
     case Finding::kFault: return "illegal address";
+    case Finding::kTrap: return "trap";
     case Finding::kCopy: return "copy";
     case Finding::kFree: return "free";
     case Finding::kUnsupported: return "unsupported";

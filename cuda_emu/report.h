@@ -13,6 +13,7 @@ enum class Finding {
   kBarrier,       // a block barrier met at different places, or after threads exited
   kWarpMask,      // a warp intrinsic's mask naming lanes that exited, or not the caller
   kFault,         // an illegal address inside a kernel
+  kTrap,          // a kernel that called __trap()
   kCopy,          // a copy outside an allocation, or in the wrong direction
   kFree,          // freeing what is not an allocation
   kUnsupported,   // a CUDA call the emulation does not have

@@ -4,6 +4,10 @@
 //       -> kernel % ::moe::emu::launch_config(grid, block, shared, stream)(args)
 //   - __global__ ... [__launch_bounds__(B)] name(params) {
 //       -> ... name(params) { MOE_EMU_KERNEL_ENTRY(B)
+//   - __shared__ T a[N], b[M];
+//       -> static T a[N], b[M]; MOE_EMU_SHARED(a) MOE_EMU_SHARED(b)
+//     (static storage registered with the emulator, which refills it at every block's start,
+//     as a GPU's shared memory holds no value from before)
 // Comments, strings and character literals are copied untouched; every line stays on its line
 // (a #line directive names the original file), so compiler messages, __LINE__, __FILE__ and
 // the emulator's reports point into the .cu source itself.
@@ -15,6 +19,8 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <vector>
+#include <algorithm>
 
 namespace {
 
@@ -137,6 +143,25 @@ class Rewriter {
       i_ += 3;
       return;
     }
+    if (word_at("__shared__") && !shared_) {
+      const size_t semi = statement_end();
+      const std::string decl = s_.substr(i_ + 10, semi - i_ - 10);
+      if (decl.find("extern") == std::string::npos) {
+        shared_ = true;
+        shared_names_ = declarator_names(decl);
+        shared_end_ = semi;
+      }
+      out_ += "static";
+      i_ += 10;
+      return;
+    }
+    if (shared_ && i_ == shared_end_) {
+      shared_ = false;
+      out_ += ';';
+      for (const std::string& n : shared_names_) out_ += " MOE_EMU_SHARED(" + n + ")";
+      ++i_;
+      return;
+    }
     if (word_at("__global__")) {
       if (kernel_ != Kernel::kNone) fail("__global__ twice before a kernel's body");
       kernel_ = Kernel::kBeforeParams;
@@ -175,6 +200,45 @@ class Rewriter {
     ++i_;
   }
 
+  // The ';' that ends the statement starting at i_ (outside brackets and literals).
+  size_t statement_end() const {
+    int d = 0;
+    for (size_t k = i_; k < s_.size(); ++k) {
+      const char ch = s_[k];
+      if (ch == '(' || ch == '[' || ch == '{') ++d;
+      if (ch == ')' || ch == ']' || ch == '}') --d;
+      if (ch == ';' && d == 0) return k;
+    }
+    fail("a __shared__ declaration without its ';'");
+  }
+
+  // The names a declaration declares: in each top-level comma-separated part, the last
+  // identifier before its first '[' or '=' ("float a[4], b[8]" -> a, b).
+  std::vector<std::string> declarator_names(const std::string& decl) const {
+    std::vector<std::string> names;
+    std::vector<std::string> parts(1);
+    int d = 0;
+    for (char ch : decl) {
+      if (ch == '(' || ch == '[' || ch == '{') ++d;
+      if (ch == ')' || ch == ']' || ch == '}') --d;
+      if (ch == ',' && d == 0)
+        parts.emplace_back();
+      else
+        parts.back() += ch;
+    }
+    for (const std::string& p : parts) {
+      const size_t stop = std::min(p.find('['), p.find('='));
+      const std::string head = p.substr(0, stop);
+      size_t e = head.size();
+      while (e > 0 && !ident_char(head[e - 1])) --e;
+      size_t b = e;
+      while (b > 0 && ident_char(head[b - 1])) --b;
+      if (b == e) fail("a __shared__ declaration whose name cannot be read");
+      names.push_back(head.substr(b, e - b));
+    }
+    return names;
+  }
+
   const std::string& s_;
   std::string out_;
   size_t i_ = 0;
@@ -184,6 +248,9 @@ class Rewriter {
   Kernel kernel_ = Kernel::kNone;
   int params_depth_ = 0;
   std::string bounds_;
+  bool shared_ = false;
+  size_t shared_end_ = 0;
+  std::vector<std::string> shared_names_;
 };
 
 }  // namespace

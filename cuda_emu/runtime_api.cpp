@@ -54,14 +54,14 @@ std::string side_problem(const Device& d, const void* p, size_t bytes, bool devi
       return std::string(side) + " " + (a ? "is pinned host memory" : "is not device memory") +
              " (" + d.memory.describe(p) + ")";
     if (!d.memory.find(p, bytes))
-      return std::string(side) + ": " + std::to_string(bytes) + " bytes from " +
+      return std::string(side) + ": " + std::to_string(bytes) + " bytes at " +
              d.memory.describe(p) + " run past its end";
     return "";
   }
   if (a && a->device)
     return std::string(side) + " is device memory (" + d.memory.describe(p) + ")";
   if (a && !d.memory.find(p, bytes))
-    return std::string(side) + ": " + std::to_string(bytes) + " bytes from " +
+    return std::string(side) + ": " + std::to_string(bytes) + " bytes at " +
            d.memory.describe(p) + " run past its end";
   return "";
 }
