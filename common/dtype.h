@@ -23,11 +23,13 @@ inline float bf16_to_f32(uint16_t b) {
   return f;
 }
 
-// Round to nearest even, as torch does; NaN stays NaN.
+// Round to nearest even, as torch does; every NaN becomes the canonical 0x7fff, as the GPU's
+// cvt.rn.bf16.f32 (and cuda_bf16.h's __float2bfloat16_rn) makes it, so that both backends store
+// the same bits.
 inline uint16_t f32_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
 }
