@@ -22,6 +22,11 @@ namespace {
 // the block sums from counts (written by the kernel before). Work is O((n_experts + n_ranks) *
 // T * k): a decode step's few tokens cost one pass per block, and even 16k tokens over 8 ranks
 // are far below a millisecond; nothing leaves the device.
+//
+// The CPU twin throws on an expert id outside [0, n_experts) or a route-table entry outside
+// [0, n_ranks); a kernel cannot, and going on would drop the choice (no block claims it) or
+// write outside `counts`. So either stops the kernel with __trap(): the launch fails
+// (cudaErrorLaunchFailure), named by its op where MOE_CUDA_SYNC_CHECK is on.
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads)
@@ -29,13 +34,16 @@ __global__ void __launch_bounds__(kThreads)
                      const int32_t* __restrict__ route,   // [E, kRouteWheel]
                      int32_t* __restrict__ slot_rank,     // [T * k]
                      int32_t* __restrict__ choices,       // [E, N], zeroed
-                     int64_t n, int N) {
+                     int64_t n, int N, int E) {
   __shared__ int warp_counts[32];
   const int e = blockIdx.x;
   const int32_t* wheel = route + int64_t(e) * kRouteWheel;
+  for (int q = int(threadIdx.x); q < kRouteWheel; q += kThreads)
+    if (wheel[q] < 0 || wheel[q] >= N) __trap();  // a rank that does not exist
   int64_t seen = 0;  // e's choices before this stretch
   for (int64_t base = 0; base < n; base += kThreads) {
     const int64_t i = base + int64_t(threadIdx.x);
+    if (e == 0 && i < n && (expert[i] < 0 || expert[i] >= E)) __trap();  // block 0 checks all
     const bool mine = i < n && expert[i] == e;
     int total = 0;
     const int before = block_exclusive_count(mine, &total, warp_counts);
@@ -125,7 +133,8 @@ void dispatch_layout(const DispatchLayoutParams& p, cudaStream_t stream) {
            " experts=" + std::to_string(E) + " ranks=" + std::to_string(N);
   };
   const int64_t n = int64_t(p.T) * p.k;
-  slot_rank_kernel<<<E, kThreads, 0, stream>>>(p.expert, p.route, p.slot_rank, p.counts + N, n, N);
+  slot_rank_kernel<<<E, kThreads, 0, stream>>>(p.expert, p.route, p.slot_rank, p.counts + N, n, N,
+                                               E);
   MOE_CHECK_LAUNCH("dispatch_layout (rank of each choice)", stream, shapes());
   rows_per_rank_kernel<<<N, kThreads, 0, stream>>>(p.slot_rank, p.counts, p.T, p.k);
   MOE_CHECK_LAUNCH("dispatch_layout (rows per rank)", stream, shapes());

@@ -77,6 +77,61 @@ TEST(LaunchCheck, SyncCheckPassesACorrectOp) {
   EXPECT_EQ(out.to_host(), (std::vector<float>{3, 4, 1, 2}));
 }
 
+// dispatch_layout given an expert id outside [0, n_experts) or a route-table entry outside
+// [0, n_ranks): the CPU twin throws; the kernel stops with __trap() (before, the choice was
+// dropped or `counts` written out of bounds), and the op names itself. A trap breaks the
+// context, so each case ends with cudaDeviceReset.
+void expect_dispatch_layout_traps(const std::vector<int32_t>& experts, int32_t bad_route) {
+  SyncCheckGuard guard;
+  cuda::set_sync_check(true);
+  constexpr int T = 2, k = 2, E = 4, N = 2;
+  std::vector<int32_t> route(size_t(E) * kRouteWheel);
+  for (size_t i = 0; i < route.size(); ++i) route[i] = int32_t(i % N);
+  if (bad_route >= 0) route[3] = bad_route;
+  {
+    test::DeviceVector<int32_t> expert(experts), droute(route), counts(size_t(N + E * N)),
+        slot_rank(size_t(T * k)), send_token(size_t(T * N)), home(size_t(T * k));
+    test::DeviceVector<float> weight(std::vector<float>(size_t(T * k), 0.5f));
+    test::DeviceVector<RouteSlot> send_slots(size_t(T * N * k));
+    DispatchLayoutParams p;
+    p.expert = expert.get();
+    p.weight = weight.get();
+    p.route = droute.get();
+    p.counts = counts.get();
+    p.slot_rank = slot_rank.get();
+    p.send_token = send_token.get();
+    p.send_slots = send_slots.get();
+    p.home = home.get();
+    p.T = T;
+    p.k = k;
+    p.n_experts = E;
+    p.n_ranks = N;
+    try {
+      cuda::dispatch_layout(p, nullptr);
+      ADD_FAILURE() << "a bad expert id or route entry passed dispatch_layout";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("cuda dispatch_layout (rank of each choice) [T=2 k=2 experts=4 ranks=2] "
+                         "failed while it ran"),
+                std::string::npos)
+          << msg;
+      EXPECT_NE(msg.find("cudaErrorLaunchFailure"), std::string::npos) << msg;
+    }
+  }
+  EXPECT_EQ(cudaDeviceReset(), cudaSuccess);
+}
+
+TEST(LaunchCheck, DispatchLayoutStopsOnAnExpertIdOutOfRange) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: launch check tests skipped";
+  expect_dispatch_layout_traps({0, 5, 1, 2}, -1);
+  expect_dispatch_layout_traps({0, -1, 1, 2}, -1);
+}
+
+TEST(LaunchCheck, DispatchLayoutStopsOnARouteEntryOutOfRange) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: launch check tests skipped";
+  expect_dispatch_layout_traps({0, 1, 1, 2}, 2);
+}
+
 // NOTES: last in this file, and leaves the CUDA context broken for this process.
 // gather_rows trusts its indices (only -1 is guarded), so an index of 2^30 rows reads 4 TiB
 // past the source: an illegal address inside the kernel. With the switch on, the op that made
