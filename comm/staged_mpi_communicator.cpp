@@ -93,6 +93,14 @@ void StagedMpiCommunicator::all_to_all_v(const void* send, const int64_t* send_c
                                          size_t elem_bytes) {
   check_layout(send_counts, send_displs, recv_counts, recv_displs);
   const int n = size();
+  if (n == 1) {  // no peer: rank 0's segment stays on the device, on the stream
+    MOE_CHECK(send_counts[0] == recv_counts[0],
+              "one rank sends " + std::to_string(send_counts[0]) + " rows to itself but expects " +
+                  std::to_string(recv_counts[0]));
+    copy_segments(recv, recv_displs, send, send_displs, send_counts, 1, elem_bytes,
+                  cudaMemcpyDeviceToDevice, stream_);
+    return;
+  }
   const int64_t send_rows = pack(send_counts, n, packed_send_displs_);
   const int64_t recv_rows = pack(recv_counts, n, packed_recv_displs_);
 
@@ -106,6 +114,7 @@ void StagedMpiCommunicator::all_to_all_v(const void* send, const int64_t* send_c
   copy_segments(send_staging_.get(), packed_send_displs_.data(), send, send_displs, send_counts,
                 n, elem_bytes, cudaMemcpyDeviceToHost, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+  staged_bytes_ += (send_rows + recv_rows) * int64_t(elem_bytes);
 
   // Every rank calls this, even with nothing to send or receive (lockstep).
   host_.all_to_all_v(send_staging_.get(), send_counts, packed_send_displs_.data(),

@@ -7,7 +7,8 @@
 // device->host and every received row host->device (two copies of the exchanged bytes), and
 // the host blocks on the stream before the exchange (everything queued ahead of it on the
 // stream must finish first, so compute cannot overlap the exchange). With NCCL on one GPU per
-// rank the rows move device to device and nothing blocks the host.
+// rank the rows move device to device and nothing blocks the host. A world of one rank has no
+// peer: its rows are copied device to device on the stream, with no staging and no wait.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -39,6 +40,9 @@ class StagedMpiCommunicator final : public DeviceCommunicator {
                     void* recv, const int64_t* recv_counts, const int64_t* recv_displs,
                     size_t elem_bytes) override;
 
+  // Bytes that have gone through host memory so far (both ways): 0 at one rank.
+  int64_t staged_bytes() const { return staged_bytes_; }
+
  private:
   // Page-locked host memory, grown to the largest exchange seen and never shrunk, so steady
   // state allocates nothing (cudaMallocHost is slow and synchronises the device).
@@ -62,6 +66,7 @@ class StagedMpiCommunicator final : public DeviceCommunicator {
   PinnedBuffer send_staging_;  // [sum send_counts * elem_bytes] packed by peer
   PinnedBuffer recv_staging_;  // [sum recv_counts * elem_bytes] packed by peer
   std::vector<int64_t> packed_send_displs_, packed_recv_displs_;  // [size()] in elements
+  int64_t staged_bytes_ = 0;
 };
 
 }  // namespace moe::comm
