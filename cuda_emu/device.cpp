@@ -1,5 +1,8 @@
 #include "cuda_emu/device.h"
 
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -31,8 +34,12 @@ Device& Device::get() {
 
 Device::Device() : memory(capacity_from_env()) {
   std::strncpy(props.name, "CUDA emulation (H100 limits)", sizeof props.name - 1);
-  // The same UUID in every process: ranks on one host share "the" GPU, as on a one-GPU box.
-  const char uuid[16] = {'m', 'o', 'e', '-', 'c', 'u', 'd', 'a', '-', 'e', 'm', 'u', 0, 0, 0, 1};
+  // A UUID of its own in every process: each process's emulated device has its own memory, so
+  // ranks do not share one (the staged MPI transport is still what moves their rows: the
+  // emulation has no NCCL).
+  char uuid[16] = {'m', 'o', 'e', '-', 'c', 'u', 'd', 'a', '-', 'e', 'm', 'u', 0, 0, 0, 0};
+  const uint32_t pid = uint32_t(getpid());
+  std::memcpy(uuid + 12, &pid, sizeof pid);
   std::memcpy(props.uuid.bytes, uuid, sizeof uuid);
   props.totalGlobalMem = memory.capacity();
   props.sharedMemPerBlock = kMaxSharedPerBlock;

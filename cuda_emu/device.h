@@ -1,7 +1,7 @@
 #pragma once
 // The emulated device: its properties (an H100's limits), its memory, its work queue and its
-// error state, behind one lock. One device per process: each rank of a multi-rank test is a
-// process with its own, as on a box where ranks share one GPU.
+// error state, behind one lock. One device per process, with a UUID of its own: each rank of a
+// multi-rank test is a process with its own device and its own memory.
 #include <cuda_runtime.h>
 
 #include <mutex>

@@ -33,6 +33,19 @@ size_t expert_weight_bytes(const ModelConfig& cfg, DType dtype) {
   return size_t(3) * size_t(cfg.hidden_size) * size_t(cfg.intermediate_size) * dtype_size(dtype);
 }
 
+size_t rebalance_reserve_bytes(const ModelConfig& cfg, const Placement& current, int rank,
+                               DType dtype, int redundant_slots) {
+  const int E = cfg.num_local_experts, N = current.world_size();
+  const int64_t slots = std::min<int64_t>(E, (E + N - 1) / N + redundant_slots);
+  int64_t grow = 0, most_held = 0;
+  for (int l = 0; l < cfg.num_hidden_layers; ++l) {
+    const int64_t held = int64_t(current.local_experts(l, rank).size());
+    grow += std::max<int64_t>(0, slots - held);
+    most_held = std::max(most_held, held);
+  }
+  return size_t(grow + most_held + 2 * slots) * expert_weight_bytes(cfg, dtype);
+}
+
 namespace {
 
 // Frees the storage buffer that starts at `data`, if one does (a weight inside a larger buffer

@@ -59,6 +59,14 @@ struct MoveResult {
 // Bytes of one expert's weights (w1, w3 and w2) at `dtype`.
 size_t expert_weight_bytes(const ModelConfig& cfg, DType dtype);
 
+// The most memory a live rebalance can add on `rank` beyond what `current` has it hold: the
+// experts it may come to hold (a plan gives a rank at most ceil(E / N) + redundant_slots per
+// layer), plus, while one layer moves, its send buffer (at most the experts it holds there), its
+// receive buffer and the received experts' own copies before the dropped ones are freed (each at
+// most a layer's slots). On a GPU the KV cache is sized to leave this free (RankRuntime).
+size_t rebalance_reserve_bytes(const ModelConfig& cfg, const Placement& current, int rank,
+                               DType dtype, int redundant_slots);
+
 // Moves the expert weights from the placement `from` to `to` (a collective: every rank calls it
 // with the same two placements) and rebuilds `weights`' per-layer experts for `to` on this rank.
 // Weights kept stay where they are; those no longer held are freed.

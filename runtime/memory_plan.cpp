@@ -47,18 +47,23 @@ void check_host_kv_fits(size_t bytes_per_slot, int slots, int max_len, const Dev
 }
 
 int kv_cache_slots(const DeviceMemory& m, double utilization, size_t bytes_per_slot, int max_len,
-                   int max_seqs, int max_auto) {
+                   int max_seqs, int max_auto, const Reserve& reserve) {
   MOE_CHECK(bytes_per_slot > 0 && m.free <= m.total, "KV sizing given impossible sizes");
   const double in_use = double(m.total - m.free);
-  const double budget = std::max(0.0, utilization * double(m.total) - in_use) /
-                        double(std::max(m.ranks_sharing, 1));
+  const double budget = std::max(0.0, std::max(0.0, utilization * double(m.total) - in_use) /
+                                              double(std::max(m.ranks_sharing, 1)) -
+                                          double(reserve.bytes));
   const int64_t fit = int64_t(budget / double(bytes_per_slot));
   char util[16];
   std::snprintf(util, sizeof util, "%.2f", utilization);
   const std::string sizes = gib(budget) + " is left for the KV cache on CUDA device " +
                             std::to_string(m.device) + " (gpu_memory_utilization " + util +
                             " of " + gib(double(m.total)) + ", " + gib(in_use) +
-                            " in use after weights and workspace" + sharing(m) + ")";
+                            " in use after weights and workspace" + sharing(m) +
+                            (reserve.bytes ? ", " + gib(double(reserve.bytes)) + " kept for " +
+                                                 reserve.what
+                                           : std::string()) +
+                            ")";
   if (max_seqs > 0) {
     if (fit < max_seqs)
       throw InputError("KV cache: max_seqs " + std::to_string(max_seqs) + " sequences of " +

@@ -33,12 +33,20 @@ void check_weights_fit(const WeightBytes& w, const DeviceMemory& m, int rank);
 void check_host_kv_fits(size_t bytes_per_slot, int slots, int max_len, const DeviceMemory& m,
                         int rank);
 
+// What a rank keeps free beyond its weights and workspace, for a later need (a live
+// rebalance's moves), and what for ("" for nothing).
+struct Reserve {
+  size_t bytes = 0;
+  std::string what;
+};
+
 // KV cache slots that fit once weights and workspace are in place: what the job may still use
-// (utilization of the total, less what is in use now, split among the ranks sharing the device)
-// divided by one slot's bytes. max_seqs > 0 must fit and is returned; max_seqs = 0 returns as
-// many as fit, at most max_auto. Throws where max_seqs, or not even one slot, fits.
+// (utilization of the total, less what is in use now, split among the ranks sharing the device,
+// less this rank's `reserve`) divided by one slot's bytes. max_seqs > 0 must fit and is
+// returned; max_seqs = 0 returns as many as fit, at most max_auto. Throws where max_seqs, or not
+// even one slot, fits.
 int kv_cache_slots(const DeviceMemory& m, double utilization, size_t bytes_per_slot, int max_len,
-                   int max_seqs, int max_auto);
+                   int max_seqs, int max_auto, const Reserve& reserve = {});
 
 // "1.50 GiB"
 std::string gib(double bytes);

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "runtime/checkpoint.h"
 #include "runtime/collective_step.h"
+#include "runtime/expert_rebalancer.h"
 #include "runtime/memory_plan.h"
 #include "runtime/placement_file.h"
 
@@ -95,12 +96,21 @@ RankRuntime::RankRuntime(const RunConfig& run, comm::Communicator& host, LocalRa
   });
   // Every rank has its weights and workspace in place (the agreement above is a barrier), so
   // what each reads now is what is left for the KV caches; agreed again before any allocates.
+  // With live rebalancing, what its moves may add (more experts held, the move's buffers) is
+  // kept free: the KV cache would otherwise take it, and the first rebalance fail for memory.
+  Reserve reserve;
+  if (run.rebalance) {
+    reserve.bytes = rebalance_reserve_bytes(cfg_, placement_, host.rank(), ops.weight_dtype(),
+                                            run.rebalance_redundant_slots);
+    reserve.what = "live rebalancing (rebalance_redundant_slots " +
+                   std::to_string(run.rebalance_redundant_slots) + ")";
+  }
   if (backend_->device() >= 0)
     collective_step(host, [&] {
       slots = kv_cache_slots(device_memory(), run.gpu_memory_utilization,
                              KvCache::bytes_per_slot(cfg_.num_hidden_layers, max_len,
                                                      cfg_.kv_dim(), ops.kv_dtype()),
-                             max_len, run.max_seqs, RunConfig::kMaxAutoSeqsCuda);
+                             max_len, run.max_seqs, RunConfig::kMaxAutoSeqsCuda, reserve);
     });
   collective_step(host, [&] {
     if (backend_->device() < 0) {  // on cpu, against what the host has left
