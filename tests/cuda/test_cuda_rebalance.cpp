@@ -7,9 +7,8 @@
 // gpu_memory_utilization 1.0 lets the KV cache take every byte it may: the moves' buffers and the
 // experts a rank gains must still find their memory, which RankRuntime keeps free for them.
 // Under the emulation CTest gives each rank's device MOE_EMU_DEVICE_MEMORY=16M, which the KV
-// cache then fills (before the reserve, the first rebalance failed: "out of GPU memory on device 0 allocating
-// 196608 bytes"). Skipped
-// where no GPU is present.
+// cache then fills (before the reserve, the first rebalance failed: "out of GPU memory on device
+// 0 allocating 196608 bytes"). Skipped where no GPU is present.
 #include <cuda_runtime.h>
 
 #include "runtime/expert_rebalancer.h"
