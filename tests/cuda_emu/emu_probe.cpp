@@ -1,7 +1,7 @@
 // emu_probe: runs one of the emulator tests' kernels and exits, for the checks that the
 // sanitizers see GPU-style bugs through the emulation (tests/CMakeLists.txt): under
 // ThreadSanitizer a missing barrier is a data race (and the same kernel with its barrier is
-// clean); under AddressSanitizer a read past a __shared__ array is a global-buffer-overflow.
+// clean); in the ASan + UBSan build a read past a __shared__ array is an overflow.
 //
 // usage: emu_probe missing-barrier|with-barrier|shared-overflow
 #include <cuda_runtime.h>

@@ -72,12 +72,14 @@ __global__ void with_barrier_kernel(int* out) {
   out[t] = t == 0 ? 1000 - 1 : slot[t - 1];
 }
 
-// Reads one element past a __shared__ array (AddressSanitizer: global-buffer-overflow).
+// Reads one element past a __shared__ array (UBSan: insufficient space for an object; ASan
+// alone: global-buffer-overflow).
 __global__ void shared_overflow_kernel(int* out, int past) {
   __shared__ int counts[32];
   counts[threadIdx.x] = int(threadIdx.x);
   __syncthreads();
-  out[threadIdx.x] = counts[threadIdx.x + past];
+  const int* c = counts;  // through a pointer, past the array's static bound check
+  out[threadIdx.x] = c[threadIdx.x + past];
 }
 
 __global__ void write_kernel(int* out, int n, int value) {
