@@ -87,6 +87,9 @@ struct EmuThread {
 struct Runner {
   Fiber fiber;
   FiberStack* stack = nullptr;
+  // Under ThreadSanitizer a runner runs one thread, on that thread index's own stack: TSan would
+  // take a stack reused by another thread (another TSan fiber) for a race on its locals.
+  bool single = false;
   Block* block = nullptr;
   EmuThread* current = nullptr;  // the thread it runs, or waits inside
   bool idle = false;             // between two threads (a shuffled schedule yields there)
@@ -126,6 +129,7 @@ struct Pool {
   std::vector<std::unique_ptr<FiberStack>> stacks;
   std::vector<FiberStack*> free_stacks;
   std::vector<void*> tsan_fibers;
+  std::vector<std::unique_ptr<FiberStack>> thread_stacks;  // by thread index, under TSan
   std::deque<Runner> runners;      // reused from block to block
 
   FiberStack* take_stack() {
@@ -140,6 +144,8 @@ struct Pool {
   void ensure_tsan(size_t n) {
     if (!tsan::present()) return;
     while (tsan_fibers.size() < n) tsan_fibers.push_back(tsan::create_fiber());
+    while (thread_stacks.size() < n)
+      thread_stacks.push_back(std::make_unique<FiberStack>(kStackBytes));
   }
 };
 Pool& pool() {
@@ -478,6 +484,7 @@ void runner_main(void* arg) {
     r.current = nullptr;
     th->runner = nullptr;
     b.on_exit(*th);
+    if (r.single) break;
     if (b.rng) {  // let the schedule pick what runs next
       r.idle = true;
       r.fiber.yield();
@@ -498,11 +505,19 @@ uint64_t wait_here(EmuThread& th, void* sync_token) {
   return th.result;
 }
 
-EmuThread& current_thread(const char* what) {
-  if (!g_runner || !g_runner->current) {
-    std::fprintf(stderr, "cuda-emu: %s called outside a kernel\n", what);
-    std::abort();
-  }
+[[noreturn]] void outside_a_kernel(const char* what) {
+  std::fprintf(stderr, "cuda-emu: %s called outside a kernel\n", what);
+  std::abort();
+}
+
+inline EmuThread& current_thread(Op op) {
+  if (!g_runner || !g_runner->current) [[unlikely]]
+    outside_a_kernel(detail::op_name(op));
+  return *g_runner->current;
+}
+inline EmuThread& current_thread(const char* what) {
+  if (!g_runner || !g_runner->current) [[unlikely]]
+    outside_a_kernel(what);
   return *g_runner->current;
 }
 
@@ -515,7 +530,7 @@ void step(Block& b, Runner& r) {
   detail::g_ids = nullptr;
   Pool& p = pool();
   if (r.fiber.finished()) {
-    p.free_stacks.push_back(r.stack);
+    if (!r.single) p.free_stacks.push_back(r.stack);
     r.stack = nullptr;
     return;
   }
@@ -537,7 +552,9 @@ Runner& new_runner(Block& b, size_t& used) {
   r.block = &b;
   r.current = nullptr;
   r.idle = false;
-  r.stack = p.take_stack();
+  r.single = tsan::present();
+  // The thread it is about to run is the next unstarted one (nothing else runs in between).
+  r.stack = r.single ? p.thread_stacks[size_t(b.order[b.next_start])].get() : p.take_stack();
   r.fiber.start(r.stack, &runner_main, &r, nullptr);
   return r;
 }
@@ -563,7 +580,7 @@ const char* op_name(Op op) noexcept {
 }
 
 int block_barrier(Op op, int pred, const std::source_location& site) {
-  EmuThread& th = current_thread(op_name(op));
+  EmuThread& th = current_thread(op);
   th.op = op;
   th.site = site;
   th.pred = pred;
@@ -573,7 +590,7 @@ int block_barrier(Op op, int pred, const std::source_location& site) {
 
 uint64_t warp_op(Op op, unsigned mask, uint64_t value, int arg, int width,
                  const std::source_location& site) {
-  EmuThread& th = current_thread(op_name(op));
+  EmuThread& th = current_thread(op);
   th.op = op;
   th.site = site;
   th.mask = mask;
@@ -662,11 +679,23 @@ cudaError_t run_grid(const KernelInfo& kernel, const LaunchRequest& r, uint64_t 
         while (!b.failure) {
           // In order: waiting threads that were released first, then a new runner. Shuffled:
           // any of them, at random.
+          if (!b.rng) {  // in order: the fast path
+            if (!b.ready.empty()) {
+              EmuThread* th = b.ready.front();
+              b.ready.pop_front();
+              th->state = State::kRunning;
+              step(b, *th->runner);
+            } else if (b.next_start < b.order.size()) {
+              step(b, new_runner(b, runners_used));
+            } else {
+              break;
+            }
+            continue;
+          }
           const size_t choices = b.ready.size() + b.idle_runners.size() +
                                  (b.next_start < b.order.size() ? 1 : 0);
           if (choices == 0) break;
-          size_t pick = 0;
-          if (b.rng) pick = std::uniform_int_distribution<size_t>(0, choices - 1)(*b.rng);
+          const size_t pick = std::uniform_int_distribution<size_t>(0, choices - 1)(*b.rng);
           if (pick < b.ready.size()) {
             std::swap(b.ready[pick], b.ready.front());
             EmuThread* th = b.ready.front();
@@ -690,7 +719,7 @@ cudaError_t run_grid(const KernelInfo& kernel, const LaunchRequest& r, uint64_t 
             Runner& run = p.runners[i];
             if (!run.stack) continue;
             run.stack->unpoison();
-            p.free_stacks.push_back(run.stack);
+            if (!run.single) p.free_stacks.push_back(run.stack);
             run.stack = nullptr;
           }
           report(b.failure->finding, b.failure->details);

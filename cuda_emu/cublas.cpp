@@ -1,15 +1,17 @@
 // The emulation build's cuBLAS (libcublas_emu.so.13): the entry points the project uses, with
-// cublas_v2.h's declarations. cublasGemmEx is a plain reference GEMM (fp32 accumulation, in k
-// order) queued on the handle's stream like any kernel, after cuBLAS's own argument checks
-// (sizes, leading dimensions, types) and the emulator's (each matrix inside one device
-// allocation). It checks how the project calls cuBLAS (transposes, leading dimensions, types),
-// not cuBLAS itself.
+// cublas_v2.h's declarations. cublasGemmEx is queued on the handle's stream like any kernel,
+// after cuBLAS's own argument checks (sizes, leading dimensions, types) and the emulator's (each
+// matrix inside one device allocation); it runs as op(A) and op(B) widened to fp32 and one
+// OpenBLAS sgemm (fp32 accumulation). It checks how the project calls cuBLAS (transposes,
+// leading dimensions, types), not cuBLAS itself.
+#include <cblas.h>
 #include <cublas_v2.h>
 
 #include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cuda_emu/device.h"
 #include "cuda_emu/report.h"
@@ -113,18 +115,18 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
     return bad("C is not inside one device allocation (" + d.memory.describe(C) + ")");
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   d.queue.enqueue(handle->stream, [=] {
-    float* c = static_cast<float*>(C);
+    // op(A) as [m, k] and op(B)^T as [n, k], widened to fp32 rows.
+    std::vector<float> a_rows(size_t(m) * k), b_rows(size_t(n) * k);
+    for (int i = 0; i < m; ++i)
+      for (int p = 0; p < k; ++p)
+        a_rows[size_t(i) * k + p] = load(A, Atype, ta ? int64_t(i) * lda + p : int64_t(p) * lda + i);
     for (int j = 0; j < n; ++j)
-      for (int i = 0; i < m; ++i) {
-        float acc = 0.0f;
-        for (int p = 0; p < k; ++p) {
-          const float x = load(A, Atype, ta ? int64_t(i) * lda + p : int64_t(p) * lda + i);
-          const float y = load(B, Btype, tb ? int64_t(p) * ldb + j : int64_t(j) * ldb + p);
-          acc += x * y;
-        }
-        float& out = c[int64_t(j) * ldc + i];
-        out = b == 0.0f ? a * acc : a * acc + b * out;  // beta 0: C is not read (may be NaN)
-      }
+      for (int p = 0; p < k; ++p)
+        b_rows[size_t(j) * k + p] = load(B, Btype, tb ? int64_t(p) * ldb + j : int64_t(j) * ldb + p);
+    // C column-major [m, n] (ldc) is row-major [n, m]: C^T = B' A'^T, B' = b_rows, A' = a_rows.
+    // beta 0: BLAS does not read C (which may hold NaN).
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, a, b_rows.data(), k,
+                a_rows.data(), k, b, static_cast<float*>(C), ldc);
   });
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -39,13 +39,14 @@ void DeviceMemory::release_all() {
   used_ = 0;
 }
 
-const Allocation* DeviceMemory::find(const void* p, size_t bytes) const {
+const Allocation* DeviceMemory::find(const void* p, size_t bytes, bool end_too) const {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   auto it = table_.upper_bound(a);
   if (it == table_.begin()) return nullptr;
   --it;
   const Allocation& al = it->second;
   if (a < al.base || a - al.base > al.bytes || bytes > al.bytes - (a - al.base)) return nullptr;
+  if (a - al.base == al.bytes && (bytes > 0 || !end_too) && al.bytes > 0) return nullptr;
   return &al;
 }
 

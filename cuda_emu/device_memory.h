@@ -31,9 +31,11 @@ class DeviceMemory {
   bool release(void* p, bool device);
   void release_all();
 
-  // The allocation that holds [p, p + bytes) whole, or null. bytes 0 asks for p alone (the
-  // end of an allocation counts as inside it).
-  const Allocation* find(const void* p, size_t bytes = 0) const;
+  // The allocation that holds [p, p + bytes) whole, or null. bytes 0 asks for p alone: inside
+  // it, or (with `end_too`) one past its end, as a kernel's pointer argument may be. NOTES: a
+  // host buffer may start exactly where an allocation ends, so only a kernel argument takes
+  // the end.
+  const Allocation* find(const void* p, size_t bytes = 0, bool end_too = false) const;
   // The allocation nearest below p, for saying where a stray pointer points.
   std::string describe(const void* p) const;
 

@@ -138,7 +138,7 @@ void launch(LaunchRequest&& r) {
     return;
   }
   for (const PointerArg& p : r.pointers) {
-    if (!p.value || d.memory.find(p.value)) continue;
+    if (!p.value || d.memory.find(p.value, 0, /*end_too=*/true)) continue;
     report(Finding::kPointerArg,
            "kernel " + k->name + " launched at " + site_of(r) + ": argument " +
                std::to_string(p.index) + " points to memory that is not the device's (" +
