@@ -47,7 +47,45 @@ struct Options {
   std::vector<int> tokens = {2048, 4096, 8192, 16384};
   int context = 512, seq_len = 2048, num_layers = 0, warmup = 2, repeats = 5;
   double memory_fraction = 0.9;
+  bool phases = false;
+  int64_t bound_bytes = int64_t(2) << 30;  // the bandwidth bound's copy
+  int bound_gemm = 8192;                    // the GEMM peak's m = n = k
 };
+
+// The step of `b` split by phase: `repeats` more steps with timing barriers on (the device's
+// queue waited for around every phase, so each holds only its own work; the barriers add their
+// syncs, so the total is a little above the untimed step's), printed in ms a step beside each
+// phase's share of the timed step.
+void print_phases(runtime::RankRuntime& rt, const runtime::StepBatch& b, int repeats,
+                  const char* label) {
+  runtime::Model& m = rt.model();
+  m.set_timing_barriers(true);
+  m.reset_times();
+  double total = 0;
+  std::vector<float> logits;
+  for (int s = 0; s < repeats; ++s) {
+    rt.backend().ops().synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    m.forward(b, logits);
+    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  m.set_timing_barriers(false);
+  const runtime::MoePhaseTimes& p = m.moe_times();
+  const double route = p.route, permute = p.permute, exchange = p.exchange + p.wait;
+  const double experts = p.experts, combine = p.combine, attention = m.attention_seconds();
+  const double other = std::max(0.0, total - route - permute - exchange - experts - combine -
+                                         attention);
+  auto ms = [&](double v) { return 1e3 * v / repeats; };
+  auto pc = [&](double v) { return 100.0 * v / total; };
+  std::printf("  phases of %s (ms a step, %% of the step timed with barriers, %.3f ms):\n", label,
+              ms(total));
+  std::printf("    route %.3f (%.0f%%)  permute %.3f (%.0f%%)  exchange %.3f (%.0f%%)  "
+              "experts %.3f (%.0f%%)  combine %.3f (%.0f%%)  attention %.3f (%.0f%%)  "
+              "other %.3f (%.0f%%)\n",
+              ms(route), pc(route), ms(permute), pc(permute), ms(exchange), pc(exchange),
+              ms(experts), pc(experts), ms(combine), pc(combine), ms(attention), pc(attention),
+              ms(other), pc(other));
+}
 
 // Bytes of the weights one layer holds with every expert local, and of the layer-independent
 // ones (embedding, lm_head, final norm), at 2 bytes an element.
@@ -167,11 +205,12 @@ void bench_decode(runtime::RankRuntime& rt, const Options& o, double copy_bw) {
                       kv_write);
       times.push_back(t);
     }
-    for (int sl : slots) rt.cache().release(sl);
     const double t = median(times), by = median(bytes), bound = by / copy_bw;
     if (B <= 64) met &= t <= 1.3 * bound;
     std::printf("%6d %10.3f %12.0f %14.3f %10.3f %7.2fx\n", B, t * 1e3, B / t, by / 1e9,
                 bound * 1e3, t / bound);
+    if (o.phases) print_phases(rt, b, o.repeats, ("decode batch " + std::to_string(B)).c_str());
+    for (int sl : slots) rt.cache().release(sl);
   }
   std::printf("target: decode step within 1.3x of the bandwidth bound up to batch 64: %s\n",
               met ? "met" : "NOT met");
@@ -219,11 +258,12 @@ void bench_prefill(runtime::RankRuntime& rt, const Options& o, double gemm_peak)
       const double t = timed_forward(rt, b);
       if (s >= o.warmup) times.push_back(t);
     }
-    for (int sl : slots) rt.cache().release(sl);
     const double t = median(times), rate = flops / t;
     met &= rate >= 0.6 * gemm_peak;
     std::printf("%7d %10.2f %12.0f %10.1f %11.1f%%\n", b.size(), t * 1e3, b.size() / t,
                 rate / 1e12, 100.0 * rate / gemm_peak);
+    if (o.phases) print_phases(rt, b, o.repeats, ("prefill of " + std::to_string(T)).c_str());
+    for (int sl : slots) rt.cache().release(sl);
   }
   std::printf("target: prefill at >= 60%% of the GEMM peak: %s\n", met ? "met" : "NOT met");
 }
@@ -246,6 +286,13 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
                  "share of the free GPU memory the layers, KV cache and workspace may take");
   app.add_option("--warmup", o.warmup, "untimed steps first");
   app.add_option("--repeats", o.repeats, "timed steps (the median is printed)");
+  app.add_flag("--phases", o.phases,
+               "after each size, its step split by phase (route, permute, exchange, experts, "
+               "combine, attention), measured with timing barriers");
+  app.add_option("--bound-bytes", o.bound_bytes,
+                 "bytes of the device copy that measures the bandwidth bound (2 GiB: past L2)");
+  app.add_option("--bound-gemm", o.bound_gemm,
+                 "m = n = k of the cuBLAS GEMM that measures the bf16 peak");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   if (const auto code = launcher::parse_command_line(app, argc, argv, true)) return *code;
@@ -274,8 +321,11 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
   CUDA_CHECK(cudaSetDevice(0));
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double copy_bw = launcher::measure_copy_bandwidth(0);
-  const double gemm_peak = launcher::measure_gemm_flops(0, 8192, 8192, 8192);
+  if (o.bound_bytes < 1 || o.bound_gemm < 1)
+    throw InputError("--bound-bytes and --bound-gemm must be >= 1");
+  const double copy_bw = launcher::measure_copy_bandwidth(0, size_t(o.bound_bytes));
+  const double gemm_peak =
+      launcher::measure_gemm_flops(0, o.bound_gemm, o.bound_gemm, o.bound_gemm);
   run.num_layers = o.num_layers > 0 ? o.num_layers
                                     : layers_that_fit(full, run.max_seqs, run.max_seq_len,
                                                       run.max_tokens_per_step, o.memory_fraction);
@@ -284,8 +334,8 @@ int run(int argc, char** argv, comm::MpiContext& mpi) {
                      "workspace on " + prop.name + "; expected smaller --batch/--tokens/--context");
 
   std::printf("device: %s, %d SMs; measured copy bandwidth %.0f GB/s (read + write), bf16 GEMM "
-              "peak %.0f TFLOP/s (8192^3, cuBLAS)\n",
-              prop.name, prop.multiProcessorCount, copy_bw / 1e9, gemm_peak / 1e12);
+              "peak %.0f TFLOP/s (%d^3, cuBLAS)\n",
+              prop.name, prop.multiProcessorCount, copy_bw / 1e9, gemm_peak / 1e12, o.bound_gemm);
   std::printf("model: %s, synthetic weights, %d of %d layers (all %d experts local), bf16 weights "
               "and KV cache\n",
               run.checkpoint.c_str(), run.num_layers, full.num_hidden_layers,

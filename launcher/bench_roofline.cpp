@@ -11,9 +11,8 @@
 
 namespace moe::launcher {
 
-double measure_copy_bandwidth(int device, int repeats) {
+double measure_copy_bandwidth(int device, size_t bytes, int repeats) {
   CUDA_CHECK(cudaSetDevice(device));
-  const size_t bytes = size_t(2) << 30;  // 2 GiB each way: far past the 50 MB L2
   void *src = nullptr, *dst = nullptr;
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));

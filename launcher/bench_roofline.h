@@ -11,9 +11,9 @@
 
 namespace moe::launcher {
 
-// Bytes per second of a large device-to-device copy, counting bytes read plus bytes written
-// (median of `repeats` after warm-up, CUDA events).
-double measure_copy_bandwidth(int device, int repeats = 20);
+// Bytes per second of a device-to-device copy of `bytes` (2 GiB: far past the 50 MB L2),
+// counting bytes read plus bytes written (median of `repeats` after warm-up, CUDA events).
+double measure_copy_bandwidth(int device, size_t bytes = size_t(2) << 30, int repeats = 20);
 
 // FLOP/s of one cuBLAS GEMM m x n x k with bf16 inputs and fp32 accumulation and output (the
 // configuration the runtime's linear uses), on random data (zeros run faster than real data).

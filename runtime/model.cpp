@@ -1,6 +1,7 @@
 #include "runtime/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "common/error.h"
@@ -79,6 +80,11 @@ void Model::forward(const StepBatch& b, std::vector<float>& logits) {
   for (int l = 0; l < cfg_.num_hidden_layers; ++l) {
     const LayerWeights& lw = w_.layers[l];
     // attention over this rank's own sequences
+    std::chrono::steady_clock::time_point lap;
+    if (timing_barriers_) {
+      ops_.synchronize();
+      lap = std::chrono::steady_clock::now();
+    }
     ops_.rmsnorm({x, lw.attn_norm, h, T, H, eps});
     ops_.linear({h, lw.wq, q_.as<float>(), T});
     ops_.linear({h, lw.wk, k_.as<float>(), T});
@@ -92,6 +98,11 @@ void Model::forward(const StepBatch& b, std::vector<float>& logits) {
                     cache_.max_len(), cfg_.sliding_window,
                     1.0f / std::sqrt(float(cfg_.head_dim)), cache_.dtype()});
     ops_.linear({attn_.as<float>(), lw.wo, x, T, /*accumulate=*/true});  // x += o_proj(attn)
+    if (timing_barriers_) {
+      ops_.synchronize();
+      attention_s_ +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - lap).count();
+    }
     // the MoE block, across ranks
     ops_.rmsnorm({x, lw.moe_norm, h, T, H, eps});
     moe_.forward(l, lw, h, T, moe_out_.as<float>());

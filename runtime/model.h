@@ -45,7 +45,20 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   // Time in the MoE layers' phases since reset_times(), summed over layers.
   const MoePhaseTimes& moe_times() const { return moe_.times(); }
-  void reset_times() { moe_.reset_times(); }
+  // Time in the attention blocks (norm, q/k/v, RoPE, KV store, attention, o) since
+  // reset_times(), summed over layers: measured only with timing barriers on.
+  double attention_seconds() const { return attention_s_; }
+  void reset_times() {
+    moe_.reset_times();
+    attention_s_ = 0;
+  }
+  // For measuring, not serving: the backend's queue is waited for around every attention block,
+  // and the MoE layers wait (and meet every rank) before each exchange, so that each phase's time
+  // holds only its own work (MoeLayer::set_timing_barriers).
+  void set_timing_barriers(bool on) {
+    timing_barriers_ = on;
+    moe_.set_timing_barriers(on);
+  }
   // The MoE layer's routing trace (null: off); see runtime/routing_trace.h.
   void set_routing_trace(RoutingTraceRecorder* trace) {
     trace_ = trace;
@@ -61,6 +74,8 @@ class Model {
 
  private:
   RoutingTraceRecorder* trace_ = nullptr;
+  bool timing_barriers_ = false;
+  double attention_s_ = 0;
   // Grow the step's buffers to T tokens and L logit rows. Done once for the limits at
   // construction; a larger step (a caller past its limits) grows them then.
   void reserve(int T);
