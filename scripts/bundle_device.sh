@@ -190,11 +190,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 [ -f "$B/lib/gcc/libstdc++.so.6" ] || die "libstdc++.so.6 not found by ldd (unexpected)"
 
-# 6. manifest: what, from where, built on what
+# 6. manifest: what, from where, built on what. glibc_needed: the newest GLIBC_x.y symbol
+# version any bundled binary or library asks for (glibc itself is the box's).
+GLIBC_NEEDED=$(find "$B/bin" "$B/lib" -type f \( -perm -u+x -o -name '*.so*' \) -print0 2>/dev/null |
+               xargs -0 -r objdump -T 2>/dev/null | grep -o 'GLIBC_2\.[0-9]*' | sort -V -u | tail -1)
 {
   echo "# moe-runtime device bundle; unpack with scripts/device_run.sh"
   echo "built:      $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm)"
   echo "glibc:      $(ldd --version 2>/dev/null | head -1)"
+  echo "glibc_needed: ${GLIBC_NEEDED#GLIBC_}"
   echo "build_dir:  $BUILD"
   echo "open_mpi:   ${OMPI_VERSION:-unknown} ($ORTERUN; plugins from $MCA_DIR, $kept kept)"
   echo "pmix:       ${PMIX_LIB:-internal} (plugins from ${PMIX_PLUGINS:-none})"

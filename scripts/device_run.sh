@@ -5,7 +5,8 @@
 # must support CUDA 13). Needs no MPI, no xz and no packages on the box: tar and gzip only.
 #
 # usage (from the repository root on the box, with build-device/moe-bundle.tar.gz carried there):
-#   bash scripts/device_run.sh env-check          # what resolves where; fails on anything missing
+#   bash scripts/device_run.sh env-check          # what resolves where; exit 0 all ok, 3 one rank ok
+#                                                 # but not mpirun (2-rank runs), 1 anything else
 #   bash scripts/device_run.sh print-env          # the exports, for: eval "$(bash scripts/device_run.sh print-env)"
 #   bash scripts/device_run.sh COMMAND [ARGS...]  # e.g. test_cuda_ops, or
 #   bash scripts/device_run.sh mpirun --allow-run-as-root --oversubscribe -np 2 test_comm_cuda
@@ -224,7 +225,7 @@ cuda_check() {
 CUDA_RE='^lib(cuda|cudart|cublas|cublasLt|nccl|nvidia[-a-z]*|nvrtc[-a-z]*|nvJitLink)\.so'
 GLIBC_RE='^(ld-linux[^ ]*|lib(c|m|dl|pthread|rt|resolv|util|anl|nsl|mvec)\.so)'
 env_check() {
-  local problems=() b f line soname path where
+  local problems=() mpi_problems=() b f line soname path where need have
   echo "== bundle: $BD"
   sed -n '2,6p' "$BD/MANIFEST.txt" 2>/dev/null | sed 's/^/   /'
   if [ "$USE_GCC" = 1 ]; then
@@ -233,6 +234,18 @@ env_check() {
     echo "== libstdc++: the box's ${SYS_STDCXX} (${SYS_V}); the bundle's is ${BUN_V:-?}"
   fi
   echo "== LD_LIBRARY_PATH:"; tr ':' '\n' <<<"$LD_LIBRARY_PATH" | sed 's/^/   /'
+  # The bundle's binaries and libraries were linked against the build machine's glibc: an older
+  # one here fails every executable at start ("GLIBC_2.xx not found"), so say so first.
+  need=$(sed -n 's/^glibc_needed: *//p' "$BD/MANIFEST.txt" 2>/dev/null)
+  have=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
+  [ -n "$have" ] || have=$(ldd --version 2>/dev/null | head -1 | grep -o '[0-9]*\.[0-9]*$')
+  echo "== glibc: the box has ${have:-unknown}; the bundle needs ${need:-unknown (MANIFEST.txt has no glibc_needed)}"
+  if [ -n "$need" ] && [ -n "$have" ] &&
+     [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
+    echo "== env-check: FAILED: this box's glibc $have is older than the $need the bundle's" \
+         "binaries need; build the bundle on a machine with glibc $have or older" >&2
+    return 1
+  fi
   cuda_check || return 1
 
   declare -A shown=()
@@ -274,17 +287,19 @@ env_check() {
   done
   echo "== $nplug Open MPI / PMIx plugins checked"
 
+  # Open MPI: needed for 2-rank runs only (a 1-rank test starts MPI as a singleton, which needs
+  # none of mpirun's plugins), so a problem here stops only those.
   echo "== mpirun"
   if out=$(mpirun --version 2>&1); then echo "   $(head -1 <<<"$out") ($(command -v mpirun))"
-  else problems+=("mpirun --version failed: $(head -3 <<<"$out" | tr '\n' ' ')"); fi
+  else mpi_problems+=("mpirun --version failed: $(head -3 <<<"$out" | tr '\n' ' ')"); fi
   local comps
   comps=$(ompi_info --parsable 2>/dev/null | sed -n 's/^mca:\(btl\|pml\|plm\|odls\|pmix\|ess\):\([a-z0-9_]*\):version:"mca:.*/\1:\2/p' | sort -u | tr '\n' ' ' || true)
   echo "   components: $comps"
   for c in btl:self btl:vader btl:tcp pml:ob1 plm:isolated odls:default ess:hnp ess:singleton; do
-    grep -qw "$c" <<<"$comps" || problems+=("Open MPI component $c does not load (ompi_info): check OPAL_PREFIX=$OPAL_PREFIX")
+    grep -qw "$c" <<<"$comps" || mpi_problems+=("Open MPI component $c does not load (ompi_info): check OPAL_PREFIX=$OPAL_PREFIX")
   done
   if out=$(bounded 60 mpirun --oversubscribe -np 2 true 2>&1); then echo "   mpirun -np 2 true: ok"
-  else problems+=("mpirun -np 2 true failed: $(tail -5 <<<"$out" | tr '\n' ' ')"); fi
+  else mpi_problems+=("mpirun -np 2 true failed: $(tail -5 <<<"$out" | tr '\n' ' ')"); fi
 
   echo "== GPU"
   if command -v nvidia-smi >/dev/null; then nvidia-smi -L 2>&1 | sed 's/^/   /' || true
@@ -292,8 +307,13 @@ env_check() {
 
   if [ "${#problems[@]}" -gt 0 ]; then
     echo "== env-check: FAILED (${#problems[@]} problems)" >&2
-    printf '   - %s\n' "${problems[@]}" >&2
+    printf '   - %s\n' "${problems[@]}" "${mpi_problems[@]}" >&2
     return 1
+  fi
+  if [ "${#mpi_problems[@]}" -gt 0 ]; then
+    echo "== env-check: OK for one rank; Open MPI FAILED (${#mpi_problems[@]} problems): no 2-rank runs" >&2
+    printf '   - %s\n' "${mpi_problems[@]}" >&2
+    return 3
   fi
   echo "== env-check: OK"
 }
