@@ -129,29 +129,31 @@ void set_threads(int n) {
 
 namespace {
 
-// out[:, n0:n0+n] (+)= x @ W[n0:n0+n, :]^T, one thread's share.
+// out[:, n0:n0+n] (+)= x @ W[n0:n0+n, :]^T, one thread's share, one sgemm per block of W's rows.
+// A bf16 W is widened into fp32 a block at a time (the BLAS has no bf16 GEMM here), so the
+// scratch stays a few MB per thread whatever the weight's size; an fp32 W is cut into the same
+// blocks. NOTES: the same blocks for both dtypes, because an sgemm's sums may depend on the
+// width of the call (OpenBLAS's Zen/Haswell kernels block N differently by width): cut alike, a
+// bf16 weight gives exactly the bits of its fp32 widening.
 void gemm_rows(const LinearParams& p, int n0, int n, float beta) {
   const int N = int(p.w.rows), K = int(p.w.cols);
-  if (p.w.dtype == DType::kF32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, n, K, 1.0f, p.x, K,
-                static_cast<const float*>(p.w.data) + int64_t(n0) * K, K, beta, p.out + n0, N);
-    return;
-  }
-  // A bf16 W is widened into fp32 a block of rows at a time (the BLAS has no bf16 GEMM here),
-  // each block one sgemm writing its columns of out: the scratch stays a few MB per thread
-  // whatever the weight's size.
   constexpr int64_t kBlockElems = 1 << 20;  // 4 MB of widened weight
   const int block_rows = int(std::max<int64_t>(64, kBlockElems / std::max(K, 1)));
   thread_local std::vector<float> wide;  // this thread's own
-  wide.resize(size_t(std::min(block_rows, n)) * K);
-  const auto* w = static_cast<const uint16_t*>(p.w.data);
+  if (p.w.dtype != DType::kF32) wide.resize(size_t(std::min(block_rows, n)) * K);
   for (int b0 = n0; b0 < n0 + n; b0 += block_rows) {
     const int rows = std::min(block_rows, n0 + n - b0);
-    const int64_t count = int64_t(rows) * K;
-    const uint16_t* src = w + int64_t(b0) * K;
-    for (int64_t i = 0; i < count; ++i) wide[size_t(i)] = bf16_to_f32(src[i]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, rows, K, 1.0f, p.x, K, wide.data(),
-                K, beta, p.out + b0, N);
+    const float* block;
+    if (p.w.dtype == DType::kF32) {
+      block = static_cast<const float*>(p.w.data) + int64_t(b0) * K;
+    } else {
+      const int64_t count = int64_t(rows) * K;
+      const uint16_t* src = static_cast<const uint16_t*>(p.w.data) + int64_t(b0) * K;
+      for (int64_t i = 0; i < count; ++i) wide[size_t(i)] = bf16_to_f32(src[i]);
+      block = wide.data();
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.M, rows, K, 1.0f, p.x, K, block, K,
+                beta, p.out + b0, N);
   }
 }
 
