@@ -19,6 +19,7 @@ PACKAGES=(
   libsentencepiece-dev                    # text prompts where a tokenizer.model exists
   openssl                                 # test certificates for the TLS tests
   clang libclang-rt-dev                   # libFuzzer for the parsers' harnesses (scripts/fuzz.sh)
+  libboost-context-dev                    # fibers for the CUDA emulation (cuda_emu/)
 )
 
 missing=()

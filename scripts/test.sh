@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the whole test suite (unit, reference and multi-rank tests) on the
 # CPU, a short run of each input parser's fuzzing harness (scripts/fuzz.sh; MOE_FUZZ_SECONDS
-# per harness, 15 by default; 0 leaves it out), then the same suite again built with
-# AddressSanitizer and UndefinedBehaviorSanitizer (scripts/test_sanitized.sh, in build-asan/).
-# GPU tests, where built, skip without a GPU. MOE_SANITIZED=0 leaves the sanitized pass out.
+# per harness, 15 by default; 0 leaves it out), the GPU test suites on the CUDA emulation, plain
+# and under ThreadSanitizer (scripts/test_emulated.sh, in build-emu/ and build-tsan/), then the
+# whole suite, the emulated GPU suites included, with AddressSanitizer and
+# UndefinedBehaviorSanitizer (scripts/test_sanitized.sh, in build-asan/). In build/ the GPU
+# tests run on the GPU where there is one and skip where there is none. MOE_EMULATED=0 leaves
+# the emulated pass out, MOE_SANITIZED=0 the sanitized one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,6 +15,9 @@ bash scripts/build.sh "$@"
 ctest --test-dir build --output-on-failure --timeout 600
 if [ "${MOE_FUZZ_SECONDS:-15}" != 0 ]; then
   bash scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-15}"
+fi
+if [ "${MOE_EMULATED:-1}" != 0 ]; then
+  bash scripts/test_emulated.sh
 fi
 if [ "${MOE_SANITIZED:-1}" != 0 ]; then
   bash scripts/test_sanitized.sh

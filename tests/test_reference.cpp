@@ -68,18 +68,17 @@ TEST_P(ReferenceTest, GreedyTokensMatchGenerate) {
 // The N-rank logits against a 1-rank model built on each rank over MPI_COMM_SELF.
 TEST_P(ReferenceTest, RanksMatchOneRank) {
   const Reference ref = load_reference(GetParam());
-  comm::MpiCommunicator self(MPI_COMM_SELF);
   for (const std::string placement : {"contiguous", "round_robin"}) {
     runtime::RankRuntime multi(run_config(ref, placement), world());
     const auto got = run_reference_steps(ref, multi, world());
-    runtime::RankRuntime single(run_config(ref), self);
+    runtime::RankRuntime single(run_config(ref), self());
     std::map<int, PromptLogits> want;
     {
       // The same prompts on one rank: run each through the lockstep driver of a world of 1.
       Reference mine = ref;
       for (const auto& [i, pl] : got) {
         mine.prompts = {ref.prompts[i]};
-        want[i] = run_reference_steps(mine, single, self).at(0);
+        want[i] = run_reference_steps(mine, single, self()).at(0);
       }
     }
     for (const auto& [i, pl] : got) {
@@ -94,8 +93,7 @@ TEST_P(ReferenceTest, RanksMatchOneRank) {
 // Several sequences of different lengths in one step give what each gives alone.
 TEST_P(ReferenceTest, BatchedEqualsOneByOne) {
   const Reference ref = load_reference(GetParam());
-  comm::MpiCommunicator self(MPI_COMM_SELF);
-  runtime::RankRuntime rt(run_config(ref), self);
+  runtime::RankRuntime rt(run_config(ref), self());
   const int V = rt.model_config().vocab_size;
   std::vector<std::vector<float>> alone;
   std::vector<float> logits;
@@ -131,7 +129,7 @@ TEST_P(ReferenceTest, BatchedEqualsOneByOne) {
   // prefill, give the tokens transformers generates one prompt at a time.
   runtime::RunConfig rc = run_config(ref);
   rc.max_tokens_per_step = 5;
-  runtime::RankRuntime chunked(rc, self);
+  runtime::RankRuntime chunked(rc, self());
   for (size_t i = 0; i < ref.prompts.size(); ++i)
     chunked.engine().add({int64_t(i), ref.prompts[i].prompt_ids, 16});
   std::map<int64_t, std::vector<int32_t>> out;
@@ -146,10 +144,9 @@ TEST_P(ReferenceTest, BatchedEqualsOneByOne) {
 // tokens as output).
 TEST_P(ReferenceTest, ResumedSequencesGoOnAsTheLostJobWould) {
   const Reference ref = load_reference(GetParam());
-  comm::MpiCommunicator self(MPI_COMM_SELF);
   runtime::RunConfig rc = run_config(ref);
   rc.max_tokens_per_step = 7;  // chunked prefill across prompt and resumed tokens
-  runtime::RankRuntime rt(rc, self);
+  runtime::RankRuntime rt(rc, self());
   const int n_new = 16;
   int64_t id = 0;
   std::map<int64_t, std::vector<int32_t>> want;

@@ -129,7 +129,8 @@ if [ "${1:-}" = "--inside" ]; then
   fi
   # (c2) cuBLAS dlopen'ed from the wheel layout (no GPU needed to load it)
   if [ -x "$TMP/bundle/bin/test_cublas_library" ]; then
-    if "${RUN[@]}" test_cublas_library >"$TMP/c2.out" 2>&1 && grep -q '\[  PASSED  \] 2 tests' "$TMP/c2.out"; then
+    if "${RUN[@]}" test_cublas_library >"$TMP/c2.out" 2>&1 && grep -q '\[  PASSED  \] [1-9]' "$TMP/c2.out" \
+       && ! grep -q '\[  FAILED  \]' "$TMP/c2.out"; then
       ok "(c2) test_cublas_library: cuBLAS loaded on first use from the box's libraries"
     else
       bad "(c2) test_cublas_library:"; tail -15 "$TMP/c2.out" | sed 's/^/    /'

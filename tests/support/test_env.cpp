@@ -6,6 +6,7 @@
 #include <memory>
 #include <sstream>
 
+#include "comm/mpi_communicator.h"
 #include "comm/mpi_context.h"
 #include "common/log.h"
 #include "runtime/safetensors.h"
@@ -13,12 +14,40 @@
 namespace moe::test {
 
 namespace {
-std::unique_ptr<comm::Communicator> g_world;
-const comm::MpiContext* g_mpi = nullptr;
+int* g_argc = nullptr;
+char*** g_argv = nullptr;
+std::unique_ptr<comm::MpiContext> g_mpi;
+std::unique_ptr<comm::Communicator> g_world, g_self;
+
+// MPI starts the first time a test asks for it (or at once under mpirun): a singleton's start
+// and finish cost a third of a second, which most tests, and every listing of a binary's tests
+// at build time, need not pay.
+void ensure_mpi() {
+  if (g_mpi) return;
+  g_mpi = std::make_unique<comm::MpiContext>(g_argc, g_argv);
+  g_world = g_mpi->make_communicator();
 }
 
-comm::Communicator& world() { return *g_world; }
-const comm::MpiContext& mpi() { return *g_mpi; }
+bool under_mpirun() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+}  // namespace
+
+comm::Communicator& world() {
+  ensure_mpi();
+  return *g_world;
+}
+comm::Communicator& self() {
+  ensure_mpi();
+  if (!g_self) g_self = std::make_unique<comm::MpiCommunicator>(MPI_COMM_SELF);
+  return *g_self;
+}
+const comm::MpiContext& mpi() {
+  ensure_mpi();
+  return *g_mpi;
+}
 
 std::string data_dir(const std::string& name) {
   // $MOE_TEST_DATA wins over the build's path: a bundle run elsewhere (scripts/device_run.sh).
@@ -81,22 +110,30 @@ float max_abs_diff(const float* a, const float* b, size_t n) {
 
 }  // namespace moe::test
 
-// One main for every test binary: MPI up first, then GoogleTest. Under mpirun only rank 0
-// prints progress, but every rank's failures are printed and fail its exit code.
+// One main for every test binary. Under mpirun MPI is up first, only rank 0 prints progress,
+// and every rank's failures are printed and fail its exit code; alone, MPI starts when a test
+// first asks for the world, as a singleton that starts no daemon.
 int main(int argc, char** argv) {
-  moe::comm::MpiContext mpi(&argc, &argv);
-  moe::test::g_mpi = &mpi;
-  moe::test::g_world = mpi.make_communicator();
+  using namespace moe::test;
+  g_argc = &argc;
+  g_argv = &argv;
+  const bool job = under_mpirun();
+  if (job)
+    ensure_mpi();
+  else
+    setenv("OMPI_MCA_ess_singleton_isolated", "1", /*overwrite=*/0);
   ::testing::InitGoogleTest(&argc, argv);
   spdlog::set_level(spdlog::level::warn);  // the tests speak through GoogleTest
-  if (mpi.world_rank() != 0) {
+  if (job && g_mpi->world_rank() != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
   }
   const int rc = RUN_ALL_TESTS();
   // A failure on any rank fails every rank, so mpirun's status reflects it.
   int64_t failed = rc != 0;
-  moe::test::g_world->all_reduce(&failed, 1, moe::comm::Communicator::Op::kMax);
-  moe::test::g_world.reset();
+  if (g_world) g_world->all_reduce(&failed, 1, moe::comm::Communicator::Op::kMax);
+  g_self.reset();
+  g_world.reset();
+  g_mpi.reset();
   return failed ? 1 : 0;
 }

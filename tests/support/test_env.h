@@ -15,6 +15,8 @@
 namespace moe::test {
 
 comm::Communicator& world();
+// A communicator of this rank alone (MPI_COMM_SELF).
+comm::Communicator& self();
 // The test main's MPI context: world and node-local rank and size.
 const comm::MpiContext& mpi();
 
