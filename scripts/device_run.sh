@@ -22,7 +22,7 @@
 # bundle's lib/libmoe_spm.so.
 # Environment it honours: MOE_BUNDLE (the .tar.gz, or a .tar.xz where xz or python3 is there),
 # MOE_BUNDLE_DIR (where to unpack), MOE_CUDA_LIB_DIRS (colon list searched before the defaults),
-# MOE_SITE_PACKAGES (colon list of site-packages folders searched before the pythons' own),
+# MOE_SITE_PACKAGES (colon list of site-packages folders searched instead of the pythons' own),
 # MOE_BUNDLE_LIBSTDCXX=bundle|system, and any OMPI_MCA_* you set (defaults, applied only when
 # unset: pml ob1, btl self,vader,tcp, plm isolated, btl_vader_single_copy_mechanism none).
 set -euo pipefail
@@ -93,16 +93,19 @@ add_dir "${CUDA_HOME:-/nonexistent}/lib64" /usr/local/cuda/lib64 /usr/local/cuda
         /usr/local/cuda/targets/x86_64-linux/lib
 # site-packages of the box's pythons (PyTorch's pip wheels ship libnccl.so.2 and cuBLAS there)
 SITE=()
-IFS=: read -r -a user_site <<<"${MOE_SITE_PACKAGES:-}"
-for s in "${user_site[@]:-}"; do [ -n "$s" ] && SITE+=("$s"); done
-for py in python3 /opt/torch/.venv/bin/python3; do
-  command -v "$py" >/dev/null 2>&1 || continue
-  while IFS= read -r s; do [ -n "$s" ] && SITE+=("$s"); done < <("$py" -c \
-    'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)
-done
-for s in /opt/*/.venv/lib/python3*/site-packages /usr/local/lib/python3*/dist-packages /usr/lib/python3/dist-packages; do
-  [ -d "$s" ] && SITE+=("$s")
-done
+if [ -n "${MOE_SITE_PACKAGES:-}" ]; then  # given: those alone
+  IFS=: read -r -a user_site <<<"$MOE_SITE_PACKAGES"
+  for s in "${user_site[@]:-}"; do [ -n "$s" ] && SITE+=("$s"); done
+else
+  for py in python3 /opt/torch/.venv/bin/python3; do
+    command -v "$py" >/dev/null 2>&1 || continue
+    while IFS= read -r s; do [ -n "$s" ] && SITE+=("$s"); done < <("$py" -c \
+      'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)
+  done
+  for s in /opt/*/.venv/lib/python3*/site-packages /usr/local/lib/python3*/dist-packages /usr/lib/python3/dist-packages; do
+    [ -d "$s" ] && SITE+=("$s")
+  done
+fi
 for s in "${SITE[@]:-}"; do
   # CUDA 13 wheels put cuBLAS, cuBLASLt and cudart together under nvidia/cu13/lib; NCCL keeps
   # nvidia/nccl/lib; the CUDA 12 wheels had a folder per library.

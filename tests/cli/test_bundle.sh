@@ -75,9 +75,21 @@ if [ "${1:-}" = "--inside" ]; then
   RUN=(bash "$REPO/scripts/device_run.sh")
   cd "$REPO"
 
-  # (e) first: no CUDA 13 runtime anywhere (no wheel layout offered, the toolkit's hidden)
+  # (e) first: no CUDA 13 runtime where env-check is told to look (MOE_SITE_PACKAGES, which
+  # replaces the pythons' own site-packages; the toolkit's hidden), though this machine's python
+  # has torch's CUDA 13 wheels in its user site-packages (a decoy layout, as a GPU box's python
+  # has them): they must not be found.
+  DECOY=$TMP/userbase
+  decoy_site=$(PYTHONUSERBASE=$DECOY python3 -c 'import site; print(site.getusersitepackages())' 2>/dev/null || true)
+  if [ -n "$decoy_site" ] && [ "$wheel_libs" -gt 0 ]; then
+    mkdir -p "$decoy_site/nvidia/cu13/lib"
+    cp -P "$SITE/nvidia/cu13/lib/"* "$decoy_site/nvidia/cu13/lib/" 2>/dev/null || true
+    for f in "$SITE"/nvidia/cu13/lib/*; do
+      [ -e "$decoy_site/nvidia/cu13/lib/$(basename "$f")" ] && mount --bind "$f" "$decoy_site/nvidia/cu13/lib/$(basename "$f")"
+    done
+  fi
   if [ "$wheel_libs" -gt 0 ]; then
-    if MOE_SITE_PACKAGES=/nonexistent "${RUN[@]}" env-check >"$TMP/e.out" 2>&1; then
+    if PYTHONUSERBASE=$DECOY MOE_SITE_PACKAGES=/nonexistent "${RUN[@]}" env-check >"$TMP/e.out" 2>&1; then
       bad "(e) env-check without a CUDA 13 runtime passed:"; tail -15 "$TMP/e.out" | sed 's/^/    /'
     elif grep -q "no CUDA 13 runtime" "$TMP/e.out" && grep -q "libcublas.so.13" "$TMP/e.out" \
          && ! grep -q "^== mpirun" "$TMP/e.out"; then
