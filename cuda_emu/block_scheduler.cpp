@@ -446,12 +446,39 @@ struct Block {
   }
 };
 
+// Ends the runner's thread: its body returned, or a fault or a trap left it.
+void end_thread(Runner& r) {
+  EmuThread& th = *r.current;
+  tsan::release(&done_token);
+  r.current = nullptr;
+  th.runner = nullptr;
+  r.block->on_exit(th);
+}
+
 // A runner: starts the block's unstarted threads one after another until none is left (or the
 // block failed). A thread that waits suspends the runner inside it (wait_here).
 void runner_main(void* arg) {
   Runner& r = *static_cast<Runner*>(arg);
   Block& b = *r.block;
   Pool& p = pool();
+  if (b.recover_faults) {
+    // Once a runner, not once a thread: a fault or a trap in whichever thread it runs comes back
+    // here (the runner's frame outlives its threads), and the block has then failed.
+    const int jumped = sigsetjmp(r.env, 0);
+    if (jumped != 0) {
+      tl_fault_env = nullptr;
+      EmuThread& th = *r.current;
+      if (jumped == kJumpTrap) {
+        th.trapped = true;
+      } else {
+        th.faulted = true;
+        th.fault_addr = tl_fault_addr;
+      }
+      end_thread(r);
+      return;
+    }
+    tl_fault_env = &r.env;
+  }
   while (!b.failure) {
     EmuThread* th = b.take_unstarted();
     if (!th) break;
@@ -465,32 +492,18 @@ void runner_main(void* arg) {
       r.fiber.set_tsan_fiber(f);
     }
     tsan::acquire(&launch_token);
-    if (b.recover_faults) {
-      const int jumped = sigsetjmp(r.env, 0);
-      if (jumped == 0) {
-        tl_fault_env = &r.env;
-        b.req->run();
-      } else if (jumped == kJumpTrap) {
-        th->trapped = true;
-      } else {
-        th->faulted = true;
-        th->fault_addr = tl_fault_addr;
-      }
-      tl_fault_env = nullptr;
-    } else {
-      b.req->run();
-    }
-    tsan::release(&done_token);
-    r.current = nullptr;
-    th->runner = nullptr;
-    b.on_exit(*th);
+    b.req->run();
+    end_thread(r);
     if (r.single) break;
     if (b.rng) {  // let the schedule pick what runs next
       r.idle = true;
+      tl_fault_env = nullptr;
       r.fiber.yield();
+      if (b.recover_faults) tl_fault_env = &r.env;
       r.idle = false;
     }
   }
+  tl_fault_env = nullptr;
 }
 
 // From inside a thread: wait until the scheduler has matched this thread's operation.
