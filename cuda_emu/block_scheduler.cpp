@@ -218,8 +218,21 @@ struct Block {
   // Threads not yet started, in the order they start.
   std::vector<int> order;
   size_t next_start = 0;
-  // Threads released from a barrier or warp intrinsic, to resume.
-  std::deque<EmuThread*> ready;
+  // Threads released from a barrier or warp intrinsic, to resume: ready[ready_head, end). A
+  // vector emptied in place, so the steady state allocates nothing (a sanitized malloc unwinds
+  // the stack).
+  std::vector<EmuThread*> ready;
+  size_t ready_head = 0;
+  size_t ready_count() const { return ready.size() - ready_head; }
+  EmuThread* take_ready(size_t i) {  // the i-th waiting one
+    std::swap(ready[ready_head + i], ready[ready_head]);
+    EmuThread* th = ready[ready_head++];
+    if (ready_head == ready.size()) {
+      ready.clear();
+      ready_head = 0;
+    }
+    return th;
+  }
   std::vector<Runner*> idle_runners;
   // The barrier being gathered.
   int arrived = 0, pred_count = 0;
@@ -668,6 +681,7 @@ cudaError_t run_grid(const KernelInfo& kernel, const LaunchRequest& r, uint64_t 
         if (rng) std::shuffle(b.order.begin(), b.order.end(), *rng);
         b.next_start = 0;
         b.ready.clear();
+        b.ready_head = 0;
         b.idle_runners.clear();
         b.arrived = b.pred_count = 0;
         b.bar_first = -1;
@@ -693,9 +707,8 @@ cudaError_t run_grid(const KernelInfo& kernel, const LaunchRequest& r, uint64_t 
           // In order: waiting threads that were released first, then a new runner. Shuffled:
           // any of them, at random.
           if (!b.rng) {  // in order: the fast path
-            if (!b.ready.empty()) {
-              EmuThread* th = b.ready.front();
-              b.ready.pop_front();
+            if (b.ready_count() > 0) {
+              EmuThread* th = b.take_ready(0);
               th->state = State::kRunning;
               step(b, *th->runner);
             } else if (b.next_start < b.order.size()) {
@@ -705,18 +718,16 @@ cudaError_t run_grid(const KernelInfo& kernel, const LaunchRequest& r, uint64_t 
             }
             continue;
           }
-          const size_t choices = b.ready.size() + b.idle_runners.size() +
+          const size_t choices = b.ready_count() + b.idle_runners.size() +
                                  (b.next_start < b.order.size() ? 1 : 0);
           if (choices == 0) break;
           const size_t pick = std::uniform_int_distribution<size_t>(0, choices - 1)(*b.rng);
-          if (pick < b.ready.size()) {
-            std::swap(b.ready[pick], b.ready.front());
-            EmuThread* th = b.ready.front();
-            b.ready.pop_front();
+          if (pick < b.ready_count()) {
+            EmuThread* th = b.take_ready(pick);
             th->state = State::kRunning;
             step(b, *th->runner);
-          } else if (pick < b.ready.size() + b.idle_runners.size()) {
-            const size_t k = pick - b.ready.size();
+          } else if (pick < b.ready_count() + b.idle_runners.size()) {
+            const size_t k = pick - b.ready_count();
             Runner* run = b.idle_runners[k];
             b.idle_runners.erase(b.idle_runners.begin() + std::ptrdiff_t(k));
             step(b, *run);
