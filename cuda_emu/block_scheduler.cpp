@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
+#include <deque>  // the runners, reused
 #include <memory>
 #include <optional>
 #include <random>
@@ -27,8 +27,8 @@
 // runner there (the runner is then the thread's until it ends), and the scheduler starts
 // another runner for the threads not yet started. So a kernel without switch points runs every
 // thread of a block on one stack with no switch at all, and one with them uses one stack per
-// thread that waits. Under ThreadSanitizer each thread is still a TSan fiber of its own: the
-// runner switches TSan's context to the thread's before running it.
+// thread that waits. Under ThreadSanitizer each thread is a TSan fiber of its own, and a runner
+// runs one thread only, on that thread index's own stack (Runner::single).
 namespace moe::emu {
 
 namespace detail {
