@@ -35,6 +35,7 @@ using namespace moe;
 // `*listening` receives the listening socket, for widen_backlog.
 void harden(httplib::Server& http, size_t threads, int* listening) {
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_payload_max_length(size_t(64) << 10);  // the routes that take bodies raise it
   http.set_read_timeout(5, 0);
   http.set_write_timeout(30, 0);
   http.set_keep_alive_timeout(5);
@@ -84,6 +85,7 @@ int run(int argc, char** argv) {
   app.add_option("--batch-retention-s", opt.batch_retention_s, "seconds a finished batch's results stay readable (GetBatch); NOT_FOUND after");
   app.add_option("--max-finished-batches", opt.max_finished_batches, "finished batches kept at most; the oldest expire first past it");
   app.add_option("--recovery-wait-s", opt.recovery_wait_s, "after a worker job is lost, seconds its unfinished sequences wait for a new job (which goes on from their tokens) before they fail; 0: fail at once");
+  app.add_option("--max-losses", opt.max_losses, "a sequence in flight at this many worker-job losses in a row without making a token fails (ABORTED, naming the losses) instead of going to the next job: it may be what takes the jobs down; 0: never");
   app.add_option("--drain-grace-s", drain_grace_s, "on SIGTERM/SIGINT, after the drain, seconds to keep serving finished batches whose results no GetBatch has fetched yet");
   app.add_option("--worker-secret-file", worker_secret_file, "file whose first line is the secret the worker job must present (default: the MOE_WORKER_SECRET environment variable; one of the two is required)");
   app.add_option("--api-keys-file", api_keys_file, "file of client API keys, one per line; with it (or MOE_API_KEYS, comma-separated) every client call needs 'authorization: Bearer <key>' and a batch answers only to its key (default: no keys)");
@@ -98,11 +100,12 @@ int run(int argc, char** argv) {
   set_log_level(log_level);
   if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 ||
       opt.stats_window_s <= 0 || opt.batch_retention_s < 0 || opt.max_finished_batches < 0 ||
-      opt.recovery_wait_s < 0 || drain_grace_s < 0 || max_message_mb < 1 ||
+      opt.recovery_wait_s < 0 || opt.max_losses < 0 || drain_grace_s < 0 || max_message_mb < 1 ||
       max_message_mb > 2047 || max_context < 0) {
     spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
-                  "--drain-timeout-s, --drain-grace-s, --recovery-wait-s, --batch-retention-s "
-                  "and --max-finished-batches >= 0, --max-message-mb in [1, 2047]");
+                  "--drain-timeout-s, --drain-grace-s, --recovery-wait-s, --max-losses, "
+                  "--batch-retention-s and --max-finished-batches >= 0, --max-message-mb in "
+                  "[1, 2047]");
     return 2;
   }
   if (tls_cert.empty() != tls_key.empty()) {
@@ -189,6 +192,15 @@ int run(int argc, char** argv) {
     http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
       res.set_content(state.prometheus(), "text/plain; version=0.0.4");
     });
+    // Scrapes only: any other method is refused from its headers, its body never read.
+    http.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (req.method == "GET" || req.method == "HEAD")
+        return httplib::Server::HandlerResponse::Unhandled;
+      res.status = 405;
+      res.set_header("Connection", "close");
+      res.set_content("only GET /metrics is served here\n", "text/plain");
+      return httplib::Server::HandlerResponse::Handled;
+    });
     const std::string host = listen.substr(0, listen.rfind(':'));
     if (!http.bind_to_port(host, metrics_port)) {
       spdlog::error("cannot serve metrics on {}:{} (in use?)", host, metrics_port);
@@ -206,6 +218,7 @@ int run(int argc, char** argv) {
   harden(openai_http, 128, &openai_sock);  // a streamed completion holds its thread while it runs
   std::thread openai_thread;
   if (openai_port > 0) {
+    openai.max_body_bytes = size_t(message_limit);
     coordinator::add_openai_routes(openai_http, state, openai);
     const std::string host = listen.substr(0, listen.rfind(':'));
     if (!openai_http.bind_to_port(host, openai_port)) {

@@ -16,7 +16,11 @@ struct ModelLimits {
   bool tokenizer = false;  // text prompts and stop strings need one
 };
 
-constexpr int kMaxStopStrings = 4;
+// Bounds on what a request may ask of the sampler, checked before anything walks the lists, so
+// that an item admitted here always fits the worker link's messages (a few KiB of stops).
+constexpr int kMaxStopStrings = 4;         // OpenAI's bound
+constexpr int kMaxStopStringBytes = 256;   // each stop string, in UTF-8 bytes
+constexpr int kMaxStopTokenIds = 256;      // stop_token_ids, besides eos
 
 // INVALID_ARGUMENT naming the field, its value and what was expected; OK when it can run.
 // `who` prefixes the message ("item 3 (id 7): " in a batch, "" for Generate). Text prompts

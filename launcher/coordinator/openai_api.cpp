@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "launcher/coordinator/admission.h"
 #include "launcher/coordinator/stop_strings.h"
 
 namespace moe::coordinator {
@@ -41,12 +42,16 @@ const char* error_type(int status) {
   }
 }
 
+// JSON text for a response: bytes that are not UTF-8 (a model's partial character, or the
+// invalid bytes a parse error quotes) become U+FFFD rather than an exception and a 500.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 void send_error(httplib::Response& res, int status, const std::string& message,
                 const std::string& param = "") {
   json e = {{"message", message}, {"type", error_type(status)}, {"code", status}};
   e["param"] = param.empty() ? json(nullptr) : json(param);
   res.status = status;
-  res.set_content(json{{"error", e}}.dump(), "application/json");
+  res.set_content(dump(json{{"error", e}}), "application/json");
 }
 
 // A request field that is wrong: 400 naming it.
@@ -149,11 +154,23 @@ Completion parse_completion(const std::string& body, const std::string& model) {
     c.logprobs = int(std::clamp<int64_t>(integer(j, "logprobs", 0), -1, 1000));
     s.set_logprobs(c.logprobs);
   }
-  if (j.contains("stop_token_ids"))
-    for (const auto& t : j["stop_token_ids"]) {
-      if (!t.is_number_integer()) throw BadField{"stop_token_ids", "stop_token_ids must be token ids"};
-      s.add_stop_token_ids(t.get<int32_t>());
+  if (j.contains("stop_token_ids") && !j["stop_token_ids"].is_null()) {
+    const json& ids = j["stop_token_ids"];
+    const char* f = "stop_token_ids";
+    if (!ids.is_array()) throw BadField{f, "stop_token_ids must be a list of token ids"};
+    if (ids.size() > size_t(kMaxStopTokenIds))
+      throw BadField{f, "stop_token_ids holds " + std::to_string(ids.size()) +
+                            " ids, expected at most " + std::to_string(kMaxStopTokenIds)};
+    for (const auto& t : ids) {
+      if (!t.is_number_integer()) throw BadField{f, "stop_token_ids must be token ids"};
+      // Read wide, then range-checked: 2^32 + 197 is refused, not taken as 197.
+      const bool fits = t.is_number_unsigned() ? t.get<uint64_t>() <= uint64_t(INT32_MAX)
+                                               : t.get<int64_t>() >= INT32_MIN &&
+                                                     t.get<int64_t>() <= INT32_MAX;
+      if (!fits) throw BadField{f, "a stop token id is out of range"};
+      s.add_stop_token_ids(int32_t(t.get<int64_t>()));
     }
+  }
   if (j.contains("stop") && !j["stop"].is_null()) {
     const json& st = j["stop"];
     if (st.is_string()) {
@@ -166,9 +183,14 @@ Completion parse_completion(const std::string& body, const std::string& model) {
     } else {
       throw BadField{"stop", "stop must be a string or a list of strings"};
     }
-    if (c.stop.size() > 4) throw BadField{"stop", "at most 4 stop sequences"};
-    for (const auto& e : c.stop)
+    if (c.stop.size() > size_t(kMaxStopStrings))
+      throw BadField{"stop", "at most " + std::to_string(kMaxStopStrings) + " stop sequences"};
+    for (const auto& e : c.stop) {
       if (e.empty()) throw BadField{"stop", "a stop sequence must not be empty"};
+      if (e.size() > size_t(kMaxStopStringBytes))
+        throw BadField{"stop", "a stop sequence of " + std::to_string(e.size()) +
+                                   " bytes, expected at most " + std::to_string(kMaxStopStringBytes)};
+    }
   }
   c.stream = boolean(j, "stream", false);
   c.ignore_eos = boolean(j, "ignore_eos", false);
@@ -316,10 +338,9 @@ void completions(State& state, const OpenAiOptions& opt, const httplib::Request&
                              {"finish_reason", c.finish}});
     }
     for (auto& c : *choices) state.forget(c.seq);
-    res.set_content(json{{"id", id}, {"object", "text_completion"}, {"created", created},
-                         {"model", req.model}, {"choices", out_choices},
-                         {"usage", usage_of(*choices)}}
-                        .dump(),
+    res.set_content(dump(json{{"id", id}, {"object", "text_completion"}, {"created", created},
+                              {"model", req.model}, {"choices", out_choices},
+                              {"usage", usage_of(*choices)}}),
                     "application/json");
     return;
   }
@@ -331,7 +352,7 @@ void completions(State& state, const OpenAiOptions& opt, const httplib::Request&
       "text/event-stream",
       [&state, req, choices, id, created](size_t, httplib::DataSink& sink) {
         auto event = [&](const json& j) {
-          const std::string s = "data: " + j.dump() + "\n\n";
+          const std::string s = "data: " + dump(j) + "\n\n";
           return sink.write(s.data(), s.size());
         };
         for (size_t i = 0; i < choices->size(); ++i) {
@@ -380,6 +401,22 @@ void completions(State& state, const OpenAiOptions& opt, const httplib::Request&
 }  // namespace
 
 void add_openai_routes(httplib::Server& http, State& state, OpenAiOptions options) {
+  http.set_payload_max_length(options.max_body_bytes);
+  // The key from the headers alone, before cpp-httplib reads a body: an unauthenticated client
+  // cannot make the coordinator hold its megabytes. /health stays open, as a probe needs.
+  // A body over the limit is refused from its Content-Length here too: cpp-httplib's own check
+  // reads the whole body (discarding it) before it answers 413.
+  http.set_pre_routing_handler([options](const httplib::Request& req, httplib::Response& res) {
+    const bool open = req.path == "/health" || authorized(options, req, res);
+    if (open && req.get_header_value<uint64_t>("Content-Length") <= options.max_body_bytes)
+      return httplib::Server::HandlerResponse::Unhandled;
+    if (open)
+      send_error(res, 413, "a body of " + req.get_header_value("Content-Length") +
+                               " bytes, over the limit of " +
+                               std::to_string(options.max_body_bytes) + " (--max-message-mb)");
+    res.set_header("Connection", "close");
+    return httplib::Server::HandlerResponse::Handled;
+  });
   http.Post("/v1/completions", [&state, options](const httplib::Request& req, httplib::Response& res) {
     try {
       completions(state, options, req, res);
@@ -390,10 +427,9 @@ void add_openai_routes(httplib::Server& http, State& state, OpenAiOptions option
   });
   http.Get("/v1/models", [options](const httplib::Request& req, httplib::Response& res) {
     if (!authorized(options, req, res)) return;
-    res.set_content(json{{"object", "list"},
-                         {"data", {{{"id", options.model}, {"object", "model"}, {"created", 0},
-                                    {"owned_by", "moe-runtime"}}}}}
-                        .dump(),
+    res.set_content(dump(json{{"object", "list"},
+                              {"data", {{{"id", options.model}, {"object", "model"}, {"created", 0},
+                                         {"owned_by", "moe-runtime"}}}}}),
                     "application/json");
   });
   http.Get("/health", [&state](const httplib::Request&, httplib::Response& res) {
@@ -404,8 +440,11 @@ void add_openai_routes(httplib::Server& http, State& state, OpenAiOptions option
                                             : "no worker job attached");
   });
   // Unknown routes and methods in OpenAI's error shape too.
-  http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  http.set_error_handler([options](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404) send_error(res, 404, "no route " + req.method + " " + req.path);
+    if (res.status == 413)
+      send_error(res, 413, "the body is over the limit of " +
+                               std::to_string(options.max_body_bytes) + " bytes (--max-message-mb)");
   });
 }
 

@@ -17,9 +17,13 @@ namespace moe::coordinator {
 struct OpenAiOptions {
   std::string model = "moe";  // the id /v1/models lists and responses carry
   const ClientAuth* auth = nullptr;  // API keys, where on (outlives the server)
+  // A body over this is refused (413) from its Content-Length, before it is read; the gRPC
+  // request limit, so what one API takes the other does too.
+  size_t max_body_bytes = size_t(64) << 20;
 };
 
-// Adds the routes to `http` (the caller binds and runs it). `state` outlives the server.
+// Adds the routes to `http` (the caller binds and runs it), the API key checked from the headers
+// before any body is read, and the body limit. `state` outlives the server.
 void add_openai_routes(httplib::Server& http, State& state, OpenAiOptions options);
 
 }  // namespace moe::coordinator

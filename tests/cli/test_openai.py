@@ -50,6 +50,20 @@ def wait_http(url, secs=60):
     return None
 
 
+def headers_only(port, path, length, extra=""):
+    """POSTs headers announcing a `length`-byte body and sends none of it: the status line the
+    server answers with, and after how many seconds (None if it answers nothing in 15 s)."""
+    t = time.time()
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {length}\r\n{extra}\r\n").encode())
+        try:
+            line = s.makefile("rb").readline().decode(errors="replace").split()
+        except OSError:
+            return None, time.time() - t
+    return (int(line[1]) if len(line) > 1 else None), time.time() - t
+
+
 tmp = tempfile.mkdtemp()
 grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
 launch = subprocess.Popen(
@@ -130,6 +144,13 @@ try:
             ("n = 2 -> 400", dict(n=2), openai.BadRequestError),
             ("token id outside the vocabulary -> 400", dict(prompt=[1, 10**6]), openai.BadRequestError),
             ("a field of the wrong type -> 400", dict(extra_body={"ignore_eos": "yes"}), openai.BadRequestError),
+            # Bounded before anything walks them (5M stop ids once took the service down), and
+            # read wide: 2^32 + 197 is refused, not wrapped to 197.
+            ("a stop id of 2^32 + 197 -> 400", dict(extra_body={"stop_token_ids": [2**32 + 197]}),
+             openai.BadRequestError),
+            ("257 stop ids -> 400", dict(extra_body={"stop_token_ids": [1] * 257}),
+             openai.BadRequestError),
+            ("a stop string of 257 bytes -> 400", dict(stop=["x" * 257]), openai.BadRequestError),
             ("past the queue bound -> 429", dict(prompt=["a b", "c d", "e f", "g h"]), openai.RateLimitError)]:
         kw = dict(model="tiny-a", prompt="hello", max_tokens=4)
         kw.update(args)
@@ -139,6 +160,33 @@ try:
         except exc as e:
             body = e.body if isinstance(e.body, dict) else {}
             check(name, "message" in body, str(e.body))
+
+    # A body that is not UTF-8: a 400 with OpenAI's error object (the parse error quoting the
+    # bytes was a 500 when the error itself could not be written as JSON).
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/completions", method="POST",
+                                 data=b'{"model": "tiny-a", "prompt": "\xff\xfe", "max_tokens": 2}',
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        check("a body that is not UTF-8 -> 400", False, "no error")
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        try:
+            err = json.loads(body).get("error", {})
+        except ValueError:
+            err = {}
+        check("a body that is not UTF-8 -> 400", e.code == 400 and "message" in err,
+              f"{e.code} {body[:200]!r}")
+
+    # Bounded before buffered: a body over the limit is refused from its Content-Length (413),
+    # and the metrics port takes no bodies at all (405), neither waiting for the body to come
+    # (before, both read it whole, here waiting 5 s for one never sent).
+    code, secs = headers_only(http_port, "/v1/completions", 100 << 20)
+    check("a 100 MB body -> 413 from its Content-Length", code == 413 and secs < 3,
+          f"{code} after {secs:.1f} s")
+    code, secs = headers_only(metrics_port, "/metrics", 100 << 20)
+    check("a POST to the metrics port -> 405 from its headers", code == 405 and secs < 3,
+          f"{code} after {secs:.1f} s")
 
     # Idle clients that connect and send nothing do not starve the servers: 12 on each port,
     # then a scrape and a completion still answer at once.
@@ -172,6 +220,10 @@ try:
         check("wrong API key -> 401", False, "no error")
     except openai.AuthenticationError as e:
         check("wrong API key -> 401", e.status_code == 401, str(e))
+    # The key is checked from the headers, before a body is read: no key, a 401 at once.
+    code, secs = headers_only(port2, "/v1/completions", 50 << 20)
+    check("no API key -> 401 before the body is read", code == 401 and secs < 3,
+          f"{code} after {secs:.1f} s")
     c2 = openai.OpenAI(base_url=f"http://127.0.0.1:{port2}/v1", api_key="openai-key-0002", max_retries=0)
     check("the right API key lists the model", [m.id for m in c2.models.list().data] != [])
     try:
