@@ -43,6 +43,11 @@ class Communicator {
   // the other ranks). One exchange of lengths and one of the bytes, whatever the rank count.
   virtual void gather_bytes(const std::string& send, std::vector<std::string>* recv, int root) = 0;
   virtual void barrier() = 0;
+
+  // A hint for the collectives that follow: they may wait long for another rank (a worker loop
+  // with no work, waiting for rank 0 to find some), so a communicator that polls may poll
+  // seldom. Off until set; nothing to do for most.
+  virtual void expect_long_waits(bool on) { (void)on; }
 };
 
 }  // namespace moe::comm

@@ -24,13 +24,19 @@ MPI_Op to_mpi(Communicator::Op op) {
 }
 
 // Polls a started collective to completion: MPI_Test for up to kSpin (most waits inside a
-// step are shorter: they cost what a blocking call costs), then sleeps between polls, from
-// kFirstSleep doubling to kMaxSleep (a long wait ends at most about kMaxSleep late).
+// step are shorter: they cost what a blocking call costs), then sleeps between polls, doubling
+// from kFirstSleep to kMaxSleep (a wait within a step ends at most about kMaxSleep late). Where
+// long waits are expected (an idle rank waiting for rank 0 to find work) the sleeps start at
+// kIdleFirstSleep and grow to kIdleSleep: an idle rank wakes about 600 times a second rather
+// than 20,000 (27% of a core before), and the first step after idleness starts at most about
+// kIdleSleep late.
 constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr auto kFirstSleep = std::chrono::microseconds(5);
 constexpr auto kMaxSleep = std::chrono::microseconds(50);
+constexpr auto kIdleFirstSleep = std::chrono::microseconds(250);
+constexpr auto kIdleSleep = std::chrono::microseconds(2000);
 
-void wait_patiently(MPI_Request* req) {
+void wait_patiently(MPI_Request* req, bool long_wait) {
   using Clock = std::chrono::steady_clock;
   int done = 0;
   const auto spin_until = Clock::now() + kSpin;
@@ -38,12 +44,13 @@ void wait_patiently(MPI_Request* req) {
     MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
     if (done) return;
   } while (Clock::now() < spin_until);
-  auto sleep = kFirstSleep;
+  const auto max_sleep = long_wait ? kIdleSleep : kMaxSleep;
+  auto sleep = long_wait ? kIdleFirstSleep : kFirstSleep;
   for (;;) {
     std::this_thread::sleep_for(sleep);
     MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
     if (done) return;
-    sleep = std::min(sleep * 2, kMaxSleep);
+    sleep = std::min(sleep * 2, max_sleep);
   }
 }
 
@@ -63,6 +70,10 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
   prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
 }
 
+void MpiCommunicator::wait(MPI_Request* req) const {
+  wait_patiently(req, long_waits_);
+}
+
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -73,7 +84,7 @@ void MpiCommunicator::all_to_all_counts(const int64_t* send, int64_t* recv, int 
   MOE_CHECK(n >= 1, "all_to_all_counts needs n >= 1 counts per peer");
   MPI_Request req;
   MPI_CHECK(MPI_Ialltoall(send, n, MPI_INT64_T, recv, n, MPI_INT64_T, comm_, &req));
-  wait_patiently(&req);
+  wait(&req);
 }
 
 void MpiCommunicator::all_to_all_v(const void* send, const int64_t* send_counts,
@@ -94,7 +105,7 @@ void MpiCommunicator::all_to_all_v(const void* send, const int64_t* send_counts,
   MPI_Request req;
   const int rc_mpi = MPI_Ialltoallv(send, sc.data(), sd.data(), row, recv, rc.data(), rd.data(),
                                     row, comm_, &req);
-  if (rc_mpi == MPI_SUCCESS) wait_patiently(&req);
+  if (rc_mpi == MPI_SUCCESS) wait(&req);
   MPI_Type_free(&row);
   MPI_CHECK(rc_mpi);
 }
@@ -102,33 +113,33 @@ void MpiCommunicator::all_to_all_v(const void* send, const int64_t* send_counts,
 void MpiCommunicator::all_reduce(int64_t* data, int n, Op op) {
   MPI_Request req;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, n, MPI_INT64_T, to_mpi(op), comm_, &req));
-  wait_patiently(&req);
+  wait(&req);
 }
 
 void MpiCommunicator::all_reduce(double* data, int n, Op op) {
   MPI_Request req;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data, n, MPI_DOUBLE, to_mpi(op), comm_, &req));
-  wait_patiently(&req);
+  wait(&req);
 }
 
 void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
   MPI_Request req;
   MPI_CHECK(MPI_Ibcast(data, to_int(int64_t(bytes), "broadcast bytes"), MPI_BYTE, root, comm_,
                        &req));
-  wait_patiently(&req);
+  wait(&req);
 }
 
 void MpiCommunicator::all_gather(const void* send, void* recv, size_t bytes) {
   const int n = to_int(int64_t(bytes), "all_gather bytes");
   MPI_Request req;
   MPI_CHECK(MPI_Iallgather(send, n, MPI_BYTE, recv, n, MPI_BYTE, comm_, &req));
-  wait_patiently(&req);
+  wait(&req);
 }
 
 void MpiCommunicator::barrier() {
   MPI_Request req;
   MPI_CHECK(MPI_Ibarrier(comm_, &req));
-  wait_patiently(&req);
+  wait(&req);
 }
 
 void MpiCommunicator::gather_bytes(const std::string& send, std::vector<std::string>* recv,
@@ -137,7 +148,7 @@ void MpiCommunicator::gather_bytes(const std::string& send, std::vector<std::str
   std::vector<int> lens(rank_ == root ? size_ : 0), displs(lens.size());
   MPI_Request req;
   MPI_CHECK(MPI_Igather(&n, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm_, &req));
-  wait_patiently(&req);
+  wait(&req);
   std::string all;
   if (rank_ == root) {
     int64_t total = 0;
@@ -149,7 +160,7 @@ void MpiCommunicator::gather_bytes(const std::string& send, std::vector<std::str
   }
   MPI_CHECK(MPI_Igatherv(send.data(), n, MPI_BYTE, all.data(), lens.data(), displs.data(),
                          MPI_BYTE, root, comm_, &req));
-  wait_patiently(&req);
+  wait(&req);
   if (rank_ != root) return;
   recv->resize(size_t(size_));
   for (int i = 0; i < size_; ++i) (*recv)[i] = all.substr(size_t(displs[i]), size_t(lens[i]));

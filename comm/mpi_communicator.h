@@ -30,10 +30,14 @@ class MpiCommunicator final : public Communicator {
   void all_gather(const void* send, void* recv, size_t bytes) override;
   void barrier() override;
   void gather_bytes(const std::string& send, std::vector<std::string>* recv, int root) override;
+  void expect_long_waits(bool on) override { long_waits_ = on; }
 
  private:
+  void wait(MPI_Request* req) const;
+
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
+  bool long_waits_ = false;
 };
 
 }  // namespace moe::comm

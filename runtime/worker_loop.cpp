@@ -281,8 +281,13 @@ void WorkerLoop::run() {
     }
     // The one exchange of the iteration: every rank's report of the step before and whether it
     // has work left, and rank 0's control for the next step.
+    // With no work anywhere, the other ranks wait here while rank 0 polls for work, and rank 0
+    // then waits for them to wake: every rank may poll seldom (the first step after idleness
+    // starts a few milliseconds late at most).
+    comm_.expect_long_waits(wait);
     const std::vector<std::string> all =
         all_gather_bytes(comm_, encode(made, ran, ran ? control : 0, root ? &c : nullptr), &chunk_);
+    comm_.expect_long_waits(false);  // the step's own exchanges are short
     bool any_work = false;
     read_heads(all, &c, &any_work);
     if (root) {
