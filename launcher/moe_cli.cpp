@@ -87,6 +87,19 @@ int fail(const grpc::Status& st) {
   return exit_code_for(st.error_code());
 }
 
+// The coordinator names a refused item by the id moe-cli sent, its index in the batch ("item 2
+// (id 2): ..."); the user knows it by the id its line gave: that one is put in its place.
+grpc::Status with_user_id(const grpc::Status& st, const launcher::RequestFile& sent) {
+  const std::string& m = st.error_message();
+  long long index = -1, id = -1;
+  int used = 0;
+  if (std::sscanf(m.c_str(), "item %lld (id %lld): %n", &index, &id, &used) != 2 || used == 0 ||
+      id < 0 || size_t(id) >= sent.user_ids.size())
+    return st;
+  return {st.error_code(), "item " + std::to_string(index) + " (id " +
+                               sent.user_ids[size_t(id)].dump() + "): " + m.substr(size_t(used))};
+}
+
 // The client's API key (--api-key, else MOE_API_KEY; "" for none) and TLS roots (--tls-ca).
 std::string g_api_key;
 std::shared_ptr<grpc::ChannelCredentials> g_credentials = grpc::InsecureChannelCredentials();
@@ -248,7 +261,8 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   {
     grpc::ClientContext ctx;
     authorize(ctx);
-    if (auto st = stub.SubmitBatch(&ctx, sub, &submitted); !st.ok()) return fail(st);
+    if (auto st = stub.SubmitBatch(&ctx, sub, &submitted); !st.ok())
+      return fail(with_user_id(st, todo));
   }
 
   moe::v1::GetBatchRequest which;
@@ -288,7 +302,11 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   for (const auto& br : done.results()) {
     if (!br.error().empty()) {  // failed: not written, so that --resume runs it again
       if (first_error.empty())
-        first_error = "item " + std::to_string(br.id()) + ": " + br.error();
+        first_error = "item (id " +
+                      (br.id() >= 0 && size_t(br.id()) < todo.user_ids.size()
+                           ? todo.user_ids[size_t(br.id())].dump()
+                           : std::to_string(br.id())) +
+                      "): " + br.error();
       continue;
     }
     runtime::Result r;
@@ -361,6 +379,9 @@ std::string stats_table(const moe::v1::LoadStatsResponse& s, bool recent) {
   if (s.worker_restarts() > 0 || s.waiting_for_worker() > 0) {
     cell("Recovery: %lld worker job restart(s), ", (long long)s.worker_restarts());
     cell("%lld sequence(s) re-submitted after a loss", (long long)s.resubmitted());
+    if (s.quarantined() > 0)
+      cell(", %lld failed instead (in flight at every loss without a token)",
+           (long long)s.quarantined());
     if (s.waiting_for_worker() > 0)
       cell(", %lld waiting for a new worker job now", (long long)s.waiting_for_worker());
     out += "\n";

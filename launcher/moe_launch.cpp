@@ -73,6 +73,7 @@ struct Options {
   double batch_retention_s = 600;
   int max_finished_batches = 1000;
   double recovery_wait_s = 120;
+  int max_losses = 2;
   double drain_grace_s = 30;
   std::string api_keys_file, tls_cert, tls_key, tls_ca;
   int max_message_mb = 64;
@@ -286,6 +287,7 @@ int run(int argc, char** argv) {
   app.add_option("--batch-retention-s", o.batch_retention_s, "coordinator: seconds a finished batch's results stay readable");
   app.add_option("--max-finished-batches", o.max_finished_batches, "coordinator: finished batches kept at most");
   app.add_option("--recovery-wait-s", o.recovery_wait_s, "coordinator: seconds the unfinished sequences of a lost worker job wait for a restarted one");
+  app.add_option("--max-losses", o.max_losses, "coordinator: worker-job losses in a row a sequence may be in flight at without making a token before it fails instead of being re-submitted; 0: never");
   app.add_option("--drain-grace-s", o.drain_grace_s, "coordinator: on SIGTERM, seconds to keep serving finished batches not fetched yet");
   app.add_option("--api-keys-file", o.api_keys_file, "coordinator: client API keys, one per line (default: MOE_API_KEYS, or no keys)");
   app.add_option("--tls-cert", o.tls_cert, "coordinator: PEM certificate chain, serve gRPC over TLS (default: plain text)");
@@ -328,9 +330,9 @@ int run(int argc, char** argv) {
     return kExitBadInput;
   }
   if (o.max_restarts < 0 || o.restart_backoff_s < 0 || o.recovery_wait_s < 0 ||
-      o.drain_grace_s < 0) {
-    spdlog::error("--max-restarts, --restart-backoff-s, --recovery-wait-s and --drain-grace-s "
-                  "must be >= 0");
+      o.max_losses < 0 || o.drain_grace_s < 0) {
+    spdlog::error("--max-restarts, --restart-backoff-s, --recovery-wait-s, --max-losses and "
+                  "--drain-grace-s must be >= 0");
     return kExitBadInput;
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
@@ -397,6 +399,7 @@ int run(int argc, char** argv) {
                        "--max-finished-batches", std::to_string(o.max_finished_batches),
                        "--openai-port", std::to_string(o.openai_port), "--served-model-name",
                        o.served_model_name, "--recovery-wait-s", num(o.recovery_wait_s),
+                       "--max-losses", std::to_string(o.max_losses),
                        "--drain-grace-s", num(o.drain_grace_s), "--max-message-mb",
                        std::to_string(o.max_message_mb), "--api-keys-file", o.api_keys_file,
                        "--tls-cert", o.tls_cert, "--tls-key", o.tls_key, "--max-context",

@@ -88,7 +88,12 @@ class GrpcController final : public runtime::Controller {
   GrpcController(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> creds,
                  const std::string& secret, const runtime::RankRuntime& rt, int world,
                  const std::string& tokenizer_model) {
-    channel_ = grpc::CreateChannel(address, creds);
+    // Any size the coordinator sends: it bounds every request at admission (a work message is a
+    // sequence's ids and its bounded stops) and is the one peer, known by the secret. gRPC's
+    // default 4 MiB receive limit broke the link on a work message the coordinator had admitted.
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    channel_ = grpc::CreateCustomChannel(address, creds, args);
     if (!channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)))
       throw InputError("cannot reach the coordinator at " + address + " within 30 s");
     stub_ = moe::v1::WorkerLink::NewStub(channel_);
@@ -130,6 +135,22 @@ class GrpcController final : public runtime::Controller {
       out_cv_.notify_all();
     }
     if (writer_.joinable()) writer_.join();
+    bool peer_closed = false;
+    {
+      std::lock_guard lk(mu_);
+      peer_closed = closed_;
+    }
+    if (peer_closed) {
+      // The coordinator ended the link (or it broke): say why, where the job's exit alone
+      // would not (all reads and writes are over, so the stream may be finished).
+      if (reader_.joinable()) reader_.join();
+      const grpc::Status st = stream_->Finish();
+      if (st.ok())
+        spdlog::info("worker link: the coordinator closed the link");
+      else
+        spdlog::error("worker link: lost ({}: {})", int(st.error_code()), st.error_message());
+      return;
+    }
     ctx_.TryCancel();
     if (reader_.joinable()) reader_.join();
   }

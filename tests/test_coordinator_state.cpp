@@ -92,5 +92,73 @@ TEST(CoordinatorState, ABurstSpreadsOverTheRanksAndTokensPayTheCountDown) {
   EXPECT_EQ(owed(s), (std::vector<int64_t>{0, 20}));
 }
 
+// A request that takes every job down (the worker dies on it) must not be re-submitted to
+// every restart until the restarts are spent: in flight at two losses in a row without making a
+// token, it fails with why; a sequence that made a token in between goes on.
+TEST(CoordinatorState, ASequenceInFlightAtTwoLossesWithoutATokenFails) {
+  coordinator::State s(coordinator::Options{});
+  std::vector<moe::v1::WorkItem> sent;
+  auto attach = [&] {
+    sent.clear();
+    return s.attach(hello(2), [&](const moe::v1::CoordinatorMessage& m) {
+      if (m.has_work()) sent.push_back(m.work());
+      return true;
+    }, [] {}).ok();
+  };
+  ASSERT_TRUE(attach());
+  std::vector<int64_t> ids;
+  ASSERT_TRUE(s.admit({item(4, 6), item(4, 6)}, "", true, &ids).ok());
+  const int64_t poison = ids[0], fine = ids[1];
+
+  s.detach("the worker link broke");  // loss 1: both kept, both re-submitted
+  ASSERT_TRUE(attach());
+  EXPECT_EQ(sent.size(), 2u);
+  moe::v1::StepReport st;
+  st.set_step(1);
+  auto* t = st.add_tokens();
+  t->set_seq_id(fine);
+  t->set_token_id(7);
+  s.on_step(st);
+
+  s.detach("rank 1 died");  // loss 2: `poison` made nothing since loss 1
+  const auto now = coordinator::Clock::now();
+  const coordinator::Sequence p = s.wait(poison, 0, now);
+  EXPECT_EQ(p.error.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_NE(p.error.error_message().find("in flight at 2 worker-job losses in a row without "
+                                         "making a token (the last: rank 1 died)"),
+            std::string::npos)
+      << p.error.error_message();
+  const coordinator::Sequence f = s.wait(fine, 1, now);
+  EXPECT_FALSE(f.done());
+  ASSERT_TRUE(attach());
+  ASSERT_EQ(sent.size(), 1u);  // only the one that made a token goes on
+  EXPECT_EQ(sent[0].seq_id(), fine);
+  moe::v1::LoadStatsResponse r;
+  ASSERT_TRUE(s.load_stats(false, &r));
+  EXPECT_EQ(r.quarantined(), 1);
+}
+
+TEST(CoordinatorState, MaxLossesZeroReSubmitsForEver) {
+  coordinator::Options o;
+  o.max_losses = 0;
+  coordinator::State s(o);
+  int sent = 0;
+  auto attach = [&] {
+    return s.attach(hello(2), [&](const moe::v1::CoordinatorMessage& m) {
+      sent += m.has_work();
+      return true;
+    }, [] {}).ok();
+  };
+  ASSERT_TRUE(attach());
+  std::vector<int64_t> ids;
+  ASSERT_TRUE(s.admit({item(4, 6)}, "", true, &ids).ok());
+  for (int loss = 0; loss < 4; ++loss) {
+    s.detach("lost");
+    ASSERT_TRUE(attach());
+  }
+  EXPECT_EQ(sent, 5);
+  EXPECT_FALSE(s.wait(ids[0], 0, coordinator::Clock::now()).done());
+}
+
 }  // namespace
 }  // namespace moe::test

@@ -272,6 +272,7 @@ void State::apply_step_locked(const moe::v1::StepReport& st) {
       continue;
     }
     s.output.push_back(t.token_id());
+    s.losses = 0;
     touch_locked(s.id);
     owe_locked(s, std::max<int64_t>(0, s.max_new - int64_t(s.output.size())));
     if (t.has_logprob()) {
@@ -322,8 +323,24 @@ void State::detach_locked(const std::string& why) {
                   "(--recovery-wait-s) for a new worker job, which goes on from the tokens they "
                   "have", why, in_flight_, opt_.recovery_wait_s);
     lost_at_ = Clock::now();
-    // The kept sequences owe nothing until sent to the next job.
-    for (auto& [id, s] : seqs_) s.owed = 0;
+    // The kept sequences owe nothing until sent to the next job. One that has now been in
+    // flight at max_losses losses without making a token fails here, with why: re-submitted, it
+    // could take down every restarted job in turn.
+    for (auto it = seqs_.begin(); it != seqs_.end();) {
+      auto cur = it++;  // finished_locked may erase cur
+      Sequence& s = cur->second;
+      s.owed = 0;
+      if (s.done() || opt_.max_losses <= 0 || ++s.losses < opt_.max_losses) continue;
+      s.error = {grpc::StatusCode::ABORTED,
+                 "sequence " + std::to_string(s.id) + " was in flight at " +
+                     std::to_string(s.losses) + " worker-job losses in a row without making a " +
+                     "token (the last: " + why + "); it may be what takes the jobs down, so it " +
+                     "is not sent to another (--max-losses)"};
+      spdlog::error("{}", s.error.error_message());
+      ++stats_.failed;
+      ++stats_.quarantined;
+      finished_locked(cur);
+    }
     std::fill(outstanding_.begin(), outstanding_.end(), 0);
   }
   cv_.notify_all();

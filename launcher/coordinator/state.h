@@ -45,6 +45,10 @@ struct Options {
   // After a worker job is lost, its unfinished sequences wait this long for a new job (which
   // goes on from the tokens they have); 0 fails them at once.
   double recovery_wait_s = 120;
+  // A sequence in flight at this many worker-job losses with no token made in between fails
+  // instead of going to the next job: it may be what takes the jobs down (a poison request).
+  // 0: never.
+  int max_losses = 2;
 };
 
 struct Sequence {
@@ -62,6 +66,7 @@ struct Sequence {
   int64_t batch_index = -1; // its item's position in the batch (input order)
   bool text = false;        // the prompt came as text: outputs are decoded too
   int64_t owed = 0;         // what it adds to outstanding_[rank]: tokens its job still owes it
+  int losses = 0;           // worker-job losses it was in flight at since its last token
   bool done() const { return !finish.empty() || !error.ok(); }
 };
 

@@ -127,6 +127,7 @@ bool Statistics::load_stats(bool recent, const LiveState& live,
   out->set_worker_lost(live.lost);
   out->set_worker_restarts(std::max<int64_t>(0, worker_attaches.load() - 1));
   out->set_resubmitted(resubmitted.load());
+  out->set_quarantined(quarantined.load());
   out->set_waiting_for_worker(live.waiting_for_worker);
   out->set_rebalances(rebalance_done_.rebalances + rebalance_job_.rebalances);
   out->set_rebalance_weights_moved(rebalance_done_.weights + rebalance_job_.weights);
@@ -149,6 +150,7 @@ std::string Statistics::prometheus(const LiveState& live) const {
   metric("moe_worker_losses_total", "counter", "worker jobs lost (a rank died, stalled or the link broke)", double(worker_losses.load()));
   metric("moe_worker_restarts_total", "counter", "worker jobs attached after the first", double(std::max<int64_t>(0, worker_attaches.load() - 1)));
   metric("moe_sequences_resubmitted_total", "counter", "unfinished sequences handed to a new worker job after a loss", double(resubmitted.load()));
+  metric("moe_sequences_quarantined_total", "counter", "sequences failed rather than re-submitted: in flight at --max-losses worker-job losses without a token", double(quarantined.load()));
   metric("moe_sequences_waiting_for_worker", "gauge", "unfinished sequences kept for a new worker job", double(live.waiting_for_worker));
   metric("moe_requests_total", "counter", "sequences admitted", double(requests.load()));
   metric("moe_requests_refused_total", "counter", "requests refused (invalid or over the queue bound)", double(refused.load()));

@@ -53,7 +53,7 @@ class Statistics {
 
   // Counters the sequence store bumps.
   std::atomic<int64_t> requests{0}, refused{0}, failed{0}, generated{0};
-  std::atomic<int64_t> worker_attaches{0}, worker_losses{0}, resubmitted{0};
+  std::atomic<int64_t> worker_attaches{0}, worker_losses{0}, resubmitted{0}, quarantined{0};
 
  private:
   struct StepDelta {

@@ -47,11 +47,35 @@ grep "started moe-coordinator" "$TMP/launch.err" | grep -q -- "--stats-window-s 
 
 "$BIN/moe-cli" --server "$ADDR" health >"$TMP/h1" 2>&1 && grep -q "^SERVING" "$TMP/h1" && ok "health: SERVING" || bad "health after start: $(cat "$TMP/h1")"
 
+# An idle job sleeps: each rank under 2% of a core over 5 s with nothing asked of it (rank 1
+# once polled its exchange 20,000 times a second, 27% of a core).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+ranks=()
+for p in $(pgrep -f "moe-worker --coordinator $ADDR"); do
+  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = moe-worker ] && ranks+=("$p")
+done
+before=(); for p in "${ranks[@]}"; do before+=("$(ticks "$p")"); done
+sleep 5
+busy=
+for i in "${!ranks[@]}"; do
+  pct=$(( ($(ticks "${ranks[$i]}") - before[i]) * 100 / ($(getconf CLK_TCK) * 5) ))
+  busy="$busy ${pct}%"
+  [ "$pct" -lt 2 ] || idle_fail=1
+done
+[ "${#ranks[@]}" -eq 2 ] && [ -z "${idle_fail:-}" ] && ok "idle ranks under 2% of a core each:$busy" \
+  || bad "idle ranks (${#ranks[@]} found) use a core's:$busy"
+
 "$BIN/moe-cli" --server "$ADDR" batch --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/served.jsonl" 2>"$TMP/batch.err" \
   && ok "batch exit 0" || bad "batch: $(tail -2 "$TMP/batch.err")"
 grep -q "tokens/s" "$TMP/batch.err" && ok "batch progress with tokens/s on stderr" || bad "batch progress: $(cat "$TMP/batch.err")"
 "$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/run.jsonl" --no-stats-table --log-level warn
 cmp -s "$TMP/served.jsonl" "$TMP/run.jsonl" && ok "served batch == moe-run output" || bad "served batch differs from moe-run"
+
+# A line the coordinator refuses is named by the id the file gave it, not moe-cli's index.
+printf '{"id": 100, "prompt_ids": [5]}\n{"id": 200, "prompt_ids": [6]}\n{"id": 300, "prompt_ids": [7, 100000]}\n' > "$TMP/bad300.jsonl"
+"$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/bad300.jsonl" >/dev/null 2>"$TMP/bad300.err"; rc=$?
+[ "$rc" -ne 0 ] && grep -q "item 2 (id 300): prompt_ids\[1\] is 100000" "$TMP/bad300.err" \
+  && ok "a refused batch line is named by its own id (300)" || bad "refused line: exit $rc $(cat "$TMP/bad300.err")"
 
 # String ids, and a batch resumed after an interruption: the run is cut short by keeping only
 # the first 3 result lines and half of the 4th; --resume runs the rest and appends, so the file
