@@ -26,20 +26,20 @@ MPI_Op to_mpi(Communicator::Op op) {
 // Polls a started collective to completion: MPI_Test for up to kSpin (most waits inside a
 // step are shorter: they cost what a blocking call costs), then sleeps between polls, doubling
 // from kFirstSleep to kMaxSleep (a wait within a step ends at most about kMaxSleep late). Where
-// long waits are expected (an idle rank waiting for rank 0 to find work) the sleeps start at
-// kIdleFirstSleep and grow to kIdleSleep: an idle rank wakes about 600 times a second rather
-// than 20,000 (27% of a core before), and the first step after idleness starts at most about
-// kIdleSleep late.
+// long waits are expected (an idle rank waiting for rank 0 to find work) there is no spin and
+// the sleeps go from kIdleFirstSleep to kIdleSleep: an idle rank wakes a few hundred times a
+// second rather than 20,000 (27% of a core before; each MPI_Test costs tens of microseconds),
+// and the first step after idleness starts at most about kIdleSleep late.
 constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr auto kFirstSleep = std::chrono::microseconds(5);
 constexpr auto kMaxSleep = std::chrono::microseconds(50);
-constexpr auto kIdleFirstSleep = std::chrono::microseconds(250);
-constexpr auto kIdleSleep = std::chrono::microseconds(2000);
+constexpr auto kIdleFirstSleep = std::chrono::microseconds(500);
+constexpr auto kIdleSleep = std::chrono::microseconds(5000);
 
 void wait_patiently(MPI_Request* req, bool long_wait) {
   using Clock = std::chrono::steady_clock;
   int done = 0;
-  const auto spin_until = Clock::now() + kSpin;
+  const auto spin_until = Clock::now() + (long_wait ? std::chrono::microseconds(0) : kSpin);
   do {
     MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
     if (done) return;

@@ -16,8 +16,10 @@ constexpr uint8_t kErrorCode = 255;  // a report's finish byte for a refused seq
 
 using Clock = std::chrono::steady_clock;
 
-// How long an idle rank 0 waits in poll() for work before the ranks check in again.
-constexpr int kIdleWaitMs = 20;
+// How long an idle rank 0 waits in poll() for work before the ranks check in again (work wakes
+// the poll at once). Each check-in costs every rank its exchange and a few polls: at 20 ms an
+// idle rank used 1-1.3% of a core, at 50 ms about half that.
+constexpr int kIdleWaitMs = 50;
 
 // The exchange's bytes a rank: at first, and at most (see all_gather_bytes).
 constexpr size_t kFirstChunk = 2048;
@@ -283,7 +285,7 @@ void WorkerLoop::run() {
     // has work left, and rank 0's control for the next step.
     // With no work anywhere, the other ranks wait here while rank 0 polls for work, and rank 0
     // then waits for them to wake: every rank may poll seldom (the first step after idleness
-    // starts a few milliseconds late at most).
+    // starts at most about 5 ms late).
     comm_.expect_long_waits(wait);
     const std::vector<std::string> all =
         all_gather_bytes(comm_, encode(made, ran, ran ? control : 0, root ? &c : nullptr), &chunk_);

@@ -43,7 +43,7 @@ echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long)
 
 start=$(date +%s)
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_C_COMPILER="$CC_FUZZ" \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_C_COMPILER="$CC_FUZZ" \
   -DCMAKE_CXX_COMPILER="$CXX_FUZZ" -DMOE_CUDA=OFF -DMOE_TESTS=OFF -DMOE_FUZZ=ON >/dev/null
 targets=()
 for h in "${HARNESSES[@]}"; do targets+=("fuzz_$h"); done

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the whole test suite (unit, reference and multi-rank tests) on the
 # CPU, a short run of each input parser's fuzzing harness (scripts/fuzz.sh; MOE_FUZZ_SECONDS
-# per harness, 15 by default; 0 leaves it out), the kernels' and MoE dispatch ops' GPU suites on
-# the CUDA emulation under ThreadSanitizer (scripts/test_emulated.sh, in build-tsan/), then the
+# per harness, 15 by default; 0 leaves it out), the GPU test suites on the CUDA emulation, plain
+# and under ThreadSanitizer (scripts/test_emulated.sh, in build-emu/ and build-tsan/), then the
 # whole suite, the emulated GPU suites included, with AddressSanitizer and
 # UndefinedBehaviorSanitizer (scripts/test_sanitized.sh, in build-asan/). In build/ the GPU
 # tests run on the GPU where there is one and skip where there is none. MOE_EMULATED=0 leaves
@@ -17,8 +17,7 @@ if [ "${MOE_FUZZ_SECONDS:-15}" != 0 ]; then
   bash scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-15}"
 fi
 if [ "${MOE_EMULATED:-1}" != 0 ]; then
-  # Only the ThreadSanitizer half: the sanitized pass below runs every emulated GPU suite.
-  MOE_EMU_PLAIN=0 bash scripts/test_emulated.sh
+  bash scripts/test_emulated.sh
 fi
 if [ "${MOE_SANITIZED:-1}" != 0 ]; then
   bash scripts/test_sanitized.sh

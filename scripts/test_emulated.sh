@@ -5,8 +5,7 @@
 # ThreadSanitizer in build-tsan/, where a missing barrier between a block's threads is a data
 # race. The same suites under AddressSanitizer and UBSan run in scripts/test_sanitized.sh, whose
 # build is emulated too. Only the GPU tests' targets are built. Extra arguments go to the plain
-# pass's ctest, e.g. -R CudaEdges. MOE_EMU_PLAIN=0 leaves the plain pass out (scripts/test.sh
-# does: its sanitized pass runs the same suites on the same emulation).
+# pass's ctest, e.g. -R CudaEdges. MOE_EMU_PLAIN=0 leaves the plain pass out.
 #
 # Left out under ThreadSanitizer: the kernels whose threads share nothing (grid-stride element-
 # wise loops: add, cast, random_fill, pack/unpack, weighted_combine) at their large sizes (65,536

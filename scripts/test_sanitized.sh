@@ -30,7 +30,8 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # reference checkpoints at 4 and 8 ranks and the other 8-rank tests (the same code as at 2
 # ranks, 8 instrumented processes on 2 cores), and the moe-run CLI script (its parsers are
 # fuzzed, and moe-run runs under the sanitizers in cli_moe_plan and cli_cpu_without_nccl):
-# 5 more minutes; the device communicators at 4 ranks (the same code as at 2).
+# 5 more minutes; the device communicators and the served job's recovery at 4 ranks (the same
+# code as at 2; a minute).
 ctest --test-dir "$BUILD" --output-on-failure --timeout 900 \
-  -E '^(cli_bundle|cli_multinode|cli_moe_sim|cli_moe_run|mpi_np4_reference|mpi_np4_comm_cuda|mpi_np8_.*)$' "$@"
+  -E '^(cli_bundle|cli_multinode|cli_moe_sim|cli_moe_run|mpi_np4_reference|mpi_np4_comm_cuda|mpi_np8_.*|ServingTest\..*At4Ranks)$' "$@"
 echo "sanitized: build $((built - start)) s, tests $(($(date +%s) - built)) s"
