@@ -48,22 +48,27 @@ grep "started moe-coordinator" "$TMP/launch.err" | grep -q -- "--stats-window-s 
 "$BIN/moe-cli" --server "$ADDR" health >"$TMP/h1" 2>&1 && grep -q "^SERVING" "$TMP/h1" && ok "health: SERVING" || bad "health after start: $(cat "$TMP/h1")"
 
 # An idle job sleeps: each rank under 2% of a core over 8 s with nothing asked of it (rank 1
-# once polled its exchange 20,000 times a second, 27% of a core).
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-ranks=()
-for p in $(pgrep -f "moe-worker --coordinator $ADDR"); do
-  [ "$(cat "/proc/$p/comm" 2>/dev/null)" = moe-worker ] && ranks+=("$p")
-done
-before=(); for p in "${ranks[@]}"; do before+=("$(ticks "$p")"); done
-sleep 8
-busy=
-for i in "${!ranks[@]}"; do
-  permille=$(( ($(ticks "${ranks[$i]}") - before[i]) * 1000 / ($(getconf CLK_TCK) * 8) ))
-  busy="$busy $((permille / 10)).$((permille % 10))%"
-  [ "$permille" -lt 20 ] || idle_fail=1
-done
-[ "${#ranks[@]}" -eq 2 ] && [ -z "${idle_fail:-}" ] && ok "idle ranks under 2% of a core each:$busy" \
-  || bad "idle ranks (${#ranks[@]} found) use a core's:$busy"
+# once polled its exchange 20,000 times a second, 27% of a core). Measured on the normal build
+# only: a sanitizer's instrumentation makes every poll dearer (1.6% and 2.2% under ASan + UBSan).
+if ldd "$BIN/moe-worker" 2>/dev/null | grep -Eq 'lib(asan|tsan|ubsan)'; then
+  echo "skip - idle ranks' CPU: a sanitized build, not measured"
+else
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+  ranks=()
+  for p in $(pgrep -f "moe-worker --coordinator $ADDR"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = moe-worker ] && ranks+=("$p")
+  done
+  before=(); for p in "${ranks[@]}"; do before+=("$(ticks "$p")"); done
+  sleep 8
+  busy=
+  for i in "${!ranks[@]}"; do
+    permille=$(( ($(ticks "${ranks[$i]}") - before[i]) * 1000 / ($(getconf CLK_TCK) * 8) ))
+    busy="$busy $((permille / 10)).$((permille % 10))%"
+    [ "$permille" -lt 20 ] || idle_fail=1
+  done
+  [ "${#ranks[@]}" -eq 2 ] && [ -z "${idle_fail:-}" ] && ok "idle ranks under 2% of a core each:$busy" \
+    || bad "idle ranks (${#ranks[@]} found) use a core's:$busy"
+fi
 
 "$BIN/moe-cli" --server "$ADDR" batch --input "$CONFIGS/prompts/tiny_a.jsonl" --output "$TMP/served.jsonl" 2>"$TMP/batch.err" \
   && ok "batch exit 0" || bad "batch: $(tail -2 "$TMP/batch.err")"
