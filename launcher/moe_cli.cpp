@@ -87,17 +87,23 @@ int fail(const grpc::Status& st) {
   return exit_code_for(st.error_code());
 }
 
-// The coordinator names a refused item by the id moe-cli sent, its index in the batch ("item 2
-// (id 2): ..."); the user knows it by the id its line gave: that one is put in its place.
+// moe-cli sends an item's index in the file as its id; the user knows it by the id its line
+// gave (an integer or a string), as JSON text. An id moe-cli did not send is shown as it is.
+std::string user_id(const launcher::RequestFile& sent, int64_t id) {
+  return id >= 0 && size_t(id) < sent.user_ids.size() ? sent.user_ids[size_t(id)].dump()
+                                                      : std::to_string(id);
+}
+
+// The coordinator names a refused item by the id moe-cli sent ("item 2 (id 2): ..."): the
+// line's own id is put in its place.
 grpc::Status with_user_id(const grpc::Status& st, const launcher::RequestFile& sent) {
   const std::string& m = st.error_message();
   long long index = -1, id = -1;
   int used = 0;
-  if (std::sscanf(m.c_str(), "item %lld (id %lld): %n", &index, &id, &used) != 2 || used == 0 ||
-      id < 0 || size_t(id) >= sent.user_ids.size())
+  if (std::sscanf(m.c_str(), "item %lld (id %lld): %n", &index, &id, &used) != 2 || used == 0)
     return st;
-  return {st.error_code(), "item " + std::to_string(index) + " (id " +
-                               sent.user_ids[size_t(id)].dump() + "): " + m.substr(size_t(used))};
+  return {st.error_code(), "item " + std::to_string(index) + " (id " + user_id(sent, id) +
+                               "): " + m.substr(size_t(used))};
 }
 
 // The client's API key (--api-key, else MOE_API_KEY; "" for none) and TLS roots (--tls-ca).
@@ -302,11 +308,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   for (const auto& br : done.results()) {
     if (!br.error().empty()) {  // failed: not written, so that --resume runs it again
       if (first_error.empty())
-        first_error = "item (id " +
-                      (br.id() >= 0 && size_t(br.id()) < todo.user_ids.size()
-                           ? todo.user_ids[size_t(br.id())].dump()
-                           : std::to_string(br.id())) +
-                      "): " + br.error();
+        first_error = "item (id " + user_id(todo, br.id()) + "): " + br.error();
       continue;
     }
     runtime::Result r;

@@ -5,7 +5,7 @@
 # ThreadSanitizer in build-tsan/, where a missing barrier between a block's threads is a data
 # race. The same suites under AddressSanitizer and UBSan run in scripts/test_sanitized.sh, whose
 # build is emulated too. Only the GPU tests' targets are built. Extra arguments go to the plain
-# pass's ctest, e.g. -R CudaEdges. MOE_EMU_PLAIN=0 leaves the plain pass out.
+# pass's ctest, e.g. -R CudaEdges.
 #
 # Left out under ThreadSanitizer: the kernels whose threads share nothing (grid-stride element-
 # wise loops: add, cast, random_fill, pack/unpack, weighted_combine) at their large sizes (65,536
@@ -17,16 +17,12 @@ start=$(date +%s)
 
 GPU_TESTS=(test_emulator emu_probe test_cuda_kernels test_cuda_edges test_cuda_fault test_cuda_ops
            test_cuda_moe_ops test_cublas_library test_comm_cuda test_cuda_reference test_cuda_rebalance)
-if [ "${MOE_EMU_PLAIN:-1}" != 0 ]; then
-  cmake -S . -B build-emu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA_EMULATION=ON >/dev/null
-  cmake --build build-emu --parallel "$(nproc)" --target "${GPU_TESTS[@]}"
-  built=$(date +%s)
-  # Serially, as in scripts/test.sh: concurrent Open MPI jobs can collide on their session files.
-  ctest --test-dir build-emu --output-on-failure --timeout 600 \
-    -R '^(cuda\.|mpi_np[0-9]+_(cuda_|comm_cuda))' "$@"
-else
-  built=$start
-fi
+cmake -S . -B build-emu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA_EMULATION=ON >/dev/null
+cmake --build build-emu --parallel "$(nproc)" --target "${GPU_TESTS[@]}"
+built=$(date +%s)
+# Serially, as in scripts/test.sh: concurrent Open MPI jobs can collide on their session files.
+ctest --test-dir build-emu --output-on-failure --timeout 600 \
+  -R '^(cuda\.|mpi_np[0-9]+_(cuda_|comm_cuda))' "$@"
 plain=$(date +%s)
 
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -59,6 +59,17 @@ struct BadField {
   std::string param, message;
 };
 
+// A token id from JSON, read wide and range-checked: 2^32 + 197 is refused, not taken as 197.
+int32_t token_id(const json& t, const char* field) {
+  if (!t.is_number_integer())
+    throw BadField{field, std::string(field) + ": token ids must be integers"};
+  const bool fits = t.is_number_unsigned()
+                        ? t.get<uint64_t>() <= uint64_t(INT32_MAX)
+                        : t.get<int64_t>() >= INT32_MIN && t.get<int64_t>() <= INT32_MAX;
+  if (!fits) throw BadField{field, std::string(field) + ": a token id is out of range"};
+  return int32_t(t.get<int64_t>());
+}
+
 std::string random_id() {
   static std::atomic<uint64_t> counter{0};
   std::random_device rd;
@@ -161,15 +172,7 @@ Completion parse_completion(const std::string& body, const std::string& model) {
     if (ids.size() > size_t(kMaxStopTokenIds))
       throw BadField{f, "stop_token_ids holds " + std::to_string(ids.size()) +
                             " ids, expected at most " + std::to_string(kMaxStopTokenIds)};
-    for (const auto& t : ids) {
-      if (!t.is_number_integer()) throw BadField{f, "stop_token_ids must be token ids"};
-      // Read wide, then range-checked: 2^32 + 197 is refused, not taken as 197.
-      const bool fits = t.is_number_unsigned() ? t.get<uint64_t>() <= uint64_t(INT32_MAX)
-                                               : t.get<int64_t>() >= INT32_MIN &&
-                                                     t.get<int64_t>() <= INT32_MAX;
-      if (!fits) throw BadField{f, "a stop token id is out of range"};
-      s.add_stop_token_ids(int32_t(t.get<int64_t>()));
-    }
+    for (const auto& t : ids) s.add_stop_token_ids(token_id(t, f));
   }
   if (j.contains("stop") && !j["stop"].is_null()) {
     const json& st = j["stop"];
@@ -203,12 +206,7 @@ Completion parse_completion(const std::string& body, const std::string& model) {
       it.set_prompt_text(prompts[i].get<std::string>());
       if (it.prompt_text().empty()) throw BadField{"prompt", "a prompt must not be empty"};
     } else if (prompts[i].is_array()) {
-      for (const auto& t : prompts[i]) {
-        if (!t.is_number_integer()) throw BadField{"prompt", "token ids must be integers"};
-        const int64_t v = t.get<int64_t>();
-        if (v < INT32_MIN || v > INT32_MAX) throw BadField{"prompt", "a token id is out of range"};
-        it.add_prompt_ids(int32_t(v));
-      }
+      for (const auto& t : prompts[i]) it.add_prompt_ids(token_id(t, "prompt"));
     } else {
       throw BadField{"prompt", "each prompt must be a string or a list of token ids"};
     }
