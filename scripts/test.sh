@@ -9,16 +9,28 @@
 # the emulated pass out, MOE_SANITIZED=0 the sanitized one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-bash scripts/build.sh "$@"
-# Serially: concurrent Open MPI jobs on one machine can collide on their session files.
-ctest --test-dir build --output-on-failure --timeout 600
+# Each phase's wall time, printed as it ends and again in a table at the end.
+PHASES=()
+phase() {
+  local name=$1 t0=$SECONDS
+  shift
+  echo "== test.sh: $name"
+  "$@"
+  PHASES+=("$(printf '%-34s %5d s' "$name" $((SECONDS - t0)))")
+  echo "== test.sh: $name done in $((SECONDS - t0)) s"
+}
+phase "setup (packages)" bash scripts/setup.sh
+phase "build (build/)" bash scripts/build.sh "$@"
+# In parallel (the tests that start processes of their own hold a lock: tests/CMakeLists.txt).
+phase "tests (build/)" ctest --test-dir build --output-on-failure --timeout 600 -j "$(nproc)"
 if [ "${MOE_FUZZ_SECONDS:-15}" != 0 ]; then
-  bash scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-15}"
+  phase "fuzzing (build-fuzz/)" bash scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-15}"
 fi
 if [ "${MOE_EMULATED:-1}" != 0 ]; then
-  bash scripts/test_emulated.sh
+  phase "emulated GPU (build-emu/, build-tsan/)" bash scripts/test_emulated.sh
 fi
 if [ "${MOE_SANITIZED:-1}" != 0 ]; then
-  bash scripts/test_sanitized.sh
+  phase "sanitized (build-asan/)" bash scripts/test_sanitized.sh
 fi
+echo "== test.sh: every phase passed, in ${SECONDS} s"
+printf '   %s\n' "${PHASES[@]}"

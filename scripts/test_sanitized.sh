@@ -32,6 +32,6 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # fuzzed, and moe-run runs under the sanitizers in cli_moe_plan and cli_cpu_without_nccl):
 # 5 more minutes; the device communicators and the served job's recovery at 4 ranks (the same
 # code as at 2; a minute).
-ctest --test-dir "$BUILD" --output-on-failure --timeout 900 \
+ctest --test-dir "$BUILD" --output-on-failure --timeout 900 -j "$(nproc)" \
   -E '^(cli_bundle|cli_multinode|cli_moe_sim|cli_moe_run|mpi_np4_reference|mpi_np4_comm_cuda|mpi_np8_.*|ServingTest\..*At4Ranks)$' "$@"
 echo "sanitized: build $((built - start)) s, tests $(($(date +%s) - built)) s"
