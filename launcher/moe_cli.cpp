@@ -16,6 +16,7 @@
 #include <numeric>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "launcher/cli_parse.h"
@@ -277,6 +278,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
   last.set_state(moe::v1::BATCH_STATE_RUNNING);
   // The watch stream ends once the batch leaves RUNNING; should it end early (a proxy cutting
   // long streams), watching again picks up where the batch is.
+  bool watch_refused = false;
   while (last.state() == moe::v1::BATCH_STATE_RUNNING) {
     grpc::ClientContext ctx;
     authorize(ctx);
@@ -287,6 +289,15 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
       draw_progress(last);
     }
     if (auto s = reader->Finish(); !s.ok()) {
+      // Too many watchers on the coordinator (--max-watchers): the batch runs on; watch again.
+      if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        if (!watch_refused)
+          std::fprintf(stderr, "\nnote: %s; watching again every second\n",
+                       s.error_message().c_str());
+        watch_refused = true;
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        continue;
+      }
       std::fprintf(stderr, "\n");
       return fail(s);
     }

@@ -66,7 +66,7 @@ int run(int argc, char** argv) {
   std::string listen = "127.0.0.1:50051", log_level = "info";
   std::string worker_secret_file, api_keys_file, tls_cert, tls_key;
   double drain_grace_s = 30;
-  int max_message_mb = 64, max_context = 0;
+  int max_message_mb = 64, max_context = 0, max_watchers = 256;
   int metrics_port = 9464, openai_port = 0;
   coordinator::OpenAiOptions openai;
   double drain_timeout_s = 30;
@@ -91,6 +91,7 @@ int run(int argc, char** argv) {
   app.add_option("--api-keys-file", api_keys_file, "file of client API keys, one per line; with it (or MOE_API_KEYS, comma-separated) every client call needs 'authorization: Bearer <key>' and a batch answers only to its key (default: no keys)");
   app.add_option("--tls-cert", tls_cert, "PEM certificate chain: serve gRPC over TLS (with --tls-key; default: plain text)");
   app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--max-watchers", max_watchers, "WatchBatch streams open at once (each holds a server thread); past it a new one gets RESOURCE_EXHAUSTED");
   app.add_option("--max-message-mb", max_message_mb, "largest request message accepted, in MiB; larger ones are refused before they are buffered (a batch over it must be split)");
   app.add_option("--max-context", max_context, "the model's context in tokens, where known before the worker attaches (moe-launch passes it): the message limit becomes what --max-queue sequences of that length need, if less than --max-message-mb; 0: unknown");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
@@ -101,8 +102,9 @@ int run(int argc, char** argv) {
   if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 ||
       opt.stats_window_s <= 0 || opt.batch_retention_s < 0 || opt.max_finished_batches < 0 ||
       opt.recovery_wait_s < 0 || opt.max_losses < 0 || drain_grace_s < 0 || max_message_mb < 1 ||
-      max_message_mb > 2047 || max_context < 0) {
-    spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
+      max_message_mb > 2047 || max_context < 0 || max_watchers < 1) {
+    spdlog::error("--max-queue and --max-watchers must be >= 1, --rank-timeout-s and "
+                  "--stats-window-s > 0, "
                   "--drain-timeout-s, --drain-grace-s, --recovery-wait-s, --max-losses, "
                   "--batch-retention-s and --max-finished-batches >= 0, --max-message-mb in "
                   "[1, 2047]");
@@ -152,7 +154,7 @@ int run(int argc, char** argv) {
     h->SetServingStatus(serving);
     h->SetServingStatus("moe.v1.Inference", serving);
   };
-  coordinator::InferenceService inference(state, auth);
+  coordinator::InferenceService inference(state, auth, max_watchers);
   coordinator::WorkerLinkService link(state, worker_secret,
                                       [&](bool attached) { set_health(attached); });
   grpc::ServerBuilder builder;

@@ -77,14 +77,19 @@ struct Options {
   double drain_grace_s = 30;
   std::string api_keys_file, tls_cert, tls_key, tls_ca;
   int max_message_mb = 64;
+  int max_watchers = 256;
   // Restarting a lost worker job.
   int max_restarts = 3;
   double restart_backoff_s = 1;
+  // The coordinator itself: unanswered health checks for this long stop the service (0: never).
+  double coordinator_timeout_s = 120;
 };
 
 // A job that served and then shows NOT_SERVING this long while mpirun still runs was declared
 // dead by the coordinator (no step report within --rank-timeout-s): it is killed and restarted.
 constexpr auto kStallGrace = std::chrono::seconds(2);
+// Health checks unanswered this long are logged once (the coordinator is busy or stopped).
+constexpr double kSilenceWarnS = 5;
 constexpr double kMaxBackoffS = 30;
 
 // moe-worker's overrides of --config, forwarded only when given (the config file decides
@@ -220,8 +225,14 @@ void stop_all(Child& coord, Child& mpi, const launcher::SignalWaiter& sigs, doub
 // A long-lived channel that failed to connect stays in TRANSIENT_FAILURE and keeps failing fast
 // with the stale error after the server is up; a private subchannel pool keeps gRPC from
 // handing the new channel that same failed connection.
-grpc::Status probe(const std::string& address,
-                   const std::shared_ptr<grpc::ChannelCredentials>& creds) {
+//
+// The answer is the coordinator's word on the job (SERVING or NOT_SERVING) or no answer at all
+// (a busy, stopped or unreachable coordinator), which says nothing about the job.
+struct Probe {
+  enum Answer { kServing, kNotServing, kNoAnswer } answer;
+  std::string detail;  // why not SERVING
+};
+Probe probe(const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& creds) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto stub = grpc::health::v1::Health::NewStub(grpc::CreateCustomChannel(address, creds, args));
@@ -229,10 +240,11 @@ grpc::Status probe(const std::string& address,
   ctx.set_deadline(std::chrono::system_clock::now() + kProbeDeadline);
   grpc::health::v1::HealthCheckRequest req;
   grpc::health::v1::HealthCheckResponse resp;
-  grpc::Status st = stub->Check(&ctx, req, &resp);
-  if (st.ok() && resp.status() != grpc::health::v1::HealthCheckResponse::SERVING)
-    return {grpc::StatusCode::UNAVAILABLE, "NOT_SERVING (no worker job attached yet)"};
-  return st;
+  const grpc::Status st = stub->Check(&ctx, req, &resp);
+  if (!st.ok()) return {Probe::kNoAnswer, st.error_message()};
+  if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING)
+    return {Probe::kNotServing, "NOT_SERVING (no worker job attached)"};
+  return {Probe::kServing, ""};
 }
 
 // The longest sequence (prompt plus new tokens) the worker job will take, as it computes it:
@@ -294,9 +306,11 @@ int run(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "coordinator: PEM private key of --tls-cert");
   app.add_option("--tls-ca", o.tls_ca, "PEM roots the workers and the health probe trust (default: --tls-cert itself)");
   app.add_option("--max-message-mb", o.max_message_mb, "coordinator: largest request message accepted, in MiB");
+  app.add_option("--max-watchers", o.max_watchers, "coordinator: WatchBatch streams open at once before a new one gets RESOURCE_EXHAUSTED");
   // Recovery.
   app.add_option("--max-restarts", o.max_restarts, "times a lost worker job (a rank died or stalled) is restarted before the service gives up; 0: never");
   app.add_option("--restart-backoff-s", o.restart_backoff_s, "wait before the first restart, doubled for each one after it (at most 30 s)");
+  app.add_option("--coordinator-timeout-s", o.coordinator_timeout_s, "seconds the coordinator may leave health checks unanswered (busy, stopped) before the service stops with exit 1 for an outer supervisor to restart; a worker job is never restarted for it; 0: never");
   // Passed on to moe-worker when given.
   std::vector<std::string> worker_values(std::size(kWorkerOverrides));
   for (size_t i = 0; i < std::size(kWorkerOverrides); ++i)
@@ -323,16 +337,17 @@ int run(int argc, char** argv) {
     return kExitBadInput;
   }
   // The coordinator checks its limits too, but a refusal here comes before anything starts.
-  if (o.max_queue < 1 || o.rank_timeout_s <= 0 || o.drain_timeout_s < 0 ||
+  if (o.max_queue < 1 || o.max_watchers < 1 || o.rank_timeout_s <= 0 || o.drain_timeout_s < 0 ||
       o.stats_window_s <= 0 || o.batch_retention_s < 0 || o.max_finished_batches < 0) {
-    spdlog::error("--max-queue must be >= 1, --rank-timeout-s and --stats-window-s > 0, "
+    spdlog::error("--max-queue and --max-watchers must be >= 1, --rank-timeout-s and "
+                  "--stats-window-s > 0, "
                   "--drain-timeout-s, --batch-retention-s and --max-finished-batches >= 0");
     return kExitBadInput;
   }
   if (o.max_restarts < 0 || o.restart_backoff_s < 0 || o.recovery_wait_s < 0 ||
-      o.max_losses < 0 || o.drain_grace_s < 0) {
-    spdlog::error("--max-restarts, --restart-backoff-s, --recovery-wait-s, --max-losses and "
-                  "--drain-grace-s must be >= 0");
+      o.max_losses < 0 || o.drain_grace_s < 0 || o.coordinator_timeout_s < 0) {
+    spdlog::error("--max-restarts, --restart-backoff-s, --recovery-wait-s, --max-losses, "
+                  "--drain-grace-s and --coordinator-timeout-s must be >= 0");
     return kExitBadInput;
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
@@ -400,6 +415,7 @@ int run(int argc, char** argv) {
                        "--openai-port", std::to_string(o.openai_port), "--served-model-name",
                        o.served_model_name, "--recovery-wait-s", num(o.recovery_wait_s),
                        "--max-losses", std::to_string(o.max_losses),
+                       "--max-watchers", std::to_string(o.max_watchers),
                        "--drain-grace-s", num(o.drain_grace_s), "--max-message-mb",
                        std::to_string(o.max_message_mb), "--api-keys-file", o.api_keys_file,
                        "--tls-cert", o.tls_cert, "--tls-key", o.tls_key, "--max-context",
@@ -453,9 +469,9 @@ int run(int argc, char** argv) {
   std::string last = "no answer yet";
   for (;;) {
     if (!check_children()) return kExitFailure;
-    const grpc::Status st = probe(o.listen, creds);
-    if (st.ok()) break;
-    last = st.error_message();
+    const Probe p = probe(o.listen, creds);
+    if (p.answer == Probe::kServing) break;
+    last = p.detail;
     spdlog::debug("not ready: {}", last);
     if (Clock::now() >= deadline) {
       spdlog::error("the job did not become ready in {} s (last answer from {}: {}); stopping it",
@@ -483,6 +499,12 @@ int run(int argc, char** argv) {
   auto job_started = Clock::now();
   // When the current job, having served, was first seen NOT_SERVING (max: it serves).
   Clock::time_point not_serving_since = Clock::time_point::max();
+  // Since when health checks have gone unanswered (max: the coordinator answers).
+  Clock::time_point coord_silent_since = Clock::time_point::max();
+  bool silence_warned = false;
+  const auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   const auto startup_limit = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(o.startup_timeout_s));
   for (;;) {
@@ -504,8 +526,35 @@ int run(int argc, char** argv) {
     if (reap(mpi)) {
       lost = mpi.name + " " + describe_status(mpi.status);
     } else {
-      const bool serving = probe(o.listen, creds).ok();
-      if (serving) {
+      // The job is judged by the coordinator's word on it (it drops a job whose step reports
+      // stop) or by mpirun leaving; a coordinator that does not answer (busy tokenizing, stopped,
+      // starved) is not a lost job. Its own silence has a bound of its own.
+      const Probe p = probe(o.listen, creds);
+      if (p.answer == Probe::kNoAnswer) {
+        if (coord_silent_since == Clock::time_point::max()) coord_silent_since = Clock::now();
+        const double silent = seconds_since(coord_silent_since);
+        if (silent >= kSilenceWarnS && !silence_warned) {
+          spdlog::warn("the coordinator has not answered a health check for {:.0f} s ({}); the "
+                       "worker job is not judged by that (--coordinator-timeout-s {})",
+                       silent, p.detail, o.coordinator_timeout_s);
+          silence_warned = true;
+        }
+        if (o.coordinator_timeout_s > 0 && silent > o.coordinator_timeout_s) {
+          spdlog::error("the coordinator has not answered a health check for {:.0f} s "
+                        "(--coordinator-timeout-s {}; last: {}): stopping the service; requests "
+                        "still in flight fail", silent, o.coordinator_timeout_s, p.detail);
+          signal_group(coord, SIGKILL);  // a stopped process takes SIGKILL only
+          stop_all(coord, mpi, sigs, o.drain_timeout_s + o.drain_grace_s);
+          return kExitFailure;
+        }
+        continue;
+      }
+      if (silence_warned)
+        spdlog::info("the coordinator answers again after {:.1f} s",
+                     seconds_since(coord_silent_since));
+      coord_silent_since = Clock::time_point::max();
+      silence_warned = false;
+      if (p.answer == Probe::kServing) {
         job_served = true;
         not_serving_since = Clock::time_point::max();
       } else if (!job_served) {

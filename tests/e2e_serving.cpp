@@ -1199,6 +1199,49 @@ TEST_F(ServingTest, RetainedBatchesAreCapped) {
   EXPECT_EQ(metric_value(http_get(mport, "/metrics"), "moe_batches_retained"), 2);
 }
 
+// WatchBatch streams hold a server thread each while they last: past --max-watchers a new one is
+// refused at once with RESOURCE_EXHAUSTED naming the flag, and a slot freed serves the next.
+TEST_F(ServingTest, WatchersAreBounded) {
+  start({2, {"--max-watchers", "1"}, {}});
+  moe::v1::SubmitBatchRequest req = small_batch(300, 3, 100);
+  req.set_ignore_eos(true);
+  moe::v1::SubmitBatchResponse sub;
+  ASSERT_TRUE(stub_->SubmitBatch(ctx_for<int>(10).get(), req, &sub).ok());
+  moe::v1::GetBatchRequest gb;
+  gb.set_batch_id(sub.batch_id());
+  auto ctx1 = ctx_for<int>(120);
+  auto first = stub_->WatchBatch(ctx1.get(), gb);
+  moe::v1::BatchStatus bs;
+  ASSERT_TRUE(first->Read(&bs));  // the one slot is held
+  ASSERT_EQ(bs.state(), moe::v1::BATCH_STATE_RUNNING) << "the batch ended too soon for the test";
+  {
+    auto ctx2 = ctx_for<int>(10);
+    auto second = stub_->WatchBatch(ctx2.get(), gb);
+    EXPECT_FALSE(second->Read(&bs));
+    const grpc::Status st = second->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+    EXPECT_NE(st.error_message().find("--max-watchers 1"), std::string::npos)
+        << st.error_message();
+  }
+  ctx1->TryCancel();
+  first->Finish();
+  // The handler sees the cancel within its 0.25 s wait; then the slot serves a new watch.
+  grpc::Status st;
+  for (int i = 0; i < 50; ++i) {
+    auto ctx3 = ctx_for<int>(120);
+    auto third = stub_->WatchBatch(ctx3.get(), gb);
+    moe::v1::BatchStatus last;
+    while (third->Read(&bs)) last = bs;
+    st = third->Finish();
+    if (st.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      EXPECT_EQ(last.state(), moe::v1::BATCH_STATE_DONE);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(st.ok()) << st.error_message();
+}
+
 // SIGTERM drains: work in flight completes, new work is refused, the coordinator exits 0.
 TEST_F(ServingTest, SigtermDrainsInFlightWork) {
   start({2, {}, {"--max-tokens-per-step", "1"}});  // slow enough that the drain is observed
@@ -1389,7 +1432,7 @@ TEST_F(ServingTest, WorkerLinkNeedsTheSecret) {
   start({1, {}, {}});
   auto link = moe::v1::WorkerLink::NewStub(
       grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials()));
-  for (const std::string secret : {std::string(), std::string("not-the-secret-0123456789")}) {
+  for (const std::string& secret : {std::string(), std::string("not-the-secret-0123456789")}) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     if (!secret.empty()) ctx.AddMetadata("x-moe-worker-secret", secret);
@@ -1442,7 +1485,7 @@ TEST_F(ServingTest, BatchesAnswerOnlyToTheKeyThatMadeThem) {
   start({1, {"--api-keys-file", keys}, {}});
   const auto req = small_batch(4, 5, 3);
   moe::v1::SubmitBatchResponse sub, sub2;
-  for (const std::string key : {std::string(), std::string("key-wrong-9999")}) {
+  for (const std::string& key : {std::string(), std::string("key-wrong-9999")}) {
     const auto st = stub_->SubmitBatch(ctx_for<int>(10, key).get(), req, &sub);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << "key '" << key << "'";
   }

@@ -3,7 +3,9 @@
 // work and tokens come back, so a burst admitted before any step report spreads evenly.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <map>
+#include <thread>
 #include <vector>
 
 #include "launcher/coordinator/state.h"
@@ -158,6 +160,29 @@ TEST(CoordinatorState, MaxLossesZeroReSubmitsForEver) {
   }
   EXPECT_EQ(sent, 5);
   EXPECT_FALSE(s.wait(ids[0], 0, coordinator::Clock::now()).done());
+}
+
+// A job is judged by its silence while the coordinator runs, not while the coordinator itself
+// was stopped or starved (SIGSTOP, a lock held, swapped out): a gap between two watchdog ticks
+// longer than the rank timeout keeps the job; the same silence seen tick by tick drops it.
+TEST(CoordinatorState, ACoordinatorStallIsNotHeldAgainstTheJob) {
+  using namespace std::chrono_literals;
+  coordinator::Options o;
+  o.rank_timeout_s = 0.5;
+  coordinator::State s(o);
+  ASSERT_TRUE(s.attach(hello(2), [](const moe::v1::CoordinatorMessage&) { return true; },
+                       [] {}).ok());
+  std::vector<int64_t> ids;
+  ASSERT_TRUE(s.admit({item(4, 6)}, "", true, &ids).ok());
+  s.check_timeout();
+  std::this_thread::sleep_for(1500ms);  // no tick for 1.5 s: the coordinator did not run
+  s.check_timeout();
+  EXPECT_TRUE(s.attached()) << "a 1.5 s stall of the coordinator itself dropped the job";
+  for (int i = 0; i < 20 && s.attached(); ++i) {
+    std::this_thread::sleep_for(100ms);
+    s.check_timeout();
+  }
+  EXPECT_FALSE(s.attached()) << "a job silent for 2 s, seen tick by tick, was kept";
 }
 
 }  // namespace

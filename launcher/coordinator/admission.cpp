@@ -1,5 +1,7 @@
 #include "launcher/coordinator/admission.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "launcher/sampling_proto.h"
 
@@ -52,6 +54,18 @@ grpc::Status validate_item(const moe::v1::BatchItem& it, const ModelLimits& mode
   if (it.sampling().stop_size() > 0 && !model.tokenizer)
     return invalid(who + "sampling.stop needs a tokenizer, and this model has none (use "
                          "stop_token_ids)");
+  return grpc::Status::OK;
+}
+
+grpc::Status validate_prompt_text(const moe::v1::BatchItem& it, const ModelLimits& model,
+                                  const std::string& who) {
+  const size_t limit = size_t(std::max(model.max_context, 0)) * kMaxPromptBytesPerToken;
+  if (it.prompt_text().size() > limit)
+    return invalid(who + "prompt_text is " + std::to_string(it.prompt_text().size()) +
+                   " bytes, expected at most " + std::to_string(limit) + " (" +
+                   std::to_string(kMaxPromptBytesPerToken) + " bytes for each of the " +
+                   std::to_string(model.max_context) +
+                   " tokens of context): it cannot fit, and is not tokenized");
   return grpc::Status::OK;
 }
 

@@ -21,6 +21,10 @@ struct ModelLimits {
 constexpr int kMaxStopStrings = 4;         // OpenAI's bound
 constexpr int kMaxStopStringBytes = 256;   // each stop string, in UTF-8 bytes
 constexpr int kMaxStopTokenIds = 256;      // stop_token_ids, besides eos
+// A text prompt is refused by its bytes before it is tokenized, so that tokenizing takes a
+// bounded time: the context times this many bytes. A SentencePiece token of Llama's or
+// Mistral's vocabularies covers at most 16 bytes of text, so no prompt that fits is refused.
+constexpr int kMaxPromptBytesPerToken = 64;
 
 // INVALID_ARGUMENT naming the field, its value and what was expected; OK when it can run.
 // `who` prefixes the message ("item 3 (id 7): " in a batch, "" for Generate). Text prompts
@@ -28,5 +32,9 @@ constexpr int kMaxStopTokenIds = 256;      // stop_token_ids, besides eos
 // tokenizer").
 grpc::Status validate_item(const moe::v1::BatchItem& item, const ModelLimits& model,
                            const std::string& who);
+// Whether the item's prompt_text may be tokenized: at most max_context * kMaxPromptBytesPerToken
+// bytes. Checked before the tokenizer sees it; the tokens it makes are bounded by validate_item.
+grpc::Status validate_prompt_text(const moe::v1::BatchItem& item, const ModelLimits& model,
+                                  const std::string& who);
 
 }  // namespace moe::coordinator

@@ -55,6 +55,15 @@ grpc::Status InferenceService::WatchBatch(grpc::ServerContext* ctx,
                                           grpc::ServerWriter<moe::v1::BatchStatus>* out) {
   std::string owner;
   if (auto st = auth_.check(*ctx, &owner); !st.ok()) return st;
+  // Each watch holds a server thread while it lasts: bounded, the excess refused at once.
+  struct Slot {
+    std::atomic<int>& n;
+    ~Slot() { --n; }
+  } slot{watching_};
+  if (const int open = watching_++; open >= max_watchers_)
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            std::to_string(open) + " batches are being watched already (--max-watchers " +
+                std::to_string(max_watchers_) + "): retry later, or poll GetBatch"};
   for (;;) {
     moe::v1::BatchStatus st;
     if (auto s = s_.batch_status(req->batch_id(), owner, false, &st); !s.ok()) return s;

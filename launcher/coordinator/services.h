@@ -2,6 +2,8 @@
 // The public Inference service of moe-coordinator over its State (the worker job's link is in
 // worker_link.h). Handlers never throw: every outcome is a grpc::Status with a message. Where
 // API keys are on, every call needs one, and a batch answers only to the key that made it.
+#include <atomic>
+
 #include "launcher/coordinator/auth.h"
 #include "launcher/coordinator/state.h"
 #include "moe/v1/inference.grpc.pb.h"
@@ -13,7 +15,10 @@ namespace moe::coordinator {
 class InferenceService final
     : public moe::v1::Inference::WithCallbackMethod_Generate<moe::v1::Inference::Service> {
  public:
-  InferenceService(State& s, const ClientAuth& auth) : s_(s), auth_(auth) {}
+  // `max_watchers`: WatchBatch streams open at once (each holds a server thread while it
+  // lasts); past it a new one gets RESOURCE_EXHAUSTED.
+  InferenceService(State& s, const ClientAuth& auth, int max_watchers)
+      : s_(s), auth_(auth), max_watchers_(max_watchers) {}
   grpc::ServerWriteReactor<moe::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const moe::v1::GenerateRequest* req) override;
   grpc::Status SubmitBatch(grpc::ServerContext* ctx, const moe::v1::SubmitBatchRequest* req,
@@ -28,6 +33,8 @@ class InferenceService final
  private:
   State& s_;
   const ClientAuth& auth_;
+  const int max_watchers_;
+  std::atomic<int> watching_{0};
 };
 
 

@@ -354,6 +354,17 @@ void State::detach(const std::string& why) {
 void State::check_timeout() {
   std::lock_guard lk(mu_);
   const auto now = Clock::now();
+  const auto prev = last_check_;
+  const double gap = prev ? since(*prev, now) : 0.0;
+  last_check_ = now;
+  if (sink_ && gap > kSelfStallS) {
+    // The coordinator was not running: what the job sent meanwhile waits in the socket. Its
+    // silence before the gap still counts.
+    spdlog::warn("the coordinator itself did not run for {:.1f} s (stopped or starved): the "
+                 "worker job's silence over that time is not counted against it", gap);
+    last_report_ = std::min(now, last_report_ + (now - *prev));
+    return;
+  }
   if (sink_) {
     const double quiet = since(last_report_, now);
     if (in_flight_ > 0 && quiet > opt_.rank_timeout_s) {
@@ -430,6 +441,10 @@ grpc::Status State::prepare(std::vector<moe::v1::BatchItem>& items, const std::s
                                           : "item " + std::to_string(i) + " (id " +
                                                 std::to_string(it.id()) + "): ";
     if (it.prompt_ids_size() == 0 && !it.prompt_text().empty() && tok) {
+      if (auto st = validate_prompt_text(it, limits, who); !st.ok()) {
+        ++stats_.refused;
+        return st;
+      }
       for (int32_t t : tok->encode(it.prompt_text())) it.add_prompt_ids(t);
       (*is_text)[i] = true;
     }

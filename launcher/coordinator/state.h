@@ -130,8 +130,11 @@ class State {
   bool attached() const;
   // Detaches the job when it has sent no report for longer than the rank timeout while work is
   // in flight, and fails the sequences kept for a new job once --recovery-wait-s has passed.
-  // Called periodically.
+  // Called periodically (every 100 ms). A gap between two calls longer than kSelfStallS means
+  // the coordinator itself did not run (stopped, starved, swapped out): the job's silence over
+  // that gap is not held against it.
   void check_timeout();
+  static constexpr double kSelfStallS = 1.0;
   // Drops finished batches past --batch-retention-s. Called periodically.
   void expire_batches();
 
@@ -215,6 +218,7 @@ class State {
   std::function<void()> kick_;
   std::shared_ptr<const runtime::Tokenizer> tokenizer_;
   Clock::time_point last_report_;
+  std::optional<Clock::time_point> last_check_;  // check_timeout's previous call
   bool draining_ = false;
   std::string lost_;  // why the last worker job went away; "" while one is attached
   std::optional<Clock::time_point> lost_at_;  // while unfinished sequences wait for a new job

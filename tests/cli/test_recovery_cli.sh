@@ -90,6 +90,26 @@ grep -q "re-submitted" "$TMP/launch.err" && ok "the coordinator re-submits the u
 grep -q "Recovery: 2 worker job restart(s)" "$TMP/stats.txt" \
   && ok "moe-cli stats counts the 2 worker restarts" || bad "stats: $(head -5 "$TMP/stats.txt")"
 
+# ---- SIGSTOP of the coordinator: slow is not dead, no worker job is restarted for it --------
+# moe-launch judges the job by the coordinator's word on it (or mpirun leaving), not by a health
+# check a stopped coordinator cannot answer; the coordinator does not count the job's silence
+# while it did not run itself, even past --rank-timeout-s (3 s here).
+coord=$(pgrep -f "moe-coordinator --listen $ADDR" | head -1)
+kill -STOP "$coord"; sleep 4; kill -CONT "$coord"; sleep 3
+"$BIN/moe-cli" --server "$ADDR" health 2>&1 | grep -q "^SERVING" && ! grep -q "restart 3 of 3" "$TMP/launch.err" \
+  && ok "SIGSTOP of the idle coordinator for 4 s: no restart, SERVING after it" \
+  || bad "idle coordinator stopped 4 s: $(grep -E "restart|lost|health" "$TMP/launch.err" | tail -3)"
+"$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/in.jsonl" --output "$TMP/out_cstop.jsonl" 2>"$TMP/cli_cstop.err" &
+CLI_PID=$!
+until_progress "$TMP/cli_cstop.err" || bad "coordinator stop: no batch progress"
+kill -STOP "$coord"; sleep 5; kill -CONT "$coord"
+wait "$CLI_PID"; rc=$?; CLI_PID=
+[ "$rc" -eq 0 ] && cmp -s "$TMP/out_cstop.jsonl" "$TMP/want.jsonl" && ! grep -q "restart 3 of 3" "$TMP/launch.err" \
+  && ok "SIGSTOP of the coordinator for 5 s mid-batch: no restart, moe-run's output" \
+  || bad "coordinator stopped 5 s mid-batch: moe-cli exit $rc, $(tr '\r' '\n' < "$TMP/cli_cstop.err" | tail -2 | paste -sd' '); $(grep -E "restart|lost" "$TMP/launch.err" | tail -2)"
+grep -q "the coordinator itself did not run for" "$TMP/launch.err" \
+  && ok "the coordinator logs its own stall" || bad "no stall logged by the coordinator"
+
 # ---- SIGTERM mid-batch: the drain finishes it and the client writes every result ----------
 "$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/in.jsonl" --output "$TMP/out_drain.jsonl" 2>"$TMP/cli_drain.err" &
 CLI_PID=$!

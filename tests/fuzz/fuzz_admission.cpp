@@ -38,6 +38,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;  // not a message: gRPC refuses it
   for (int i = 0; i < req.items_size(); ++i) {
     const moe::v1::BatchItem& it = req.items(i);
+    // A text prompt's bytes are bounded before tokenizing: past the bound it is refused, naming
+    // the item.
+    const grpc::Status text = moe::coordinator::validate_prompt_text(
+        it, model, "item " + std::to_string(i) + ": ");
+    if (text.ok() != (it.prompt_text().size() <= size_t(model.max_context) *
+                                                   moe::coordinator::kMaxPromptBytesPerToken) ||
+        (!text.ok() && text.error_message().rfind("item " + std::to_string(i) + ": ", 0) != 0))
+      std::abort();
     const grpc::Status st =
         moe::coordinator::validate_item(it, model, "item " + std::to_string(i) + ": ");
     if (!st.ok()) {
