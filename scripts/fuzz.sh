@@ -10,7 +10,7 @@
 # A finding stops that harness and is saved in build-fuzz/artifacts/<harness>/; the script
 # prints how to reproduce it and exits 1 at the end. MOE_FUZZ_KEEP_GOING=1 (long campaigns)
 # runs each harness in libFuzzer's fork mode, which records every finding and goes on.
-# MOE_FUZZ_BUILD names another build folder than build-fuzz. MOE_BUILD_ONLY=1 builds and stops.
+# MOE_FUZZ_BUILD names another build folder than build-fuzz.
 # Where clang or libFuzzer is missing it says SKIPPED and exits 0 (MOE_FUZZ_REQUIRED=1: exit 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,6 @@ targets=()
 for h in "${HARNESSES[@]}"; do targets+=("fuzz_$h"); done
 cmake --build "$BUILD" --parallel "$(nproc)" --target "${targets[@]}"
 built=$(date +%s)
-[ "${MOE_BUILD_ONLY:-0}" = 1 ] && { echo "fuzz: built in $((built - start)) s"; exit 0; }
 
 # The parsers that read a file by path get it written under here; removed whatever happens.
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/moe-fuzz-scratch.XXXXXX")

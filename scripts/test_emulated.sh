@@ -14,7 +14,6 @@
 #
 # The plain pass compiles at -O1 without debug information: what it checks is the kernels'
 # results without instrumentation, not their speed, and -O1 compiles in two thirds of -O3's time.
-# MOE_BUILD_ONLY=1 builds both folders and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -25,23 +24,14 @@ cmake -S . -B build-emu -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1" -DMOE_CUDA_EMULATION=ON >/dev/null
 cmake --build build-emu --parallel "$(nproc)" --target "${GPU_TESTS[@]}"
 built=$(date +%s)
-TSAN_TARGETS=(test_cuda_kernels test_cuda_moe_ops emu_probe)
-tsan_build() {
-  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DMOE_CUDA_EMULATION=ON -DMOE_TSAN=ON >/dev/null
-  cmake --build build-tsan --parallel "$(nproc)" --target "${TSAN_TARGETS[@]}"
-}
-if [ "${MOE_BUILD_ONLY:-0}" = 1 ]; then
-  tsan_build
-  echo "emulated: built in $((built - start)) s plain, $(($(date +%s) - built)) s ThreadSanitizer"
-  exit 0
-fi
 # In parallel: the tests that start processes of their own hold one lock (tests/CMakeLists.txt).
 ctest --test-dir build-emu --output-on-failure --timeout 600 -j "$(nproc)" \
   -R '^(cuda\.|mpi_np[0-9]+_(cuda_|comm_cuda))' "$@"
 plain=$(date +%s)
 
-tsan_build
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DMOE_CUDA_EMULATION=ON -DMOE_TSAN=ON >/dev/null
+cmake --build build-tsan --parallel "$(nproc)" --target test_cuda_kernels test_cuda_moe_ops emu_probe
 tsan_built=$(date +%s)
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 ctest --test-dir build-tsan --output-on-failure --timeout 600 -j "$(nproc)" \

@@ -9,7 +9,6 @@
 # or by hand. A UndefinedBehaviorSanitizer finding aborts the process that met it. Line tables
 # only (-g1: a report's frames keep their files and lines; full debug information took a third
 # of the build's time) and no benchmarks (no test runs them; the normal build compiles them).
-# MOE_BUILD_ONLY=1 builds and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-asan
@@ -19,7 +18,6 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMOE_BENCHMARKS=OFF >/dev/null
 cmake --build "$BUILD" --parallel "$(nproc)"
 built=$(date +%s)
-[ "${MOE_BUILD_ONLY:-0}" = 1 ] && { echo "sanitized: built in $((built - start)) s"; exit 0; }
 # The sentencepiece shim runs in a namespace of its own with its own copy of UBSan's runtime,
 # which never sees the options compiled into the executables: it reads only this.
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
