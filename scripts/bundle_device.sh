@@ -219,7 +219,8 @@ if [ "$COMPRESS" = xz ]; then
   read -r -a XZ_OPTS <<<"${MOE_BUNDLE_XZ_OPTS:--9 -T0}"
   tar -C "$B" --owner=0 --group=0 --numeric-owner -cf - . | xz "${XZ_OPTS[@]}" -c > "$OUT.part"
 else
-  tar -C "$B" --owner=0 --group=0 --numeric-owner -cf - . | gzip -9 -c > "$OUT.part"
+  # gzip's default level: -9 took 33 s for a 158 MiB Release bundle and saved 0.4 MiB of 54.
+  tar -C "$B" --owner=0 --group=0 --numeric-owner -cf - . | gzip -6 -c > "$OUT.part"
 fi
 mv -f "$OUT.part" "$OUT"
 size=$(stat -c %s "$OUT")
