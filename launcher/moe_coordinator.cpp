@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "launcher/coordinator/openai_api.h"
 #include "launcher/coordinator/auth.h"
+#include "launcher/coordinator/http_guard.h"
 #include "launcher/coordinator/services.h"
 #include "launcher/coordinator/worker_link.h"
 
@@ -29,21 +30,21 @@ namespace {
 
 using namespace moe;
 
-// An HTTP server that slow or idle clients cannot starve: a client that sends nothing is dropped
-// after a few seconds, and the pool has room for many of them beside the real requests (a
-// Prometheus scrape, a streamed completion).
-// `*listening` receives the listening socket, for widen_backlog.
-void harden(httplib::Server& http, size_t threads, int* listening) {
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+// An HTTP server that slow or idle clients cannot starve (launcher/coordinator/http_guard.h): a
+// connection gets a thread only once its request has arrived, within the request timeout, and
+// the excess is refused at once. `*listening` receives the listening socket, for widen_backlog.
+std::shared_ptr<coordinator::HttpGuard> harden(httplib::Server& http,
+                                               coordinator::HttpGuardOptions options,
+                                               int* listening) {
   http.set_payload_max_length(size_t(64) << 10);  // the routes that take bodies raise it
   http.set_read_timeout(5, 0);
   http.set_write_timeout(30, 0);
-  http.set_keep_alive_timeout(5);
   http.set_socket_options([listening](int sock) {
     int yes = 1;  // as cpp-httplib's default options
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     *listening = sock;
   });
+  return coordinator::HttpGuard::install(http, std::move(options));
 }
 
 // cpp-httplib (Debian's is a compiled library) listens with a backlog of 5: a burst of clients
@@ -67,7 +68,8 @@ int run(int argc, char** argv) {
   std::string worker_secret_file, api_keys_file, tls_cert, tls_key;
   double drain_grace_s = 30;
   int max_message_mb = 64, max_context = 0, max_watchers = 256;
-  int metrics_port = 9464, openai_port = 0;
+  int metrics_port = 9464, openai_port = 0, http_max_waiting = 1024;
+  double http_request_timeout_s = 30;
   coordinator::OpenAiOptions openai;
   double drain_timeout_s = 30;
   coordinator::Options opt;
@@ -77,6 +79,8 @@ int run(int argc, char** argv) {
   app.add_option("--listen", listen, "gRPC address for clients and the worker job");
   app.add_option("--metrics-port", metrics_port, "HTTP port for Prometheus /metrics on the listen host (0: off)");
   app.add_option("--openai-port", openai_port, "HTTP port of the OpenAI-compatible API (/v1/completions, /v1/models, /health) on the listen host (0: off)");
+  app.add_option("--http-request-timeout-s", http_request_timeout_s, "HTTP ports (OpenAI, metrics): seconds from a connection's accept (or its previous response) within which a request's headers and body must have arrived; a slower one is cut (408)");
+  app.add_option("--http-max-waiting", http_max_waiting, "HTTP ports: connections per port whose request has not all arrived; past it a new one is answered 503 at once");
   app.add_option("--served-model-name", openai.model, "the model id the OpenAI-compatible API lists and answers with");
   app.add_option("--max-queue", opt.max_queue, "sequences in flight before requests get RESOURCE_EXHAUSTED");
   app.add_option("--rank-timeout-s", opt.rank_timeout_s, "seconds without a step report, with work in flight, before the worker job is declared dead");
@@ -102,9 +106,10 @@ int run(int argc, char** argv) {
   if (opt.max_queue < 1 || opt.rank_timeout_s <= 0 || drain_timeout_s < 0 ||
       opt.stats_window_s <= 0 || opt.batch_retention_s < 0 || opt.max_finished_batches < 0 ||
       opt.recovery_wait_s < 0 || opt.max_losses < 0 || drain_grace_s < 0 || max_message_mb < 1 ||
-      max_message_mb > 2047 || max_context < 0 || max_watchers < 1) {
-    spdlog::error("--max-queue and --max-watchers must be >= 1, --rank-timeout-s and "
-                  "--stats-window-s > 0, "
+      max_message_mb > 2047 || max_context < 0 || max_watchers < 1 || http_max_waiting < 1 ||
+      !(http_request_timeout_s > 0)) {
+    spdlog::error("--max-queue, --max-watchers and --http-max-waiting must be >= 1, "
+                  "--rank-timeout-s, --stats-window-s and --http-request-timeout-s > 0, "
                   "--drain-timeout-s, --drain-grace-s, --recovery-wait-s, --max-losses, "
                   "--batch-retention-s and --max-finished-batches >= 0, --max-message-mb in "
                   "[1, 2047]");
@@ -186,14 +191,22 @@ int run(int argc, char** argv) {
                auth.on() ? std::to_string(api_keys.size()) + " API keys" : "no API keys",
                double(message_limit) / (1 << 20));
 
-  httplib::Server http;
+  httplib::Server http, openai_http;
   int http_sock = -1, openai_sock = -1;
-  harden(http, 32, &http_sock);
+  const auto metrics_guard =
+      harden(http, {"metrics", 32, http_max_waiting, http_request_timeout_s}, &http_sock);
+  // A streamed completion holds its thread while it runs.
+  const auto openai_guard =
+      harden(openai_http, {"openai", 128, http_max_waiting, http_request_timeout_s}, &openai_sock);
   std::thread metrics;
   if (metrics_port > 0) {
-    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-      res.set_content(state.prometheus(), "text/plain; version=0.0.4");
-    });
+    http.Get("/metrics", coordinator::HttpGuard::read([&](const httplib::Request&,
+                                                          httplib::Response& res) {
+      res.set_content(state.prometheus() +
+                          coordinator::HttpGuard::prometheus(
+                              {metrics_guard.get(), openai_port > 0 ? openai_guard.get() : nullptr}),
+                      "text/plain; version=0.0.4");
+    }));
     // Scrapes only: any other method is refused from its headers, its body never read.
     http.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
       if (req.method == "GET" || req.method == "HEAD")
@@ -216,8 +229,6 @@ int run(int argc, char** argv) {
 
   // The OpenAI-compatible API: a server of its own, so its clients and Prometheus' scrapes do
   // not share threads.
-  httplib::Server openai_http;
-  harden(openai_http, 128, &openai_sock);  // a streamed completion holds its thread while it runs
   std::thread openai_thread;
   if (openai_port > 0) {
     openai.max_body_bytes = size_t(message_limit);

@@ -78,6 +78,8 @@ struct Options {
   std::string api_keys_file, tls_cert, tls_key, tls_ca;
   int max_message_mb = 64;
   int max_watchers = 256;
+  double http_request_timeout_s = 30;
+  int http_max_waiting = 1024;
   // Restarting a lost worker job.
   int max_restarts = 3;
   double restart_backoff_s = 1;
@@ -307,6 +309,8 @@ int run(int argc, char** argv) {
   app.add_option("--tls-ca", o.tls_ca, "PEM roots the workers and the health probe trust (default: --tls-cert itself)");
   app.add_option("--max-message-mb", o.max_message_mb, "coordinator: largest request message accepted, in MiB");
   app.add_option("--max-watchers", o.max_watchers, "coordinator: WatchBatch streams open at once before a new one gets RESOURCE_EXHAUSTED");
+  app.add_option("--http-request-timeout-s", o.http_request_timeout_s, "coordinator: seconds an HTTP request (OpenAI, metrics) has to arrive, headers and body, before it is cut (408)");
+  app.add_option("--http-max-waiting", o.http_max_waiting, "coordinator: HTTP connections per port whose request has not all arrived; past it a new one gets 503");
   // Recovery.
   app.add_option("--max-restarts", o.max_restarts, "times a lost worker job (a rank died or stalled) is restarted before the service gives up; 0: never");
   app.add_option("--restart-backoff-s", o.restart_backoff_s, "wait before the first restart, doubled for each one after it (at most 30 s)");
@@ -337,10 +341,11 @@ int run(int argc, char** argv) {
     return kExitBadInput;
   }
   // The coordinator checks its limits too, but a refusal here comes before anything starts.
-  if (o.max_queue < 1 || o.max_watchers < 1 || o.rank_timeout_s <= 0 || o.drain_timeout_s < 0 ||
+  if (o.max_queue < 1 || o.max_watchers < 1 || o.http_max_waiting < 1 ||
+      !(o.http_request_timeout_s > 0) || o.rank_timeout_s <= 0 || o.drain_timeout_s < 0 ||
       o.stats_window_s <= 0 || o.batch_retention_s < 0 || o.max_finished_batches < 0) {
-    spdlog::error("--max-queue and --max-watchers must be >= 1, --rank-timeout-s and "
-                  "--stats-window-s > 0, "
+    spdlog::error("--max-queue, --max-watchers and --http-max-waiting must be >= 1, "
+                  "--rank-timeout-s, --stats-window-s and --http-request-timeout-s > 0, "
                   "--drain-timeout-s, --batch-retention-s and --max-finished-batches >= 0");
     return kExitBadInput;
   }
@@ -416,6 +421,8 @@ int run(int argc, char** argv) {
                        o.served_model_name, "--recovery-wait-s", num(o.recovery_wait_s),
                        "--max-losses", std::to_string(o.max_losses),
                        "--max-watchers", std::to_string(o.max_watchers),
+                       "--http-request-timeout-s", num(o.http_request_timeout_s),
+                       "--http-max-waiting", std::to_string(o.http_max_waiting),
                        "--drain-grace-s", num(o.drain_grace_s), "--max-message-mb",
                        std::to_string(o.max_message_mb), "--api-keys-file", o.api_keys_file,
                        "--tls-cert", o.tls_cert, "--tls-key", o.tls_key, "--max-context",

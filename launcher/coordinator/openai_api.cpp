@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "launcher/coordinator/admission.h"
+#include "launcher/coordinator/http_guard.h"
 #include "launcher/coordinator/stop_strings.h"
 
 namespace moe::coordinator {
@@ -415,28 +416,30 @@ void add_openai_routes(httplib::Server& http, State& state, OpenAiOptions option
     res.set_header("Connection", "close");
     return httplib::Server::HandlerResponse::Handled;
   });
-  http.Post("/v1/completions", [&state, options](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/v1/completions", HttpGuard::read([&state, options](const httplib::Request& req,
+                                                                  httplib::Response& res) {
     try {
       completions(state, options, req, res);
     } catch (const std::exception& e) {
       spdlog::error("/v1/completions: {}", e.what());
       send_error(res, 500, e.what());
     }
-  });
-  http.Get("/v1/models", [options](const httplib::Request& req, httplib::Response& res) {
+  }));
+  http.Get("/v1/models", HttpGuard::read([options](const httplib::Request& req,
+                                                  httplib::Response& res) {
     if (!authorized(options, req, res)) return;
     res.set_content(dump(json{{"object", "list"},
                               {"data", {{{"id", options.model}, {"object", "model"}, {"created", 0},
                                          {"owned_by", "moe-runtime"}}}}}),
                     "application/json");
-  });
-  http.Get("/health", [&state](const httplib::Request&, httplib::Response& res) {
+  }));
+  http.Get("/health", HttpGuard::read([&state](const httplib::Request&, httplib::Response& res) {
     if (state.attached() && !state.draining())
       res.set_content("ok\n", "text/plain");
     else
       send_error(res, 503, state.draining() ? "the coordinator is draining"
                                             : "no worker job attached");
-  });
+  }));
   // Unknown routes and methods in OpenAI's error shape too.
   http.set_error_handler([options](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404) send_error(res, 404, "no route " + req.method + " " + req.path);

@@ -6,12 +6,14 @@ worker for the 503 case; every check prints 'ok - ...' or 'FAIL - ...', and the 
 'N passed, M failed'.
 """
 import json
+import re
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -188,23 +190,53 @@ try:
     check("a POST to the metrics port -> 405 from its headers", code == 405 and secs < 3,
           f"{code} after {secs:.1f} s")
 
-    # Idle clients that connect and send nothing do not starve the servers: 12 on each port,
-    # then a scrape and a completion still answer at once.
-    idle = []
-    for port in (metrics_port, http_port):
-        for _ in range(12):
+    # Slow clients do not starve the servers (slowloris): more trickling connections than each
+    # port has threads (128 and 32), each sending a byte of its headers every 0.5 s, then a
+    # scrape and a completion still answer within a second (before: both timed out).
+    slow, stop = [], threading.Event()
+    for port, n in ((http_port, 160), (metrics_port, 48)):
+        for _ in range(n):
             s = socket.create_connection(("127.0.0.1", port))
-            idle.append(s)
-    t = time.time()
-    scraped = wait_http(f"http://127.0.0.1:{metrics_port}/metrics", 10) == 200
-    check("a scrape answers beside 12 idle clients", scraped and time.time() - t < 3,
-          f"{time.time() - t:.1f} s")
-    t = time.time()
-    r2 = client.completions.create(model="tiny-a", prompt=[5, 6], max_tokens=2, temperature=0)
-    check("a completion answers beside 12 idle clients", time.time() - t < 3 and r2.choices,
-          f"{time.time() - t:.1f} s")
-    for s in idle:
-        s.close()
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(s)
+
+    def trickle():
+        while not stop.wait(0.5):
+            for s in slow:
+                try:
+                    s.send(b"a")
+                except OSError:
+                    pass
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        time.sleep(1)
+        t = time.time()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+                scrape = r.read().decode()
+        except OSError as e:
+            scrape = f"no answer: {e}"
+        check("a scrape answers within 1 s beside 208 trickling clients",
+              time.time() - t < 1 and "# TYPE" in scrape, f"{time.time() - t:.2f} s, {scrape[:80]}")
+        waiting = re.search(r'moe_http_waiting_connections\{port="openai"\} (\d+)', scrape)
+        check("the OpenAI port's trickling clients wait without a thread (/metrics)",
+              waiting is not None and int(waiting.group(1)) == 160,
+              waiting.group(0) if waiting else "no moe_http_waiting_connections")
+        t = time.time()
+        try:
+            r2 = client.with_options(timeout=5, max_retries=0).completions.create(
+                model="tiny-a", prompt=[5, 6], max_tokens=2, temperature=0)
+            answer = "ok" if r2.choices else "no choices"
+        except openai.APIError as e:
+            answer = f"no answer: {e}"
+        check("a completion answers within 1 s beside 208 trickling clients",
+              time.time() - t < 1 and answer == "ok", f"{time.time() - t:.2f} s, {answer}")
+    finally:
+        stop.set()
+        trickler.join()
+        for s in slow:
+            s.close()
 
     # No worker attached: 503. This coordinator has API keys on: a wrong key is a 401.
     port2, grpc2 = free_port(), free_port()

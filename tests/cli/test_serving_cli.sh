@@ -24,7 +24,7 @@ printf '{"id": 1, "prompt_ids": [5, 4294967297]}\n' > "$TMP/big.jsonl"
 # moe-launch passes the coordinator's limits and the worker's overrides on, and lists them.
 "$BIN/moe-launch" --help >"$TMP/lhelp" 2>&1
 missing=
-for f in --max-queue --rank-timeout-s --drain-timeout-s --stats-window-s --batch-retention-s --max-finished-batches --max-tokens-per-step --max-seqs --worker-args; do
+for f in --max-queue --rank-timeout-s --drain-timeout-s --stats-window-s --batch-retention-s --max-finished-batches --http-request-timeout-s --http-max-waiting --max-tokens-per-step --max-seqs --worker-args; do
   grep -q -- "$f" "$TMP/lhelp" || missing="$missing $f"
 done
 [ -z "$missing" ] && grep -q -- "--rank-timeout-s FLOAT=10 " "$TMP/lhelp" && ok "moe-launch --help lists the forwarded flags with defaults" || bad "moe-launch --help lacks:$missing"
