@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the whole test suite (unit, reference and multi-rank tests) on the
 # CPU, a short run of each input parser's fuzzing harness (scripts/fuzz.sh; MOE_FUZZ_SECONDS
-# per harness, 15 by default; 0 leaves it out), the GPU test suites on the CUDA emulation, plain
+# per harness, 10 by default; 0 leaves it out), the GPU test suites on the CUDA emulation, plain
 # and under ThreadSanitizer (scripts/test_emulated.sh, in build-emu/ and build-tsan/), then the
 # whole suite, the emulated GPU suites included, with AddressSanitizer and
 # UndefinedBehaviorSanitizer (scripts/test_sanitized.sh, in build-asan/). In build/ the GPU
@@ -24,8 +24,8 @@ phase "setup (packages)" bash scripts/setup.sh
 phase "build (build/)" bash scripts/build.sh "$@"
 # In parallel (the tests that start processes of their own hold a lock: tests/CMakeLists.txt).
 phase "tests (build/)" ctest --test-dir build --output-on-failure --timeout 600 -j "$(nproc)"
-if [ "${MOE_FUZZ_SECONDS:-15}" != 0 ]; then
-  phase "fuzzing (build-fuzz/)" bash scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-15}"
+if [ "${MOE_FUZZ_SECONDS:-10}" != 0 ]; then
+  phase "fuzzing (build-fuzz/)" bash scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-10}"
 fi
 if [ "${MOE_EMULATED:-1}" != 0 ]; then
   phase "emulated GPU (build-emu/, build-tsan/)" bash scripts/test_emulated.sh
