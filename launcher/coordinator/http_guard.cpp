@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -153,6 +154,7 @@ class GuardedQueue final : public httplib::TaskQueue {
     int sock;
     std::function<void()> fn;  // cpp-httplib's: reads, routes, answers, closes the socket
     Clock::time_point deadline;
+    Clock::time_point queued{};  // when it joined the queue in front of the threads
   };
   enum class Arrival { kComplete, kIncomplete, kClosed };
 
@@ -198,6 +200,7 @@ class GuardedQueue final : public httplib::TaskQueue {
     {
       std::lock_guard lock(mu_);
       if (!stopped_ && ready_.size() < size_t(options_.threads)) {
+        c.queued = Clock::now();
         ready_.push_back(std::move(c));
         counters_->queued++;
         ready_cv_.notify_one();
@@ -297,9 +300,9 @@ class GuardedQueue final : public httplib::TaskQueue {
         counters_->queued--;
       }
       const int guard = c.sock >= 0 ? ::dup(c.sock) : -1;
-      if (guard >= 0) {
+      if (guard >= 0) {  // the time it waited for a thread is the server's, not the client's
         std::lock_guard lock(mu_);
-        reading_[guard] = c.deadline;
+        reading_[guard] = c.deadline + (Clock::now() - c.queued);
       }
       tl_guard_fd = guard;
       c.fn();
