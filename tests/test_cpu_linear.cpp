@@ -105,6 +105,42 @@ TEST(CpuLinear, StreamedRowsDoNotDependOnTheBatchOrThreads) {
   kernels::cpu::set_threads(1);
 }
 
+// linear() itself, at every row count (the BLAS's sums would depend on the call's shape): a row
+// gives the same bits alone and inside batches of any size, for weights small and large, fp32
+// and bf16 (bf16 is widened once per chunk past a few rows: the same bits again).
+TEST(CpuLinear, RowsDoNotDependOnTheBatchAtAnyRowCount) {
+  std::mt19937 rng(14);
+  struct Shape { int N, K; };
+  for (Shape sh : {Shape{37, 53}, Shape{300, 1031}}) {
+    const int M = 70;
+    const auto w = random_floats(rng, size_t(sh.N) * sh.K);
+    std::vector<uint16_t> w16(w.size());
+    for (size_t i = 0; i < w.size(); ++i) w16[i] = f32_to_bf16(w[i]);
+    const auto x = random_floats(rng, size_t(M) * sh.K);
+    for (bool bf16 : {false, true}) {
+      const kernels::Weight weight = bf16 ? kernels::Weight{w16.data(), DType::kBF16, sh.N, sh.K}
+                                          : kernels::Weight{w.data(), DType::kF32, sh.N, sh.K};
+      kernels::cpu::set_threads(1);
+      std::vector<float> alone(size_t(M) * sh.N);
+      for (int m = 0; m < M; ++m)
+        kernels::cpu::linear({x.data() + size_t(m) * sh.K, weight, alone.data() + size_t(m) * sh.N, 1});
+      for (int threads : {1, 2}) {
+        kernels::cpu::set_threads(threads);
+        for (int rows : {2, 5, 9, 16, 17, 33, 64, 70}) {
+          const int first = M - rows;  // the last `rows` rows: each row sits elsewhere in its block
+          std::vector<float> out(size_t(rows) * sh.N);
+          kernels::cpu::linear({x.data() + size_t(first) * sh.K, weight, out.data(), rows});
+          for (size_t i = 0; i < out.size(); ++i)
+            ASSERT_EQ(out[i], alone[size_t(first) * sh.N + i])
+                << "N " << sh.N << ", K " << sh.K << (bf16 ? ", bf16" : ", f32") << ", threads "
+                << threads << ", " << rows << " rows, element " << i;
+        }
+      }
+    }
+  }
+  kernels::cpu::set_threads(1);
+}
+
 }  // namespace
 }  // namespace moe::test
 
@@ -132,7 +168,7 @@ TEST(CpuLinear, Bf16WeightsComputeAsTheirWidening) {
       for (Path path : {Path(kernels::cpu::linear_streamed), Path(kernels::cpu::linear_blas)}) {
         // The GEMM only past 8 rows, as linear() uses it: below, OpenBLAS may switch to kernels
         // whose sums depend on the width of the call, which the bf16 path cuts into blocks.
-        if (path == Path(kernels::cpu::linear_blas) && M <= kernels::cpu::kLinearStreamMaxRows) continue;
+        if (path == Path(kernels::cpu::linear_blas) && M <= 8) continue;
         const auto x = random_floats(rng, size_t(M) * K);
         std::vector<float> want(size_t(M) * N), got(size_t(M) * N);
         path({x.data(), {w.data(), DType::kF32, N, K}, want.data(), M});

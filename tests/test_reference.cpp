@@ -18,7 +18,13 @@ namespace moe::test {
 namespace {
 
 constexpr float kAtolHf = 1e-4f, kRtolHf = 1e-4f;  // against transformers (issue 2)
-constexpr float kTolRanks = 1e-5f;                 // N ranks against 1 rank (issue 3)
+// Batched against alone, and N ranks against 1 rank at top-k <= 2: the same bits, since every
+// CPU kernel sums a row in a fixed order whatever the batch (issue 29; 1e-5 before, with BLAS
+// GEMMs). At top-k > 2 a rank that holds several of a token's experts adds their rows before
+// sending them back, so the order of the k-term sum follows the placement: N ranks may differ
+// from 1 in the last bits there (kTolRanksTopKOver2, as before).
+constexpr float kTolRanks = 0.0f;
+constexpr float kTolRanksTopKOver2 = 1e-5f;
 
 // The shared driver: tests/support/reference_run.h.
 runtime::RunConfig run_config(const Reference& ref, const std::string& placement = "contiguous") {
@@ -81,10 +87,11 @@ TEST_P(ReferenceTest, RanksMatchOneRank) {
         want[i] = run_reference_steps(mine, single, self()).at(0);
       }
     }
+    const float tol = multi.model_config().num_experts_per_tok <= 2 ? kTolRanks : kTolRanksTopKOver2;
     for (const auto& [i, pl] : got) {
-      EXPECT_TRUE(all_close(pl.prefill.data(), want[i].prefill.data(), pl.prefill.size(), kTolRanks,
+      EXPECT_TRUE(all_close(pl.prefill.data(), want[i].prefill.data(), pl.prefill.size(), tol,
                             0.0f, placement + " prompt" + std::to_string(i) + " prefill"));
-      EXPECT_TRUE(all_close(pl.decode.data(), want[i].decode.data(), pl.decode.size(), kTolRanks,
+      EXPECT_TRUE(all_close(pl.decode.data(), want[i].decode.data(), pl.decode.size(), tol,
                             0.0f, placement + " prompt" + std::to_string(i) + " decode"));
     }
   }

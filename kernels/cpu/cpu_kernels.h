@@ -1,5 +1,5 @@
 #pragma once
-// The CPU reference of every op: plain loops in fp32, GEMMs through the BLAS. Each function
+// The CPU reference of every op: loops in fp32, each sum in a fixed order. Each function
 // lives in the file of its name; cpu_ops.cpp binds them to the Ops interface.
 #include "kernels/params.h"
 
@@ -10,19 +10,13 @@ void set_threads(int n);
 
 void embedding(const EmbeddingParams& p);
 void rmsnorm(const RmsNormParams& p);
-// linear_streamed up to linear_stream_max_rows rows (moe-bench-cpu-linear measures where the
-// two cross: later for bf16, whose GEMM first widens the weight), linear_blas past them.
+// out = x @ W^T, a row's result independent of the batch: linear_streamed at every row count.
 void linear(const LinearParams& p);
-constexpr int kLinearStreamMaxRows = 8;       // f32 weights
-constexpr int kLinearStreamMaxRowsBf16 = 16;  // bf16 weights
-inline int linear_stream_max_rows(DType w) {
-  return w == DType::kBF16 ? kLinearStreamMaxRowsBf16 : kLinearStreamMaxRows;
-}
-constexpr int64_t kLinearStreamMinElems = int64_t(1) << 16;
 // W streamed once, each row of x dotted with each row of W in a fixed order: a row's result
 // does not depend on the number of rows, the threads or the instruction set.
 void linear_streamed(const LinearParams& p);
-// One BLAS GEMM (sgemm), which packs W on every call.
+// One BLAS GEMM (sgemm), which packs W on every call; its sums' order depends on the shape of
+// the call. Not used by linear(): moe-bench-cpu-linear's bound.
 void linear_blas(const LinearParams& p);
 void rope(const RopeParams& p);
 void kv_store(const KvStoreParams& p);

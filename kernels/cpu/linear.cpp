@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/error.h"
@@ -14,8 +15,24 @@
 namespace moe::kernels::cpu {
 namespace {
 
-// Rows of x dotted with one row of W per pass over it.
-constexpr int kRowBlock = 4;
+// Rows of x dotted with the rows of W of one pass (stream_block's kRows).
+constexpr int kRowBlock = 3;
+
+// Loaded once into a register: without this GCC folds each of x's loads into every FMA that
+// uses it (kW loads instead of one), and the loop waited on the loads. Only where a Half fits
+// one register (AVX and later).
+template <bool kAvx2>
+MOE_LANES_INLINE void in_register(Half& v) {
+  if constexpr (kAvx2) asm("" : "+x"(v));
+}
+
+// The kernels below are built twice, for AVX2 + FMA (x86-64-v3, which AVX-512 machines run
+// too) and for the baseline, and picked once at run time. Both do the same operations per lane.
+inline bool has_avx2_fma() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#define MOE_AVX2_FMA __attribute__((target("arch=x86-64-v3")))
 
 inline float widen(float v) { return v; }
 inline float widen(uint16_t v) { return bf16_to_f32(v); }
@@ -23,20 +40,21 @@ inline float widen(uint16_t v) { return bf16_to_f32(v); }
 // out[m, n] (+)= x[m, :] . W[n, :] for kRows rows of x, W of fp32 or bf16 (widened exactly, so a
 // bf16 weight gives the bits its fp32 widening would). Each dot product is summed the same way
 // whatever the number of rows and whatever the instruction set: lane j takes the products of
-// k = j, j + 16, ... in order, each with one fused multiply-add (fma_lanes: the same rounding
+// k = j, j + 16, ... in order, each with one fused multiply-add (fma_half: the same rounding
 // on every instruction set), the lanes are then added in a fixed tree and the tail after them
 // (fmaf again). So a row's result depends on nothing but its own values, at any batch size,
-// thread count or rank count. The FMA halves the arithmetic instructions of the many-row
-// passes, which are bound by them (16 rows: 15% faster than a multiply and an add).
-template <int kRows, class W>
-__attribute__((target_clones("arch=x86-64-v4", "avx512f", "arch=x86-64-v3", "default")))
-void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* __restrict__ out,
-                  int N, int K, int ldo, bool accumulate) {
+// thread count or rank count. The 16 lanes are kept as two halves of 8 (lanes.h's Half), one
+// ymm register each on AVX2.
+template <int kRows, class W, bool kAvx2>
+MOE_LANES_INLINE void stream_block_body(const float* __restrict__ x, const W* __restrict__ w,
+                                        float* __restrict__ out, int N, int K, int ldo,
+                                        bool accumulate) {
   const int k_main = K / kLanes * kLanes;
-  // Rows of W per pass: each x load serves all of them, and their sums are independent chains
-  // of additions (a lane's own chain is in a fixed order), so more of them hide the adds'
-  // latency. Four while the accumulators fit in registers with x's rows, else two.
-  constexpr int kW = kRows <= 2 ? 4 : 2;
+  // Rows of W per pass: each x load serves all of them, each W load all kRows rows of x, and
+  // their sums are independent chains of additions (a lane's own chain is in a fixed order).
+  // kRows * kW dot products of two halves each: 8 or 12 accumulators, with the kW halves of W
+  // and one of x within AVX2's 16 registers.
+  constexpr int kW = kRows == 1 ? 4 : (kRows == 2 ? 3 : 2);
   // The kW rows of a pass come from kW separate runs of W's rows, [i * S, (i + 1) * S): each
   // run is read front to back, one long forward stream in pages of its own. Consecutive rows
   // would put two or more streams in one 4 KB page whenever a row is under 4 KB (a bf16 row of
@@ -51,23 +69,33 @@ void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* _
       row[i] = i * S + r;
       wn[i] = w + int64_t(std::min(row[i], N - 1)) * K;
     }
-    Lanes acc[kW][kRows] = {};
+    Half lo[kW][kRows] = {}, hi[kW][kRows] = {};
     for (int k = 0; k < k_main; k += kLanes) {
-      Lanes wv[kW];
+      Half wv[kW];
       // Unrolled whole, so that the accumulators live in registers.
 #pragma GCC unroll 8
-      for (int i = 0; i < kW; ++i) wv[i] = load_lanes(wn[i] + k);
+      for (int i = 0; i < kW; ++i) wv[i] = load_half(wn[i] + k);
 #pragma GCC unroll 8
       for (int m = 0; m < kRows; ++m) {
-        const Lanes xv = load_lanes(x + int64_t(m) * K + k);
+        Half xv = load_half(x + int64_t(m) * K + k);
+      in_register<kAvx2>(xv);
 #pragma GCC unroll 8
-        for (int i = 0; i < kW; ++i) acc[i][m] = fma_lanes(xv, wv[i], acc[i][m]);
+        for (int i = 0; i < kW; ++i) lo[i][m] = fma_half(xv, wv[i], lo[i][m]);
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < kW; ++i) wv[i] = load_half(wn[i] + k + kHalf);
+#pragma GCC unroll 8
+      for (int m = 0; m < kRows; ++m) {
+        Half xv = load_half(x + int64_t(m) * K + k + kHalf);
+      in_register<kAvx2>(xv);
+#pragma GCC unroll 8
+        for (int i = 0; i < kW; ++i) hi[i][m] = fma_half(xv, wv[i], hi[i][m]);
       }
     }
     for (int i = 0; i < kW; ++i) {
       if (row[i] >= N) continue;
       for (int m = 0; m < kRows; ++m) {
-        float s = sum_lanes(acc[i][m]);
+        float s = sum_halves(lo[i][m], hi[i][m]);
         for (int k = k_main; k < K; ++k)
           s = __builtin_fmaf(x[int64_t(m) * K + k], widen(wn[i][k]), s);
         float& o = out[int64_t(m) * ldo + row[i]];
@@ -77,27 +105,59 @@ void stream_block(const float* __restrict__ x, const W* __restrict__ w, float* _
   }
 }
 
+template <int kRows, class W>
+MOE_AVX2_FMA void stream_block_avx2(const float* x, const W* w, float* out, int N, int K, int ldo,
+                                    bool accumulate) {
+  stream_block_body<kRows, W, true>(x, w, out, N, K, ldo, accumulate);
+}
+
+template <int kRows, class W>
+void stream_block(const float* x, const W* w, float* out, int N, int K, int ldo, bool accumulate) {
+  if (has_avx2_fma()) return stream_block_avx2<kRows, W>(x, w, out, N, K, ldo, accumulate);
+  stream_block_body<kRows, W, false>(x, w, out, N, K, ldo, accumulate);
+}
+
+// Rows of x per chunk of W past which a bf16 chunk is widened once into fp32 for all of them
+// (exact, so the same bits): each widening in the inner loop costs two instructions per half.
+constexpr int kWidenMinRows = 2 * kRowBlock;
+
+template <class W>
+void stream_chunk(const LinearParams& p, const W* wc, int n0, int n) {
+  const int N = int(p.w.rows), K = int(p.w.cols);
+  for (int m0 = 0; m0 < p.M; m0 += kRowBlock) {
+    const float* x = p.x + int64_t(m0) * K;
+    float* out = p.out + int64_t(m0) * N + n0;
+    switch (std::min(kRowBlock, p.M - m0)) {
+      case 1: stream_block<1>(x, wc, out, n, K, N, p.accumulate); break;
+      case 2: stream_block<2>(x, wc, out, n, K, N, p.accumulate); break;
+      default: stream_block<3>(x, wc, out, n, K, N, p.accumulate); break;
+    }
+  }
+}
+
 template <class W>
 void stream_rows(const LinearParams& p, const W* w) {
   const int N = int(p.w.rows), K = int(p.w.cols);
-  // Chunks of W rows large enough that a thread's share is worth waking it for.
+  // Chunks of W rows large enough that a thread's share is worth waking it for; every row of x
+  // passes a chunk while it is in L2.
   constexpr int64_t kMinChunkElems = 1 << 15;
   const int chunk_rows = int(std::max<int64_t>(8, kMinChunkElems / std::max(K, 1)));
   const int n_chunks = (N + chunk_rows - 1) / chunk_rows;
 #pragma omp parallel for schedule(dynamic, 1) if (n_chunks > 1)
   for (int c = 0; c < n_chunks; ++c) {
     const int n0 = c * chunk_rows, n = std::min(chunk_rows, N - n0);
-    for (int m0 = 0; m0 < p.M; m0 += kRowBlock) {
-      const float* x = p.x + int64_t(m0) * K;
-      const W* wc = w + int64_t(n0) * K;
-      float* out = p.out + int64_t(m0) * N + n0;
-      switch (std::min(kRowBlock, p.M - m0)) {
-        case 1: stream_block<1>(x, wc, out, n, K, N, p.accumulate); break;
-        case 2: stream_block<2>(x, wc, out, n, K, N, p.accumulate); break;
-        case 3: stream_block<3>(x, wc, out, n, K, N, p.accumulate); break;
-        default: stream_block<4>(x, wc, out, n, K, N, p.accumulate); break;
+    const W* wc = w + int64_t(n0) * K;
+    if constexpr (std::is_same_v<W, uint16_t>) {
+      if (p.M >= kWidenMinRows) {
+        thread_local std::vector<float> wide;  // this thread's own
+        const int64_t count = int64_t(n) * K;
+        wide.resize(size_t(count));
+        for (int64_t i = 0; i < count; ++i) wide[size_t(i)] = bf16_to_f32(wc[i]);
+        stream_chunk(p, wide.data(), n0, n);
+        continue;
       }
     }
+    stream_chunk(p, wc, n0, n);
   }
 }
 
@@ -173,18 +233,14 @@ void linear_blas(const LinearParams& p) {
   }
 }
 
-// Up to linear_stream_max_rows rows a GEMM through the BLAS costs more in packing the weight
-// (OpenBLAS copies W into its panel layout on every call: 80% of a decode step's cycles) than in
-// the multiply, so the weight is streamed once instead, every row of x dotted with each row of W
-// while it is in cache. Decode (one row per sequence), the router and the expert FFNs of decode
-// steps (a handful of rows per expert) take that path; prefill takes the GEMM. A small weight
-// (under kLinearStreamMinElems, a few hundred KB) is cheap to pack and stays in cache: the
-// GEMM's fixed costs are lower there.
+// Every row count takes the streamed kernels, so that a row's result is the same bits whatever
+// else is in the batch: a seeded sample near a tie must not flip because its sequence was
+// decoded beside others, prefilled again after a lost rank, or placed on another rank. The
+// BLAS path (linear_blas) is about 1.7x (fp32) and 1.9x (bf16) as fast at 512 rows
+// (moe-bench-cpu-linear): its sums' order depends on the call's shape, and the bits with it.
 void linear(const LinearParams& p) {
   if (p.M == 0 || p.w.rows == 0) return;
-  if (p.M <= linear_stream_max_rows(p.w.dtype) && p.w.rows * p.w.cols >= kLinearStreamMinElems)
-    return linear_streamed(p);
-  linear_blas(p);
+  linear_streamed(p);
 }
 
 }  // namespace moe::kernels::cpu

@@ -110,35 +110,66 @@ expect 2 "synthetic folder without config.json" "config.json: not found" -- "$BI
 # The CPU backend reproducing the GPU's bf16 roundings runs end to end.
 expect 0 "dtype bf16 on cpu" "cpu \\(bf16\\)" -- "$BIN/moe-run" --checkpoint "$CKPT" --dtype bf16 --prompt-ids 5,6,7,8 --no-stats-table --log-level info
 
-# Sampling: seeded requests give the same tokens at 1, 2 and 4 ranks (each rank samples its own
-# sequences; the draw depends on the seed and the token's index only), temperature 0 is greedy,
-# and the stop conditions end the output where they say.
+# Sampling: seeded requests give the same tokens at 1, 2, 4 and 8 ranks (each rank samples its
+# own sequences; the draw depends on the seed and the token's index only), temperature 0 is
+# greedy, and the stop conditions end the output where they say. And the same logprobs, bit for
+# bit: a row's logits do not depend on the batch, the rank count, or prefill versus decode (the
+# CPU kernels sum in a fixed order per row), so no sample near a tie can flip either. Beyond the
+# 4 requests below, 28 seeded ones with 1 to 40 prompt tokens and logprobs, in batches of
+# varied composition: other ranks, the reverse order, 3 sequences at a time, prompts cut into
+# 5-token prefill chunks, and some alone.
 cat > "$TMP/sampled.jsonl" <<'JSONL'
 {"id": 0, "prompt_ids": [5, 6, 7, 8], "max_new_tokens": 24, "temperature": 1.0, "top_p": 0.9, "seed": 11, "ignore_eos": true}
 {"id": 1, "prompt_ids": [9, 10, 11], "max_new_tokens": 24, "temperature": 0.8, "top_k": 20, "seed": 12, "ignore_eos": true}
 {"id": 2, "prompt_ids": [12, 13], "max_new_tokens": 24, "temperature": 1.2, "min_p": 0.05, "repetition_penalty": 1.1, "seed": 13, "ignore_eos": true, "logprobs": 2}
 {"id": 3, "prompt_ids": [14, 15, 16, 17, 18], "max_new_tokens": 24, "temperature": 0, "ignore_eos": true}
 JSONL
-expect 0 "sampled, 1 rank" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/sampled.jsonl" --output "$TMP/sampled1.jsonl" --no-stats-table
-for np in 2 4; do
-  expect 0 "sampled, $np ranks" "" -- "${MPIRUN[@]}" -np $np "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/sampled.jsonl" --output "$TMP/sampled$np.jsonl" --no-stats-table
-  # Tokens and finish reasons equal; logprobs to 1e-4 (N-rank logits differ in their last bits).
-  python3 - "$TMP/sampled1.jsonl" "$TMP/sampled$np.jsonl" <<'PY' && ok "seeded sampling np$np == np1" || bad "seeded sampling np$np differs from np1"
-import json, sys
-a, b = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
-assert len(a) == len(b) == 4
-for x, y in zip(a, b):
-    assert (x["id"], x["output_ids"], x["finish_reason"]) == (y["id"], y["output_ids"], y["finish_reason"]), (x, y)
-    for p, q in zip(x.get("logprobs", []), y.get("logprobs", [])):
-        assert p["token"] == q["token"] and abs(p["logprob"] - q["logprob"]) < 1e-4, (p, q)
+python3 - "$TMP/sampled.jsonl" <<'PY'
+import json, random, sys
+r = random.Random(29)
+with open(sys.argv[1], "a") as f:
+    for i in range(4, 32):
+        f.write(json.dumps({"id": i, "prompt_ids": [r.randrange(3, 512) for _ in range(r.randint(1, 40))],
+                            "max_new_tokens": 16, "temperature": r.choice([0.7, 1.0, 1.5]),
+                            "seed": 1000 + i, "ignore_eos": True, "logprobs": 1}) + "\n")
 PY
+# same_results WANT GOT: the results of GOT's ids equal WANT's, logprobs bit for bit.
+same_results() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+want = {j["id"]: j for j in map(json.loads, open(sys.argv[1]))}
+got = [json.loads(l) for l in open(sys.argv[2])]
+assert got, "no results"
+for g in got:
+    w = want[g["id"]]
+    assert (g["output_ids"], g["finish_reason"], g.get("logprobs")) == (w["output_ids"], w["finish_reason"], w.get("logprobs")), \
+        f"id {g['id']}: {g['output_ids']} vs {w['output_ids']}"
+PY
+}
+expect 0 "sampled, 1 rank" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/sampled.jsonl" --output "$TMP/sampled1.jsonl" --no-stats-table
+for np in 2 4 8; do
+  expect 0 "sampled, $np ranks" "" -- "${MPIRUN[@]}" -np $np "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/sampled.jsonl" --output "$TMP/sampled$np.jsonl" --no-stats-table
+  same_results "$TMP/sampled1.jsonl" "$TMP/sampled$np.jsonl" && ok "seeded sampling np$np == np1, logprobs bit for bit" || bad "seeded sampling np$np differs from np1"
 done
+tac "$TMP/sampled.jsonl" > "$TMP/reversed.jsonl"
+expect 0 "sampled, reverse order, 3 sequences at a time" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/reversed.jsonl" --output "$TMP/sampled_rev.jsonl" --max-seqs 3 --no-stats-table
+same_results "$TMP/sampled1.jsonl" "$TMP/sampled_rev.jsonl" && ok "seeded sampling: another batch composition, the same results" || bad "seeded sampling changes with the batch composition"
+expect 0 "sampled, 5-token prefill chunks, 2 ranks" "" -- "${MPIRUN[@]}" -np 2 "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/sampled.jsonl" --output "$TMP/sampled_chunk.jsonl" --max-tokens-per-step 5 --no-stats-table
+same_results "$TMP/sampled1.jsonl" "$TMP/sampled_chunk.jsonl" && ok "seeded sampling: prompts prefilled in 5-token chunks, the same results" || bad "seeded sampling changes with prefill chunking"
+alone_ok=1
+for i in 2 9 20 31; do
+  sed -n "$((i + 1))p" "$TMP/sampled.jsonl" > "$TMP/alone.jsonl"
+  "$BIN/moe-run" --checkpoint "$CKPT" --input "$TMP/alone.jsonl" --output "$TMP/alone_out.jsonl" --no-stats-table 2>/dev/null \
+    && same_results "$TMP/sampled1.jsonl" "$TMP/alone_out.jsonl" || { alone_ok=; bad "seeded request $i alone differs from the same in the batch"; }
+done
+[ -n "$alone_ok" ] && ok "seeded requests alone == the same inside the batch"
 python3 - "$TMP/sampled1.jsonl" <<'PY' && ok "logprobs where asked, 2 alternatives each" || bad "logprobs missing or malformed"
 import json, sys
 r = {j["id"]: j for j in map(json.loads, open(sys.argv[1]))}
 lp = r[2]["logprobs"]
 assert len(lp) == len(r[2]["output_ids"]) and all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in lp)
 assert all("logprobs" not in r[i] for i in (0, 1, 3))
+assert all(len(e["top_logprobs"]) == 1 for e in r[4]["logprobs"])
 PY
 expect 0 "greedy, 1 rank" "" -- "$BIN/moe-run" --checkpoint "$CKPT" --prompt-ids 14,15,16,17,18 --max-new-tokens 24 --ignore-eos --no-stats-table
 greedy=$(tr -d '\n' < "$TMP/out")

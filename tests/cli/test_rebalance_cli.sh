@@ -23,15 +23,19 @@ cleanup() { [ -n "$LAUNCH_PID" ] && kill_launch "$LAUNCH_PID" "$ADDR"; rm -rf "$
 trap cleanup EXIT
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 
-# The workload: 48 prompts of 8 to 24 random tokens (fixed seed), 12 new tokens each.
+# The workload: 48 prompts of 8 to 24 random tokens (fixed seed), 12 new tokens each; every
+# other one sampled with a seed, which must give the same tokens while experts move between
+# ranks (an expert computes a row to the same bits on any rank, beside any other rows).
 python3 - "$TMP/skew.jsonl" <<'PY'
 import json, random, sys
 rng = random.Random(7)
 with open(sys.argv[1], "w") as f:
     for i in range(48):
         n = rng.randint(8, 24)
-        f.write(json.dumps({"id": i, "prompt_ids": [rng.randrange(3, 512) for _ in range(n)],
-                            "max_new_tokens": 12}) + "\n")
+        req = {"id": i, "prompt_ids": [rng.randrange(3, 512) for _ in range(n)], "max_new_tokens": 12}
+        if i % 2:
+            req.update(temperature=1.0, seed=100 + i)
+        f.write(json.dumps(req) + "\n")
 PY
 # Small steps, so that the workload takes many of them and several rebalances fall inside it.
 COMMON=(--checkpoint "$CKPT" --max-tokens-per-step 32 --max-seqs 8)
@@ -94,13 +98,13 @@ grep -q "^ready: $ADDR" "$TMP/launch.out" && ok "moe-launch --np 4 with rebalanc
 # The batch, and beside it single generations of the same prompts, all in flight together.
 "$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/skew.jsonl" --output "$TMP/served.jsonl" 2>"$TMP/batch.err" &
 BATCH=$!
-for i in 3 17 40; do
+for i in 4 18 40; do
   ids=$(sed -n "$((i + 1))p" "$TMP/skew.jsonl" | python3 -c "import json,sys; print(','.join(map(str, json.load(sys.stdin)['prompt_ids'])))")
   "$BIN/moe-cli" --server "$ADDR" generate --prompt-ids "$ids" --max-new-tokens 12 >"$TMP/gen$i" 2>"$TMP/gen$i.err" &
   eval "GEN$i=\$!"
 done
 wait "$BATCH" && ok "batch under rebalancing: exit 0" || bad "batch: $(tail -3 "$TMP/batch.err")"
-for i in 3 17 40; do
+for i in 4 18 40; do
   eval "pid=\$GEN$i"
   if wait "$pid"; then
     want=$(sed -n "$((i + 1))p" "$TMP/ref.jsonl" | python3 -c "import json,sys; print(' '.join(map(str, json.load(sys.stdin)['output_ids'])))")
