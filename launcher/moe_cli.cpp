@@ -262,6 +262,8 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
     if (r.prompt.empty()) item->set_prompt_text(r.text);
     item->set_max_new_tokens(r.max_new_tokens);
     *item->mutable_sampling() = launcher::sampling_to_proto(r.sampling);
+    // A line's own "ignore_eos" (moe-run reads it too); --ignore-eos for every line.
+    item->set_ignore_eos(r.ignore_eos || o.ignore_eos);
   }
   const auto t0 = Clock::now();
   moe::v1::SubmitBatchResponse submitted;

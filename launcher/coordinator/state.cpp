@@ -498,7 +498,7 @@ grpc::Status State::admit_locked(const std::vector<moe::v1::BatchItem>& items,
     s.id = next_id_++;
     s.prompt.assign(it.prompt_ids().begin(), it.prompt_ids().end());
     s.max_new = it.max_new_tokens();
-    s.ignore_eos = ignore_eos;
+    s.ignore_eos = it.has_ignore_eos() ? it.ignore_eos() : ignore_eos;
     s.sampling = it.sampling();
     s.batch = batch;
     if (!batch.empty()) s.batch_index = int64_t(i);

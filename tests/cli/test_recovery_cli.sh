@@ -53,14 +53,20 @@ launch() {  # extra moe-launch flags
 }
 
 # 800 prompts of 1 to 24 tokens, 16 to 31 new tokens: long enough to be mid-batch when the
-# fault comes, short enough for CI.
+# fault comes, short enough for CI. Every other one is sampled with a seed: the sequences a
+# fault interrupts are prefilled again with their tokens so far, in other batches on other
+# ranks than moe-run's, and must still end as moe-run's did (a row's logits do not depend on
+# the batch or on prefill versus decode).
 python3 - "$TMP/in.jsonl" <<'PY'
 import json, random, sys
 r = random.Random(7)
 with open(sys.argv[1], "w") as f:
     for i in range(800):
-        f.write(json.dumps({"id": i, "prompt_ids": [r.randrange(3, 512) for _ in range(r.randrange(1, 25))],
-                            "max_new_tokens": r.randrange(16, 32)}) + "\n")
+        req = {"id": i, "prompt_ids": [r.randrange(3, 512) for _ in range(r.randrange(1, 25))],
+               "max_new_tokens": r.randrange(16, 32)}
+        if i % 2:
+            req.update(temperature=1.0, seed=i, ignore_eos=True)
+        f.write(json.dumps(req) + "\n")
 PY
 "$BIN/moe-run" --config "$CONFIGS/tiny_a.yaml" --input "$TMP/in.jsonl" --output "$TMP/want.jsonl" --no-stats-table --log-level warn \
   || { bad "moe-run reference"; exit 1; }
