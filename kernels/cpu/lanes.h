@@ -119,6 +119,23 @@ MOE_LANES_INLINE float sum_halves(Half lo, Half hi) {
   return a[0];
 }
 
+// sum_halves of four sums at once, the same additions in vector registers: the halves' quarters
+// added (lane j + lane j + 4), the four sums' quarters transposed, then j + (j + 2) and the two
+// results added. No vector goes through memory to be summed lane by lane (store-forwarding
+// stalls: about 12 ns per sum on the small weights' many short dot products).
+MOE_LANES_INLINE void sum_halves4(const Half* lo, const Half* hi, float* out) {
+  typedef float Quad __attribute__((vector_size(16)));
+  Quad q[4];
+  for (int e = 0; e < 4; ++e) {
+    const Half v = lo[e] + hi[e];
+    q[e] = Quad{v[0], v[1], v[2], v[3]} + Quad{v[4], v[5], v[6], v[7]};
+  }
+  const Quad t0 = {q[0][0], q[1][0], q[2][0], q[3][0]}, t1 = {q[0][1], q[1][1], q[2][1], q[3][1]};
+  const Quad t2 = {q[0][2], q[1][2], q[2][2], q[3][2]}, t3 = {q[0][3], q[1][3], q[2][3], q[3][3]};
+  const Quad d = (t0 + t2) + (t1 + t3);
+  std::memcpy(out, &d, sizeof d);
+}
+
 // The sum of a vector's lanes in a fixed tree: halves added pairwise.
 MOE_LANES_INLINE float sum_lanes(Lanes v) {
   float a[kLanes];

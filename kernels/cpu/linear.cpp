@@ -92,10 +92,24 @@ MOE_LANES_INLINE void stream_block_body(const float* __restrict__ x, const W* __
         for (int i = 0; i < kW; ++i) hi[i][m] = fma_half(xv, wv[i], hi[i][m]);
       }
     }
+    // The lanes' sums four at a time (sum_halves4: sum_halves's additions), the last group
+    // padded with zeros.
+    constexpr int kSums = kW * kRows, kGroups = (kSums + 3) / 4;
+    Half flo[kGroups * 4] = {}, fhi[kGroups * 4] = {};
+    float sums[kGroups * 4];
+#pragma GCC unroll 8
+    for (int i = 0; i < kW; ++i)
+#pragma GCC unroll 8
+      for (int m = 0; m < kRows; ++m) {
+        flo[i * kRows + m] = lo[i][m];
+        fhi[i * kRows + m] = hi[i][m];
+      }
+#pragma GCC unroll 4
+    for (int g = 0; g < kGroups; ++g) sum_halves4(flo + 4 * g, fhi + 4 * g, sums + 4 * g);
     for (int i = 0; i < kW; ++i) {
       if (row[i] >= N) continue;
       for (int m = 0; m < kRows; ++m) {
-        float s = sum_halves(lo[i][m], hi[i][m]);
+        float s = sums[i * kRows + m];
         for (int k = k_main; k < K; ++k)
           s = __builtin_fmaf(x[int64_t(m) * K + k], widen(wn[i][k]), s);
         float& o = out[int64_t(m) * ldo + row[i]];
