@@ -60,6 +60,8 @@ void parse_sampling(const json& j, const std::string& where, runtime::Request& r
     for (const auto& v : j["stop_token_ids"])
       s.stop_token_ids.push_back(checked_int<int32_t>(v, where, "\"stop_token_ids\""));
   }
+  if (j.contains("priority"))
+    r.priority = checked_int<int32_t>(j["priority"], where, "\"priority\"");
   if (j.contains("ignore_eos")) {
     if (!j["ignore_eos"].is_boolean())
       throw InputError(where + "\"ignore_eos\" must be true or false");

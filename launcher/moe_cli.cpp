@@ -135,6 +135,7 @@ struct GenerateOptions {
   int top_k = 0;
   int64_t seed = -1;  // -1: none
   std::string stop_token_ids;
+  int priority = 0;
 };
 
 int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
@@ -147,6 +148,7 @@ int cmd_generate(moe::v1::Inference::Stub& stub, const GenerateOptions& o) {
     req.set_prompt_text(o.prompt);
   req.set_max_new_tokens(o.max_new_tokens);
   req.set_ignore_eos(o.ignore_eos);
+  req.set_priority(o.priority);
   runtime::SamplingParams sp;
   sp.temperature = o.temperature;
   sp.top_p = o.top_p;
@@ -264,6 +266,7 @@ int cmd_batch(moe::v1::Inference::Stub& stub, const BatchOptions& o) {
     *item->mutable_sampling() = launcher::sampling_to_proto(r.sampling);
     // A line's own "ignore_eos" (moe-run reads it too); --ignore-eos for every line.
     item->set_ignore_eos(r.ignore_eos || o.ignore_eos);
+    if (r.priority) item->set_priority(*r.priority);  // none: the coordinator's batch default
   }
   const auto t0 = Clock::now();
   moe::v1::SubmitBatchResponse submitted;
@@ -567,6 +570,7 @@ int run(int argc, char** argv) {
   g->add_option("--min-p", gen.min_p, "keep tokens at least this share of the most likely one's probability");
   g->add_option("--seed", gen.seed, "sampling seed (-1: none, the server draws one)");
   g->add_option("--stop-token-ids", gen.stop_token_ids, "comma-separated token ids that end the output (finish_reason stop); default: none");
+  g->add_option("--priority", gen.priority, "admission order on the server: lower first (batch items default to 1)");
 
   auto* b = app.add_subcommand("batch", "submit a JSONL file as one batch; progress on stderr, results in input order");
   b->option_defaults()->always_capture_default();

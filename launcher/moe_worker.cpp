@@ -170,6 +170,7 @@ class GrpcController final : public runtime::Controller {
           a.request.resumed.assign(m.work().resumed_ids().begin(), m.work().resumed_ids().end());
           a.request.max_new_tokens = m.work().max_new_tokens();
           a.request.ignore_eos = m.work().ignore_eos();
+          a.request.priority = m.work().priority();
           a.request.sampling = launcher::sampling_from_proto(m.work().sampling());
           a.rank = m.work().rank();
           c.work.push_back(std::move(a));

@@ -48,7 +48,7 @@ void Engine::validate(const Request& r) const {
 
 void Engine::add(Request r) {
   validate(r);
-  waiting_.push_back(std::move(r));
+  waiting_.push(std::move(r));
 }
 
 void Engine::schedule() {
@@ -56,11 +56,11 @@ void Engine::schedule() {
   logit_seq_.clear();
   step_prompt_tokens_ = 0;
   int budget = opts_.max_tokens_per_step;
-  // Admit waiting requests into free slots, oldest first.
+  // Admit waiting requests into free slots: by priority, the oldest keeping a share
+  // (WaitingQueue).
   while (!waiting_.empty() && cache_.free_slots() > 0) {
     Sequence s;
-    s.req = std::move(waiting_.front());
-    waiting_.pop_front();
+    s.req = waiting_.pop();
     s.slot = cache_.acquire();
     s.tokens = s.req.prompt;
     s.tokens.insert(s.tokens.end(), s.req.resumed.begin(), s.req.resumed.end());
@@ -192,13 +192,11 @@ bool Engine::step(std::optional<bool> agreed_work) {
 }
 
 void Engine::cancel(int64_t id) {
-  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
-    if (it->id == id) {
-      Result r{id, {}, FinishReason::kCancelled, std::nullopt, {}};
-      waiting_.erase(it);
-      if (on_finish_) on_finish_(std::move(r));
-      return;
-    }
+  if (waiting_.erase(id)) {
+    Result r{id, {}, FinishReason::kCancelled, std::nullopt, {}};
+    if (on_finish_) on_finish_(std::move(r));
+    return;
+  }
   for (size_t i = 0; i < running_.size(); ++i)
     if (running_[i].req.id == id && running_[i].slot >= 0) {
       finish(i, FinishReason::kCancelled);

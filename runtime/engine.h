@@ -5,7 +5,6 @@
 // step happens at all is agreed by an all-reduce, so a rank with no work still joins the
 // exchanges of the others.
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <optional>
 #include <random>
@@ -15,6 +14,7 @@
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
 #include "runtime/request.h"
+#include "runtime/waiting_queue.h"
 
 namespace moe::runtime {
 
@@ -100,7 +100,7 @@ class Engine {
   EngineOptions opts_;
   int max_context_;
 
-  std::deque<Request> waiting_;
+  WaitingQueue waiting_;
   std::vector<Sequence> running_;
   StepBatch batch_;
   std::vector<int> logit_seq_;  // running_ index of each logit row

@@ -15,6 +15,9 @@ struct Request {
   std::vector<int32_t> prompt;  // [prompt_len] token ids
   int max_new_tokens = 16;
   bool ignore_eos = false;  // on top of the engine's own setting
+  // Admission order on its rank (WaitingQueue): lower first, as vLLM's `priority`; none is 0.
+  // The coordinator puts batch items that give none at 1, behind Generate and the OpenAI API.
+  std::optional<int> priority;
   std::string text;         // a text prompt, before tokenization (prompt is then filled from it)
   SamplingParams sampling;  // greedy unless asked otherwise
   // Tokens an earlier worker job already generated for this request before it was lost (the

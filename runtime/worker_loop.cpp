@@ -111,6 +111,7 @@ void put_control(ByteWriter& w, const Control& c) {
     w.put(a.request.resumed);
     w.put(a.request.max_new_tokens);
     w.put(uint8_t(a.request.ignore_eos));
+    w.put(a.request.priority.value_or(0));
     put_sampling(w, a.request.sampling);
   }
 }
@@ -129,6 +130,7 @@ Control get_control(ByteReader& r) {
     a.request.resumed = r.get_vector<int32_t>();
     a.request.max_new_tokens = r.get<int>();
     a.request.ignore_eos = r.get<uint8_t>();
+    a.request.priority = r.get<int>();
     a.request.sampling = get_sampling(r);
     c.work.push_back(std::move(a));
   }

@@ -198,6 +198,12 @@ Completion parse_completion(const std::string& body, const std::string& model) {
   }
   c.stream = boolean(j, "stream", false);
   c.ignore_eos = boolean(j, "ignore_eos", false);
+  // vLLM's `priority`: lower is admitted earlier; 0, ahead of batch items (1), unless given.
+  const bool huge = j.contains("priority") && j["priority"].is_number_unsigned() &&
+                    j["priority"].get<uint64_t>() > uint64_t(INT32_MAX);
+  const int64_t priority = integer(j, "priority", 0);
+  if (huge || priority < INT32_MIN || priority > INT32_MAX)
+    throw BadField{"priority", "priority must be an integer in [-2147483648, 2147483647]"};
   if (j.contains("stream_options") && j["stream_options"].is_object())
     c.include_usage = boolean(j["stream_options"], "include_usage", false);
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -212,6 +218,7 @@ Completion parse_completion(const std::string& body, const std::string& model) {
       throw BadField{"prompt", "each prompt must be a string or a list of token ids"};
     }
     it.set_max_new_tokens(int32_t(max_tokens));
+    it.set_priority(int32_t(priority));
     *it.mutable_sampling() = s;
     c.text_prompt.push_back(prompts[i].is_string());
     c.items.push_back(std::move(it));

@@ -25,6 +25,7 @@ grpc::ServerWriteReactor<moe::v1::GenerateResponse>* InferenceService::Generate(
   item.set_prompt_text(req->prompt_text());
   item.set_max_new_tokens(req->max_new_tokens());
   *item.mutable_sampling() = req->sampling();
+  item.set_priority(req->priority());
   std::vector<int64_t> ids;
   if (auto st = s_.admit({item}, "", req->ignore_eos(), &ids); !st.ok())
     return GenerateStream::refuse(st);

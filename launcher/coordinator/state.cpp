@@ -212,6 +212,7 @@ bool State::send_work_locked(Sequence& s) {
   *w->mutable_resumed_ids() = {s.output.begin(), s.output.end()};
   w->set_max_new_tokens(s.max_new);
   w->set_ignore_eos(s.ignore_eos);
+  w->set_priority(s.priority);
   *w->mutable_sampling() = s.sampling;
   return sink_(m);
 }
@@ -271,6 +272,9 @@ void State::apply_step_locked(const moe::v1::StepReport& st) {
       finished_locked(it);
       continue;
     }
+    if (s.output.empty())
+      stats_.on_first_token(s.interactive,
+                            std::chrono::duration<double>(Clock::now() - s.admitted).count());
     s.output.push_back(t.token_id());
     s.losses = 0;
     touch_locked(s.id);
@@ -499,6 +503,9 @@ grpc::Status State::admit_locked(const std::vector<moe::v1::BatchItem>& items,
     s.prompt.assign(it.prompt_ids().begin(), it.prompt_ids().end());
     s.max_new = it.max_new_tokens();
     s.ignore_eos = it.has_ignore_eos() ? it.ignore_eos() : ignore_eos;
+    s.interactive = batch.empty();
+    s.priority = it.has_priority() ? it.priority() : (s.interactive ? 0 : kBatchItemPriority);
+    s.admitted = Clock::now();
     s.sampling = it.sampling();
     s.batch = batch;
     if (!batch.empty()) s.batch_index = int64_t(i);

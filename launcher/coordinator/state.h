@@ -51,6 +51,9 @@ struct Options {
   int max_losses = 2;
 };
 
+// Batch items' priority where the item gives none: behind Generate and the OpenAI API (0).
+constexpr int kBatchItemPriority = 1;
+
 struct Sequence {
   int64_t id = 0;           // coordinator-wide
   int rank = 0;             // where it runs
@@ -67,6 +70,9 @@ struct Sequence {
   bool text = false;        // the prompt came as text: outputs are decoded too
   int64_t owed = 0;         // what it adds to outstanding_[rank]: tokens its job still owes it
   int losses = 0;           // worker-job losses it was in flight at since its last token
+  int priority = 0;         // admission order on its rank: lower first
+  bool interactive = true;  // Generate or the OpenAI API (not a batch item)
+  Clock::time_point admitted;
   bool done() const { return !finish.empty() || !error.ok(); }
 };
 

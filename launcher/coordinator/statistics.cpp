@@ -137,6 +137,15 @@ bool Statistics::load_stats(bool recent, const LiveState& live,
   return true;
 }
 
+void Statistics::on_first_token(bool interactive, double seconds) {
+  std::lock_guard lk(mu_);
+  const int c = interactive ? 0 : 1;
+  size_t b = 0;
+  while (b < std::size(kTtftBuckets) && seconds > kTtftBuckets[b]) ++b;
+  ++ttft_[c][b];
+  ttft_sum_[c] += seconds;
+}
+
 std::string Statistics::prometheus(const LiveState& live) const {
   std::lock_guard lk(mu_);
   std::string o;
@@ -179,6 +188,30 @@ std::string Statistics::prometheus(const LiveState& live) const {
          rebalance_done_.seconds + rebalance_job_.seconds);
   metric("moe_rebalance_last_seconds", "gauge", "wall time of the last live rebalance",
          rebalance_job_.last_seconds);
+  o += "# HELP moe_time_to_first_token_seconds admission to first token (queued on a rank, then "
+       "prefill), interactive requests (Generate, the OpenAI API) and batch items apart\n"
+       "# TYPE moe_time_to_first_token_seconds histogram\n";
+  for (int c = 0; c < 2; ++c) {
+    const char* cls = c == 0 ? "interactive" : "batch";
+    int64_t cum = 0;
+    for (size_t b = 0; b < kTtftSlots; ++b) {
+      cum += ttft_[c][b];
+      char le[32];
+      if (b < std::size(kTtftBuckets))
+        std::snprintf(le, sizeof le, "%g", kTtftBuckets[b]);
+      else
+        std::snprintf(le, sizeof le, "+Inf");
+      std::snprintf(buf, sizeof buf,
+                    "moe_time_to_first_token_seconds_bucket{class=\"%s\",le=\"%s\"} %lld\n", cls,
+                    le, (long long)cum);
+      o += buf;
+    }
+    std::snprintf(buf, sizeof buf,
+                  "moe_time_to_first_token_seconds_sum{class=\"%s\"} %.17g\n"
+                  "moe_time_to_first_token_seconds_count{class=\"%s\"} %lld\n",
+                  cls, ttft_sum_[c], cls, (long long)cum);
+    o += buf;
+  }
   o += "# HELP moe_expert_tokens_total routed (token, top-k slot) choices per layer and expert\n"
        "# TYPE moe_expert_tokens_total counter\n";
   for (int l = 0; l < model_.layers; ++l)

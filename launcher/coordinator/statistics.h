@@ -3,7 +3,9 @@
 // expert, per rank, per rank pair; whole run and a recent window), the step's time split, and
 // the request counters. A lock of its own, so a GetLoadStats or a Prometheus scrape never waits
 // on admission or on the worker link, and none of them waits on it for long.
+#include <array>
 #include <atomic>
+#include <iterator>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -50,6 +52,9 @@ class Statistics {
   // False until a worker job has attached (there is nothing to count yet).
   bool load_stats(bool recent, const LiveState& live, moe::v1::LoadStatsResponse* out) const;
   std::string prometheus(const LiveState& live) const;  // text exposition format
+  // A sequence's first token came `seconds` after its admission (time queued on its rank plus
+  // its prefill): interactive (Generate, the OpenAI API) or a batch item.
+  void on_first_token(bool interactive, double seconds);
 
   // Counters the sequence store bumps.
   std::atomic<int64_t> requests{0}, refused{0}, failed{0}, generated{0};
@@ -75,6 +80,12 @@ class Statistics {
     double seconds = 0, last_seconds = 0;
   };
   Rebalancing rebalance_done_, rebalance_job_;
+  // Time to first token per class (0 interactive, 1 batch): counts per bucket of kTtftBuckets
+  // (not cumulative; the last is +Inf), and their sum.
+  static constexpr double kTtftBuckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  static constexpr size_t kTtftSlots = std::size(kTtftBuckets) + 1;
+  std::array<std::array<int64_t, kTtftSlots>, 2> ttft_{};
+  std::array<double, 2> ttft_sum_{};
 };
 
 }  // namespace moe::coordinator

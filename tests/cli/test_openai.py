@@ -146,6 +146,7 @@ try:
             ("n = 2 -> 400", dict(n=2), openai.BadRequestError),
             ("token id outside the vocabulary -> 400", dict(prompt=[1, 10**6]), openai.BadRequestError),
             ("a field of the wrong type -> 400", dict(extra_body={"ignore_eos": "yes"}), openai.BadRequestError),
+            ("a priority past int32 -> 400", dict(extra_body={"priority": 2**31}), openai.BadRequestError),
             # Bounded before anything walks them (5M stop ids once took the service down), and
             # read wide: 2^32 + 197 is refused, not wrapped to 197.
             ("a stop id of 2^32 + 197 -> 400", dict(extra_body={"stop_token_ids": [2**32 + 197]}),

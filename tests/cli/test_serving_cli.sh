@@ -141,6 +141,21 @@ PY
 "$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 183,14,173,485,369,501,64 --max-new-tokens 16 >"$TMP/gen" 2>/dev/null
 [ "$(tr '\n' ',' < "$TMP/gen")" = "134,469,461,460,362,469,461,460,453,257,401,72,292,49,218,226," ] \
   && ok "generate streams transformers' tokens" || bad "generate: $(tr '\n' ',' < "$TMP/gen")"
+# A priority orders admission only: the same tokens; the first tokens of interactive requests
+# and of batch items are timed apart in /metrics (the waiting order itself: test_waiting_queue).
+"$BIN/moe-cli" --server "$ADDR" generate --prompt-ids 183,14,173,485,369,501,64 --max-new-tokens 16 --priority -3 >"$TMP/genp" 2>/dev/null
+cmp -s "$TMP/gen" "$TMP/genp" && ok "generate --priority -3: the same tokens" || bad "generate --priority: $(tr '\n' ',' < "$TMP/genp")"
+printf '{"id": 1, "prompt_ids": [5, 6], "priority": "high"}\n' > "$TMP/badprio.jsonl"
+"$BIN/moe-cli" --server "$ADDR" batch --input "$TMP/badprio.jsonl" >/dev/null 2>"$TMP/badprio.err"; rc=$?
+[ "$rc" -eq 2 ] && grep -q '"priority"' "$TMP/badprio.err" && ok "a batch line's priority of the wrong type: exit 2, named" || bad "bad priority: exit $rc, $(cat "$TMP/badprio.err")"
+python3 - "http://127.0.0.1:$MPORT/metrics" <<'PY' && ok "/metrics: time to first token, interactive and batch apart" || bad "no TTFT histogram in /metrics"
+import re, sys, urllib.request
+m = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+n = {c: int(re.search(r'^moe_time_to_first_token_seconds_count\{class="%s"\} (\d+)$' % c, m, re.M).group(1))
+     for c in ("interactive", "batch")}
+inf = int(re.search(r'^moe_time_to_first_token_seconds_bucket\{class="interactive",le="\+Inf"\} (\d+)$', m, re.M).group(1))
+assert n["interactive"] >= 2 and n["batch"] >= 1 and inf == n["interactive"], (n, inf)
+PY
 
 "$BIN/moe-cli" --server "$ADDR" generate --prompt "The licenses for most software" --max-new-tokens 12 >"$TMP/text" 2>"$TMP/text.err"; rc=$?
 printf '{"id": 1, "prompt": "The licenses for most software", "max_new_tokens": 12}\n' > "$TMP/text.jsonl"
