@@ -109,17 +109,8 @@ MOE_LANES_INLINE Half fma_half(Half a, Half b, Half c) {
   return r;
 }
 
-// sum_lanes of the Lanes vector whose halves are lo and hi: the same tree, so the same bits.
-MOE_LANES_INLINE float sum_halves(Half lo, Half hi) {
-  float a[kHalf];
-  const Half v = lo + hi;
-  std::memcpy(a, &v, sizeof a);
-  for (int width = kHalf / 2; width > 0; width /= 2)
-    for (int j = 0; j < width; ++j) a[j] += a[j + width];
-  return a[0];
-}
-
-// sum_halves of four sums at once, the same additions in vector registers: the halves' quarters
+// sum_lanes of four Lanes vectors, each given as its halves lo and hi (lanes 0-7, 8-15), with
+// sum_lanes's additions done in vector registers: lane j + lane j + 8, the halves' quarters
 // added (lane j + lane j + 4), the four sums' quarters transposed, then j + (j + 2) and the two
 // results added. No vector goes through memory to be summed lane by lane (store-forwarding
 // stalls: about 12 ns per sum on the small weights' many short dot products).

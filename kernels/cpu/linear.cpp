@@ -78,7 +78,7 @@ MOE_LANES_INLINE void stream_block_body(const float* __restrict__ x, const W* __
 #pragma GCC unroll 8
       for (int m = 0; m < kRows; ++m) {
         Half xv = load_half(x + int64_t(m) * K + k);
-      in_register<kAvx2>(xv);
+        in_register<kAvx2>(xv);
 #pragma GCC unroll 8
         for (int i = 0; i < kW; ++i) lo[i][m] = fma_half(xv, wv[i], lo[i][m]);
       }
@@ -87,12 +87,12 @@ MOE_LANES_INLINE void stream_block_body(const float* __restrict__ x, const W* __
 #pragma GCC unroll 8
       for (int m = 0; m < kRows; ++m) {
         Half xv = load_half(x + int64_t(m) * K + k + kHalf);
-      in_register<kAvx2>(xv);
+        in_register<kAvx2>(xv);
 #pragma GCC unroll 8
         for (int i = 0; i < kW; ++i) hi[i][m] = fma_half(xv, wv[i], hi[i][m]);
       }
     }
-    // The lanes' sums four at a time (sum_halves4: sum_halves's additions), the last group
+    // The lanes' sums four at a time (sum_halves4: sum_lanes's additions), the last group
     // padded with zeros.
     constexpr int kSums = kW * kRows, kGroups = (kSums + 3) / 4;
     Half flo[kGroups * 4] = {}, fhi[kGroups * 4] = {};
@@ -250,7 +250,7 @@ void linear_blas(const LinearParams& p) {
 // Every row count takes the streamed kernels, so that a row's result is the same bits whatever
 // else is in the batch: a seeded sample near a tie must not flip because its sequence was
 // decoded beside others, prefilled again after a lost rank, or placed on another rank. The
-// BLAS path (linear_blas) is about 1.7x (fp32) and 1.9x (bf16) as fast at 512 rows
+// BLAS path (linear_blas) is about 1.7x (fp32) and 1.2x (bf16) as fast at 512 rows
 // (moe-bench-cpu-linear): its sums' order depends on the call's shape, and the bits with it.
 void linear(const LinearParams& p) {
   if (p.M == 0 || p.w.rows == 0) return;
